@@ -1,0 +1,1 @@
+"""Thin Click commands: options in, library calls, errors to exit codes."""

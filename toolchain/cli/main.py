@@ -1,0 +1,139 @@
+"""The ``toolchain`` command. Commands turn options into arguments and call the library.
+
+This is the only place that maps ``ToolchainError`` to exit codes: one line on stderr, the
+traceback only with ``-v``. Results go to stdout; progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from toolchain.errors import ToolchainError
+
+log = logging.getLogger("toolchain")
+
+
+def _setup_logging(verbose: bool) -> None:
+    # Progress goes to a duplicate of the original stderr, so it still reaches the terminal while
+    # stages redirect fd 2 (TensorFlow's chatter) into the build log.
+    stream = os.fdopen(os.dup(2), "w", buffering=1)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s" if not verbose else "%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("toolchain")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logs and full tracebacks.")
+@click.version_option(package_name="toolchain")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Build neural networks for edge devices: convert, compress and validate on emulated runtimes.
+
+    \b
+    toolchain build recipes/mobilenet.yaml      train, quantize, validate, write build/mobilenet/
+    toolchain recipe check recipes/x.yaml       validate a recipe without building
+    toolchain targets list                      device profiles you can target
+    """
+    ctx.obj = {"verbose": verbose}
+    _setup_logging(verbose)
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-t", "--target", "targets", multiple=True, help="Build only this target (repeatable); default: the recipe's targets.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), show_default=True, help="Build folder; artifacts go to OUT/<recipe>/<target>/.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema toolchain.build/1) on stdout and nothing else.")
+@click.option("--no-cache", is_flag=True, help="Rebuild every stage even if its inputs are unchanged.")
+def build(recipe: Path, targets: tuple[str, ...], out: Path, as_json: bool, no_cache: bool) -> None:
+    """Build RECIPE for each target: data, model, training, conversion, validation and gates.
+
+    Exits 0 when every gate passes, 11 when a gate fails (the reports are still written).
+    """
+    from toolchain.config import load_recipe
+    from toolchain.pipeline import build as run_build, raise_on_failures
+
+    r = load_recipe(recipe)
+    record = run_build(r, list(targets) or None, out, use_cache=not no_cache)
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+    else:
+        from toolchain.report.console import print_summary
+
+        print_summary(record)
+    log.info("build record: %s", out / r.name / "build.json")
+    raise_on_failures(record)
+
+
+@cli.group()
+def recipe() -> None:
+    """Work with recipe files."""
+
+
+@recipe.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def recipe_check(files: tuple[Path, ...]) -> None:
+    """Validate recipe FILES (schema, targets, plans) without building anything."""
+    from toolchain.config import load_recipe, load_target
+    from toolchain.pipeline import resolve_plan
+
+    for f in files:
+        r = load_recipe(f)
+        plans = [f"{t}: {resolve_plan(r, load_target(t)).mode}" for t in r.targets]
+        click.echo(f"{f}: ok ({r.name}; {', '.join(plans)})")
+
+
+@cli.group()
+def targets() -> None:
+    """Device profiles in targets/."""
+
+
+@targets.command("list")
+def targets_list() -> None:
+    """List the target profiles."""
+    from toolchain.config import list_targets, load_target
+
+    for name in list_targets():
+        t = load_target(name)
+        click.echo(f"{t.name:16} {t.kind:6} {t.runtime:8} {t.description}")
+
+
+@targets.command("show")
+@click.argument("name")
+def targets_show(name: str) -> None:
+    """Show every field of target profile NAME, defaults included."""
+    import yaml
+
+    from toolchain.config import load_target
+
+    click.echo(yaml.safe_dump(load_target(name).model_dump(mode="json"), sort_keys=False).rstrip())
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in argv or "--verbose" in argv
+    try:
+        cli.main(args=argv, prog_name="toolchain", standalone_mode=False)
+    except ToolchainError as exc:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        hint = "" if verbose else " (run with -v for the traceback)"
+        click.echo(f"error: {exc}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(0)

@@ -1,0 +1,65 @@
+"""Target device profiles: what a device accepts and what it has. Frozen data, no algorithms."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from toolchain.config.recipe import IOType, Mode, Strict
+
+
+class Numerics(Strict):
+    modes: list[Mode] = Field(min_length=1, description="quantize modes the device can run")
+    default_mode: Mode
+    io_types: list[IOType] = Field(min_length=1, description="input/output types accepted for integer models")
+    default_io_type: IOType
+    float_fallback: bool = Field(description="may unsupported ops fall back to float on a CPU")
+
+    @model_validator(mode="after")
+    def _defaults_allowed(self):
+        if self.default_mode not in self.modes:
+            raise ValueError(f"default_mode {self.default_mode!r} is not in modes")
+        if self.default_io_type not in self.io_types:
+            raise ValueError(f"default_io_type {self.default_io_type!r} is not in io_types")
+        return self
+
+
+class Memory(Strict):
+    ram_kb: float | None = Field(None, gt=0, description="RAM for the tensor arena and I/O")
+    flash_kb: float | None = Field(None, gt=0, description="flash/storage for the model")
+    arena_margin: float = Field(0.1, ge=0, description="safety margin added to the measured minimum arena")
+
+
+class Mcu(Strict):
+    cycles_per_mac: float = Field(gt=0, description="average cycles per multiply-accumulate (CMSIS-NN int8)")
+
+
+class Vela(Strict):
+    accelerator_config: str
+    system_config: str
+    memory_mode: str
+
+
+class EdgeTpu(Strict):
+    param_cache_bytes: int = Field(8 * 1024 * 1024, description="on-chip parameter cache")
+    tops: float = Field(4.0, gt=0, description="peak int8 tera-operations per second")
+    utilization: float = Field(0.25, gt=0, le=1, description="assumed share of peak reached")
+    usb_mb_per_s: float = Field(320.0, gt=0, description="host link bandwidth for streamed parameters")
+
+
+class Target(Strict):
+    schema_version: Literal[1]
+    name: str
+    kind: Literal["phone", "mcu", "npu", "tpu"]
+    description: str
+    runtime: Literal["litert", "tflm", "vela", "edgetpu"]
+    batch: int | None = Field(None, description="fixed batch size; null keeps the batch axis dynamic")
+    numerics: Numerics
+    memory: Memory = Memory()
+    clock_mhz: float | None = Field(None, gt=0)
+    threads: int = Field(1, ge=1, description="interpreter threads used for host latency")
+    gpu_delegate: bool = Field(False, description="check GPU-delegate op compatibility")
+    mcu: Mcu | None = None
+    vela: Vela | None = None
+    edgetpu: EdgeTpu | None = None

@@ -1,0 +1,5 @@
+"""TFLite conversion in each quantize mode."""
+
+from toolchain.convert.tflite import ConvertPlan, convert
+
+__all__ = ["ConvertPlan", "convert"]

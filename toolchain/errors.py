@@ -1,0 +1,71 @@
+"""One error hierarchy for everything the user can get wrong or the tools can refuse.
+
+Each class carries its own exit code; the CLI prints ``str(error)`` as one line and
+shows the traceback only with ``-v``. This module imports nothing heavy.
+"""
+
+
+class ToolchainError(Exception):
+    """Base class. ``exit_code`` is what the ``toolchain`` command exits with."""
+
+    exit_code = 1
+
+
+class ConfigError(ToolchainError):
+    """A recipe or target profile is malformed, has unknown keys or wrong types."""
+
+    exit_code = 3
+
+
+class UnknownTargetError(ConfigError):
+    """A recipe or command names a target profile that does not exist."""
+
+    exit_code = 4
+
+
+class InputError(ToolchainError):
+    """A model file or data set named by the recipe cannot be used."""
+
+    exit_code = 5
+
+
+class DataShapeError(InputError):
+    """The data does not fit the model's input or output."""
+
+    exit_code = 6
+
+
+class OfflineError(InputError):
+    """Something would need the network (pretrained weights, a remote data set)."""
+
+    exit_code = 7
+
+
+class ConversionError(ToolchainError):
+    """The TFLite converter (or a compression step) failed."""
+
+    exit_code = 8
+
+
+class CompatibilityError(ToolchainError):
+    """The recipe asks for something a target cannot run, or the model does not fit it."""
+
+    exit_code = 9
+
+
+class RuntimeValidationError(ToolchainError):
+    """An emulated runtime could not load or run an artifact."""
+
+    exit_code = 10
+
+
+class GateFailure(ToolchainError):
+    """A build finished but one or more acceptance gates or budgets failed."""
+
+    exit_code = 11
+
+
+class PackagingError(ToolchainError):
+    """A release bundle could not be written or read."""
+
+    exit_code = 12

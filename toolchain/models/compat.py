@@ -1,0 +1,26 @@
+"""Every TensorFlow/Keras-version quirk lives here.
+
+tensorflow-model-optimization needs Keras 2, so the toolchain uses ``tf_keras`` everywhere with
+``TF_USE_LEGACY_KERAS=1``. Both variables must be set before TensorFlow is first imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def tf():
+    import tensorflow
+
+    tensorflow.get_logger().setLevel("ERROR")
+    return tensorflow
+
+
+def keras():
+    tf()
+    import tf_keras
+
+    return tf_keras

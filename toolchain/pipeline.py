@@ -1,0 +1,265 @@
+"""The build driver. The stage order is ``build()``; each stage is a function with a cache key.
+
+    data -> model (build/load, train, float reference) -> per target: convert -> validate -> gate -> report
+
+Stages log progress through ``logging`` and never print. Everything TensorFlow writes to the
+process's stdout/stderr is captured into ``build/<recipe>/build.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.cache import Cache, make_key, tool_versions
+from toolchain.config import Recipe, Target, load_target
+from toolchain.convert.tflite import ConvertPlan
+from toolchain.data import Dataset, load_dataset, source_digest
+from toolchain.errors import CompatibilityError, GateFailure
+from toolchain.fsutil import atomic_copy, atomic_write, capture_fds, sha256_file, sha256_tree
+from toolchain.validate import gates
+
+log = logging.getLogger(__name__)
+
+RECORD_SCHEMA = "toolchain.build/1"
+STAGE_VERSIONS = {"data": 1, "model": 1, "convert": 1}
+
+
+def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
+    """The quantization a target gets: the recipe's where it says, the target's need otherwise."""
+    q, n = recipe.quantize, target.numerics
+    mode = q.mode or n.default_mode
+    if mode not in n.modes:
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'mode')}: quantize.mode: {target.name} cannot run {mode!r} "
+            f"(it accepts {', '.join(n.modes)})"
+        )
+    if mode == "int8":
+        io = q.io_type or n.default_io_type
+    else:
+        io = q.io_type or "float32"
+    if io not in n.io_types:
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'io_type')}: quantize.io_type: {target.name} cannot take {io!r} "
+            f"input/output (it accepts {', '.join(n.io_types)})"
+        )
+    return ConvertPlan(mode=mode, io_type=io, per_channel=q.per_channel, batch=target.batch)
+
+
+@dataclass
+class Build:
+    """What the stages share: the recipe, where to write, the cache and timings."""
+
+    recipe: Recipe
+    out: Path
+    cache: Cache
+    versions: dict = field(default_factory=tool_versions)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        return self.out / self.recipe.name
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "build.log"
+
+    def timed(self, name: str, started: float) -> None:
+        self.timings[name] = round(self.timings.get(name, 0) + time.perf_counter() - started, 3)
+
+
+# --- stages -------------------------------------------------------------------------------------
+
+
+def stage_data(b: Build) -> tuple[Dataset, str]:
+    from toolchain.models.source import input_shape_of
+
+    t0 = time.perf_counter()
+    spec = b.recipe.data
+    shape = input_shape_of(b.recipe.model)
+    key = make_key(stage="data", v=STAGE_VERSIONS["data"], spec=spec.model_dump(mode="json"), source=source_digest(spec), shape=shape, classes=b.recipe.model.classes)
+    hit = b.cache.get("data", key)
+    if hit:
+        data, digest = Dataset.load(hit / "data.npz"), b.cache.meta("data", key)["digest"]
+        log.info("data: %d train / %d calibration / %d eval samples (cached)", len(data.y_train), len(data.y_calib), len(data.y_eval))
+    else:
+        data = load_dataset(spec, shape, b.recipe.model.classes)
+        digest = data.digest
+        with b.cache.put("data", key, {"digest": digest}) as d:
+            data.save(d / "data.npz")
+        log.info("data: %d train / %d calibration / %d eval samples of shape %s", len(data.y_train), len(data.y_calib), len(data.y_eval), data.x_eval.shape[1:])
+    b.timed("data", t0)
+    return data, digest
+
+
+@dataclass
+class ModelStage:
+    key: str
+    path: Path  # the saved float Keras model
+    reference: np.ndarray  # float outputs on the eval split
+    history: dict
+    _model: object = None
+
+    def keras(self):
+        if self._model is None:
+            from toolchain.models.compat import keras
+
+            self._model = keras().models.load_model(self.path, compile=False)
+        return self._model
+
+
+def stage_model(b: Build, data: Dataset, data_digest: str) -> ModelStage:
+    from toolchain.models.source import check_offline
+
+    t0 = time.perf_counter()
+    r = b.recipe
+    check_offline(r.model)
+    file_digest = sha256_tree(r.model.file) if r.model.file else None
+    key = make_key(
+        stage="model", v=STAGE_VERSIONS["model"], model=r.model.model_dump(mode="json", exclude={"file"}), file=file_digest,
+        train=r.train.model_dump(mode="json") if r.train else None, data=data_digest,
+        versions={k: b.versions[k] for k in ("tensorflow", "tf_keras")},
+    )
+    hit = b.cache.get("model", key)
+    if hit:
+        meta = b.cache.meta("model", key)
+        log.info("model: float reference top-1 %.4f (cached)", meta["reference_top1"])
+        stage = ModelStage(key, hit / "model.keras", np.load(hit / "reference.npy"), meta["history"])
+    else:
+        from toolchain.compress.train import fit
+        from toolchain.models.source import build_model
+        from toolchain.validate.metrics import top1
+
+        model = build_model(r.model)
+        history = {}
+        if r.train:
+            log.info("train: %d epochs on %d samples (this is the slow part)", r.train.epochs, len(data.y_train))
+            history = fit(model, data.x_train, data.y_train, r.train, data.x_eval, data.y_eval)
+        elif r.model.application:
+            log.warning("model: %s has random weights and no 'train' section: accuracy will be at chance", r.model.application)
+        reference = model.predict(data.x_eval, batch_size=64, verbose=0)
+        ref_top1 = top1(reference, data.y_eval)
+        with b.cache.put("model", key, {"reference_top1": ref_top1, "history": history}) as d:
+            model.save(d / "model.keras")
+            np.save(d / "reference.npy", reference)
+        log.info("model: float reference top-1 %.4f on %d eval samples", ref_top1, len(data.y_eval))
+        stage = ModelStage(key, b.cache.dir("model", key) / "model.keras", reference, history, model)
+    b.timed("model", t0)
+    return stage
+
+
+def stage_convert(b: Build, model: ModelStage, data: Dataset, data_digest: str, plan: ConvertPlan) -> tuple[bytes, Path | None]:
+    """Returns the artifact bytes and the converter's log."""
+    from toolchain.convert.tflite import convert
+
+    t0 = time.perf_counter()
+    n_cal = min(b.recipe.quantize.calibration_samples, len(data.x_calib))
+    key = make_key(stage="convert", v=STAGE_VERSIONS["convert"], model=model.key, plan=plan.as_dict(), calibration=n_cal if plan.mode in ("int8", "int16x8") else 0, data=data_digest, versions=b.versions["tensorflow"])
+    hit = b.cache.get("convert", key)
+    if hit:
+        log.info("convert: %s (cached)", plan.mode)
+    else:
+        log.info("convert: %s, I/O %s, batch %s%s", plan.mode, plan.io_type, plan.batch or "dynamic", f", calibrating on {n_cal} samples" if plan.mode in ("int8", "int16x8") else "")
+        with b.cache.put("convert", key, {"plan": plan.as_dict()}) as d:
+            with capture_fds(d / "convert.log"):
+                blob = convert(model.keras(), plan, data.x_calib[:n_cal])
+            (d / "model.tflite").write_bytes(blob)
+        hit = b.cache.dir("convert", key)
+    b.timed("convert", t0)
+    return (hit / "model.tflite").read_bytes(), hit / "convert.log"
+
+
+def validate(b: Build, target: Target, artifact: bytes, data: Dataset, model: ModelStage) -> dict:
+    """Run the artifact on the target's emulated runtime against the float reference."""
+    from toolchain.runtimes.litert import LiteRT
+    from toolchain.validate.metrics import compare, top1
+
+    t0 = time.perf_counter()
+    rt = LiteRT(artifact, threads=target.threads)
+    outputs = rt.predict(data.x_eval)
+    result = {
+        "reference": {"top1": top1(model.reference, data.y_eval)},
+        "metrics": compare(model.reference, outputs, data.y_eval),
+        "latency_ms": {**rt.latency_ms(data.x_eval[0]), "threads": target.threads, "source": "measured: host LiteRT/XNNPACK"},
+        "ops": rt.ops(),
+        "io": rt.io(),
+        "runtime": "ai-edge-litert",
+    }
+    b.timed("validate", t0)
+    return result
+
+
+# --- driver -------------------------------------------------------------------------------------
+
+
+def build(recipe: Recipe, target_names: list[str] | None = None, out: Path = Path("build"), use_cache: bool = True) -> dict:
+    """Run the recipe for its targets (or ``target_names``) and return the build record."""
+    targets = [load_target(n) for n in (target_names or recipe.targets)]
+    plans = {t.name: resolve_plan(recipe, t) for t in targets}  # refuse impossible plans before any work
+    from toolchain.models.source import check_offline
+
+    check_offline(recipe.model)
+    b = Build(recipe, Path(out), Cache(Path(out) / ".cache", enabled=use_cache))
+    b.dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with capture_fds(b.log_path):
+        data, digest = stage_data(b)
+        model = stage_model(b, data, digest)
+        results = [build_target(b, t, plans[t.name], data, digest, model) for t in targets]
+    record = {
+        "schema": RECORD_SCHEMA,
+        "recipe": recipe.name,
+        "recipe_file": str(recipe.source) if recipe.source else None,
+        "recipe_sha256": sha256_file(recipe.source) if recipe.source else None,
+        "data_digest": digest,
+        "eval_samples": int(len(data.y_eval)),
+        "tool_versions": b.versions,
+        "timings_s": {**b.timings, "total": round(time.perf_counter() - started, 3)},
+        "passed": all(r["passed"] for r in results),
+        "results": results,
+    }
+    atomic_write(b.dir / "build.json", json.dumps(record, indent=2))
+    return record
+
+
+def build_target(b: Build, target: Target, plan: ConvertPlan, data: Dataset, digest: str, model: ModelStage) -> dict:
+    from toolchain.report.markdown import target_markdown
+
+    log.info("target %s (%s, %s)", target.name, target.kind, target.runtime)
+    artifact, convert_log = stage_convert(b, model, data, digest, plan)
+    tdir = b.dir / target.name
+    name = f"{b.recipe.name}_{plan.mode}.tflite"
+    atomic_write(tdir / name, artifact)
+    if convert_log and convert_log.exists():
+        atomic_copy(convert_log, tdir / "convert.log")
+    result = {
+        "target": target.name,
+        "kind": target.kind,
+        "mode": plan.mode,
+        "io_type": plan.io_type,
+        "per_channel": plan.per_channel,
+        "batch": plan.batch,
+        "artifact": str(tdir / name),
+        "sha256": sha256_file(tdir / name),
+        "size_bytes": len(artifact),
+        **validate(b, target, artifact, data, model),
+    }
+    result["failures"] = gates.check(b.recipe.acceptance, target, result)
+    result["passed"] = not result["failures"]
+    atomic_write(tdir / "report.json", json.dumps(result, indent=2))
+    atomic_write(tdir / "report.md", target_markdown(b.recipe.name, result))
+    m = result["metrics"]
+    log.info("validate %s: top-1 %.4f (reference %.4f), agreement %.4f, %s", target.name, m["top1"], result["reference"]["top1"], m["top1_agreement"], "passed" if result["passed"] else "FAILED")
+    return result
+
+
+def raise_on_failures(record: dict) -> None:
+    failed = [f"{r['target']}: {f}" for r in record["results"] for f in r["failures"]]
+    if failed:
+        more = f" (+{len(failed) - 1} more, see report.md)" if len(failed) > 1 else ""
+        raise GateFailure(f"gate failed: {failed[0]}{more}")

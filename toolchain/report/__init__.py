@@ -1,0 +1,1 @@
+"""Renderers over the build record. They never re-run a stage."""

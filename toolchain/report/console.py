@@ -1,0 +1,24 @@
+"""The summary table printed on stdout after a build."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_summary(record: dict) -> None:
+    table = Table(title=f"{record['recipe']}: {record['eval_samples']} eval samples")
+    for col in ("target", "mode", "size KB", "ref top-1", "top-1", "agree", "cosine", "latency ms", "result"):
+        table.add_column(col, justify="left" if col in ("target", "mode", "result") else "right")
+    for r in record["results"]:
+        lat = r["latency_ms"]
+        latency = f"{lat['median']:.2f}" if "median" in lat else f"~{lat['estimate']:.2f} (est.)"
+        table.add_row(
+            r["target"], r["mode"], f"{r['size_bytes'] / 1024:.1f}", f"{r['reference']['top1']:.4f}",
+            f"{r['metrics']['top1']:.4f}", f"{r['metrics']['top1_agreement']:.4f}", f"{r['metrics']['cosine']:.4f}",
+            latency, "pass" if r["passed"] else "FAIL: " + "; ".join(f.split(":")[0] for f in r["failures"]),
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)  # piped: do not squeeze columns to 80
+    console.print(table)

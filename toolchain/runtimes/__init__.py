@@ -1,0 +1,1 @@
+"""One backend per emulated runtime, each imported lazily."""

@@ -1,0 +1,1 @@
+"""Metrics of an artifact against the float reference, and acceptance gates."""
