@@ -67,14 +67,30 @@ def atomic_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+_consoles: list = []  # the real stderr of each active capture, innermost last
+
+
+def console():
+    """Where progress should go: the terminal's stderr, even while a capture is active."""
+    return _consoles[-1] if _consoles else sys.stderr
+
+
 @contextmanager
 def capture_fds(log_path: Path):
-    """Send everything written to fds 1 and 2 (TensorFlow's C++ chatter too) into ``log_path``."""
+    """Send everything written to fds 1 and 2 (TensorFlow's C++ chatter too) into ``log_path``.
+
+    Progress logged meanwhile still reaches the terminal through ``console()``.
+    """
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
+    if _consoles:
+        term = _consoles[-1]
+    else:
+        term = os.fdopen(os.dup(saved[1]), "w", buffering=1)
+    _consoles.append(term)
     with open(log_path, "ab") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
@@ -87,3 +103,6 @@ def capture_fds(log_path: Path):
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+            _consoles.pop()
+            if not _consoles:
+                term.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -19,12 +18,23 @@ from toolchain.errors import ToolchainError
 log = logging.getLogger("toolchain")
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes to the terminal's stderr, also while stages send fd 2 into the build log."""
+
+    @property
+    def stream(self):
+        from toolchain.fsutil import console
+
+        return console()
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns it
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
-    # Progress goes to a duplicate of the original stderr, so it still reaches the terminal while
-    # stages redirect fd 2 (TensorFlow's chatter) into the build log.
-    stream = os.fdopen(os.dup(2), "w", buffering=1)
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s" if not verbose else "%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler = _ConsoleHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s" if verbose else "%(message)s", "%H:%M:%S"))
     root = logging.getLogger("toolchain")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

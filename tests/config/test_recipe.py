@@ -1,0 +1,88 @@
+"""Recipe and target validation: errors name file, line and field, with the right class and exit code."""
+
+import pytest
+
+from toolchain.config import load_recipe, load_target, list_targets
+from toolchain.errors import ConfigError, UnknownTargetError, CompatibilityError
+from tests.conftest import REPO, write_recipe
+
+GOOD = """
+schema_version: 1
+name: ok
+model:
+  application: MobileNetV2
+  alpha: 0.35
+  input_shape: [96, 96, 3]
+data:
+  builtin: digits
+quantize:
+  mode: int8
+targets: [phone-cpu]
+"""
+
+
+def test_shipped_recipe_and_targets_load():
+    r = load_recipe(REPO / "recipes" / "mobilenet.yaml")
+    assert r.model.application == "MobileNetV2" and r.train.batchnorm_momentum == 0.9
+    assert "phone-cpu" in list_targets()
+    assert load_target("phone-cpu").runtime == "litert"
+
+
+def test_bad_mode_names_file_line_and_field(tmp_path):
+    path = write_recipe(tmp_path, GOOD.replace("mode: int8", "mode: int4"))
+    with pytest.raises(ConfigError) as exc:
+        load_recipe(path)
+    assert str(exc.value).startswith(f"{path}:10: quantize.mode: 'int4' is not one of ")
+    assert exc.value.exit_code == 3
+
+
+def test_unknown_key(tmp_path):
+    path = write_recipe(tmp_path, GOOD.replace("  alpha: 0.35", "  alpha: 0.35\n  depth: 3"))
+    with pytest.raises(ConfigError, match=r":6: model.depth: unknown key$"):
+        load_recipe(path)
+
+
+def test_wrong_type(tmp_path):
+    path = write_recipe(tmp_path, GOOD.replace("alpha: 0.35", "alpha: wide"))
+    with pytest.raises(ConfigError, match=r":5: model.alpha: .*'wide'"):
+        load_recipe(path)
+
+
+def test_malformed_yaml(tmp_path):
+    path = write_recipe(tmp_path, GOOD.replace("targets: [phone-cpu]", "targets: [phone-cpu"))
+    with pytest.raises(ConfigError, match=r"malformed YAML"):
+        load_recipe(path)
+
+
+def test_unknown_target(tmp_path):
+    path = write_recipe(tmp_path, GOOD.replace("[phone-cpu]", "[phone-cpu, toaster]"))
+    with pytest.raises(UnknownTargetError, match=r":11: targets.1: unknown target 'toaster'") as exc:
+        load_recipe(path)
+    assert exc.value.exit_code == 4
+
+
+def test_missing_section_and_two_sources(tmp_path):
+    with pytest.raises(ConfigError, match=r"data: required field is missing"):
+        load_recipe(write_recipe(tmp_path, GOOD.replace("data:\n  builtin: digits\n", "")))
+    with pytest.raises(ConfigError, match=r"data: .*exactly one of"):
+        load_recipe(write_recipe(tmp_path, GOOD.replace("builtin: digits", "builtin: digits\n  npz: x.npz")))
+
+
+def test_relative_paths_resolve_against_the_recipe(tmp_path):
+    path = write_recipe(tmp_path, GOOD.replace("builtin: digits", "npz: data/x.npz"))
+    assert load_recipe(path).data.npz == tmp_path / "data" / "x.npz"
+
+
+def test_plan_defaults_to_target_and_refuses_what_target_cannot_run(tmp_path, monkeypatch):
+    from toolchain.pipeline import resolve_plan
+
+    r = load_recipe(write_recipe(tmp_path, GOOD.replace("  mode: int8\n", "  per_channel: true\n")))
+    assert resolve_plan(r, load_target("phone-cpu")).mode == "int8"
+    tdir = tmp_path / "targets"
+    tdir.mkdir()
+    (tdir / "mcu.yaml").write_text((REPO / "targets" / "phone-cpu.yaml").read_text().replace("name: phone-cpu", "name: mcu").replace("modes: [float32, dynamic, float16, int8, int16x8]", "modes: [int8]"))
+    monkeypatch.setattr("toolchain.config.loader.TARGETS_DIR", tdir)
+    r16 = load_recipe(write_recipe(tmp_path, GOOD.replace("mode: int8", "mode: float16").replace("[phone-cpu]", "[mcu]")))
+    with pytest.raises(CompatibilityError, match=r":10: quantize.mode: mcu cannot run 'float16' \(it accepts int8\)") as exc:
+        resolve_plan(r16, load_target("mcu"))
+    assert exc.value.exit_code == 9

@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny real models, tiny real data, recipes written to tmp folders."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def keras():
+    from toolchain.models.compat import keras as k
+
+    return k()
+
+
+@pytest.fixture(scope="session")
+def tiny_dense(keras):
+    """Dense 10 -> 8 -> 5 with softmax, fixed seed."""
+    keras.utils.set_random_seed(1)
+    return keras.Sequential([keras.Input((10,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(5, activation="softmax")])
+
+
+@pytest.fixture(scope="session")
+def tiny_conv(keras):
+    """One-conv net on 8x8x1 images with 10 classes (fits the digits at their native size)."""
+    keras.utils.set_random_seed(2)
+    return keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.BatchNormalization(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+
+
+@pytest.fixture(scope="session")
+def tiny_conv_file(tiny_conv, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny_conv.keras"
+    tiny_conv.save(path)
+    return path
+
+
+def write_recipe(folder: Path, body: str, name: str = "recipe.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path, tiny_conv_file):
+    """A complete recipe over the tiny conv model and the digits at 8x8x1: builds in seconds."""
+
+    def make(extra: str = "", quantize: str = "mode: int8", targets: str = "[phone-cpu]", train: str = "train: {epochs: 3, batch_size: 32, learning_rate: 0.01}") -> Path:
+        return write_recipe(tmp_path, f"""
+            schema_version: 1
+            name: tiny
+            model:
+              file: {tiny_conv_file}
+              classes: 10
+            data:
+              builtin: digits
+            {train}
+            quantize: {{{quantize}, calibration_samples: 50}}
+            targets: {targets}
+            {extra}
+            """)
+
+    return make
+
+
+@pytest.fixture
+def run_cli(capfd):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    from toolchain.cli.main import main
+
+    def run(*args: str):
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+        out, err = capfd.readouterr()
+        return exc.value.code, out, err
+
+    return run
