@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from toolchain.cache import Cache, make_key, tool_versions
 from toolchain.config import Recipe, Target, load_target
 from toolchain.convert.tflite import ConvertPlan
 from toolchain.data import Dataset, load_dataset, source_digest
-from toolchain.errors import CompatibilityError, GateFailure
+from toolchain.errors import CompatibilityError, GateFailure, RuntimeValidationError
 from toolchain.fsutil import atomic_copy, atomic_write, capture_fds, sha256_file, sha256_tree
 from toolchain.validate import gates
 
@@ -174,24 +175,134 @@ def stage_convert(b: Build, model: ModelStage, data: Dataset, data_digest: str, 
     return (hit / "model.tflite").read_bytes(), hit / "convert.log"
 
 
-def validate(b: Build, target: Target, artifact: bytes, data: Dataset, model: ModelStage) -> dict:
-    """Run the artifact on the target's emulated runtime against the float reference."""
+def validate(b: Build, target: Target, artifact_path: Path, data: Dataset, model: ModelStage) -> dict:
+    """Run the artifact on the target's emulated runtime against the float reference.
+
+    LiteRT always runs (op list, I/O, host numerics); the target's own runtime then adds its section:
+    ``memory`` (tflite-micro), ``npu`` (Vela), ``edgetpu`` (Coral's rules) or ``gpu`` (delegate ops).
+    """
     from toolchain.runtimes.litert import LiteRT
     from toolchain.validate.metrics import compare, top1
 
     t0 = time.perf_counter()
-    rt = LiteRT(artifact, threads=target.threads)
-    outputs = rt.predict(data.x_eval)
+    artifact = artifact_path.read_bytes()
+    lite = LiteRT(artifact, threads=target.threads)
+    lite_out = lite.predict(data.x_eval)
     result = {
         "reference": {"top1": top1(model.reference, data.y_eval)},
-        "metrics": compare(model.reference, outputs, data.y_eval),
-        "latency_ms": {**rt.latency_ms(data.x_eval[0]), "threads": target.threads, "source": "measured: host LiteRT/XNNPACK"},
-        "ops": rt.ops(),
-        "io": rt.io(),
+        "metrics": compare(model.reference, lite_out, data.y_eval),
+        "latency_ms": {**lite.latency_ms(data.x_eval[0]), "threads": target.threads, "source": "measured: host LiteRT/XNNPACK"},
+        "ops": lite.ops(),
+        "io": lite.io(),
         "runtime": "ai-edge-litert",
+        "failures": fit_failures(target, ram=None, flash=len(artifact)) if target.runtime in ("litert", "edgetpu") else [],
     }
+    if target.runtime in ("tflm", "vela"):
+        result.update(validate_tflm(b, target, artifact_path, data, model, lite_out))
+    if target.runtime == "vela":
+        from toolchain.runtimes import vela
+
+        npu = vela.compile(artifact_path, target.vela, artifact_path.parent)
+        result["npu"] = npu
+        result["latency_ms"] = {"estimate": npu["inference_ms"], "source": f"estimate: Vela performance model ({npu['accelerator']}, {npu['system_config']}, {npu['memory_mode']})"}
+        result["failures"] += fit_failures(target, ram=npu["sram_bytes"], flash=npu["flash_bytes"] + npu["dram_bytes"])
+        from toolchain.package.c_source import write_model_sources
+
+        arena = int(np.ceil(npu["sram_bytes"] * (1 + target.memory.arena_margin) / 16) * 16)
+        write_model_sources(Path(npu["vela_model"]).read_bytes(), artifact_path.parent, arena)
+    if target.runtime == "edgetpu":
+        from toolchain.runtimes.edgetpu import check
+        from toolchain.tflite_model import TFLiteModel
+
+        tpu = check(TFLiteModel(artifact), target.edgetpu)
+        result["edgetpu"] = tpu
+        result["latency_ms"] = {"estimate": tpu["estimate_ms"]["total"], "source": "estimate: Coral Edge TPU rules (MACs at assumed utilization + I/O + streamed parameters + CPU ops)"}
+        result["failures"] += [f"edgetpu: the compiler would refuse the model: {r}" for r in tpu["refusals"]]
+    if target.gpu_delegate:
+        from toolchain.runtimes.gpu import compatibility
+
+        result["gpu"] = compatibility(artifact)
+        result["failures"] += [f"gpu: op #{i['index']} {i['op']} falls off the GPU delegate: {i['reason']}" for i in result["gpu"]["incompatible_ops"]]
     b.timed("validate", t0)
     return result
+
+
+def fit_failures(target: Target, ram: int | None, flash: int | None) -> list[str]:
+    out = []
+    for what, need, has in (("RAM", ram, target.memory.ram_kb), ("flash", flash, target.memory.flash_kb)):
+        if need is not None and has is not None and need > has * 1024:
+            out.append(f"does not fit {target.name}: needs {need / 1024:.0f} KB {what}, has {has:.0f} KB")
+    return out
+
+
+def validate_tflm(b: Build, target: Target, artifact_path: Path, data: Dataset, model: ModelStage, lite_out: np.ndarray) -> dict:
+    """tflite-micro numerics on (a subset of) the eval split; for MCUs also arena, RAM, flash, C sources."""
+    from toolchain.runtimes import tflm
+    from toolchain.tflite_model import TFLiteModel
+    from toolchain.validate.metrics import compare
+
+    n = min(len(data.y_eval), (target.mcu.eval_samples if target.mcu else None) or len(data.y_eval))
+    sha = sha256_file(artifact_path)
+    key = make_key(stage="tflm", v=1, artifact=sha, samples=n, data=b.recipe.data.model_dump(mode="json"), digest=model.key, versions=b.versions["tflite-micro"])
+    hit = b.cache.get("tflm", key)
+    out: dict = {"failures": []}
+    mem: dict = {}
+    if hit:
+        meta = b.cache.meta("tflm", key)
+        log.info("tflite-micro: arena %s bytes, %d samples (cached)", meta["arena_bytes"], n)
+    else:
+        log.info("tflite-micro: bisecting the minimum arena, then running %d eval samples", n)
+        meta = {"arena_bytes": None, "arena_recorded_bytes": None, "probes": 0, "error": None, "host_ms": None}
+        try:
+            size = artifact_path.stat().st_size
+            meta["arena_recorded_bytes"] = tflm.recorded_arena(artifact_path, 10 * size + (1 << 20))
+            meta["arena_bytes"], meta["probes"] = tflm.min_arena(artifact_path, meta["arena_recorded_bytes"])
+            outputs, meta["host_ms"] = tflm.run(artifact_path, meta["arena_bytes"], data.x_eval[:n])
+        except tflm.TflmCrash as exc:
+            meta["error"], outputs = str(exc), None
+        with b.cache.put("tflm", key, meta) as d:
+            if outputs is not None:
+                np.save(d / "outputs.npy", outputs)
+        hit = b.cache.dir("tflm", key)
+    if meta["error"]:
+        out["failures"].append(f"tflite-micro: {meta['error']}")
+        out["metrics"] = None
+        out["runtime"] = "tflite-micro"
+        return out
+    outputs = np.load(hit / "outputs.npy")
+    out["metrics"] = compare(model.reference[:n], outputs, data.y_eval[:n])
+    out["metrics_vs_litert"] = compare(lite_out[:n], outputs, np.argmax(lite_out[:n], -1))
+    out["runtime"] = "tflite-micro"
+    out["reference"] = {"top1": float(np.mean(np.argmax(model.reference[:n], -1) == data.y_eval[:n])), "samples": n}
+    if target.runtime != "tflm":
+        return out
+    m = TFLiteModel(artifact_path.read_bytes())
+    margin = int(np.ceil(meta["arena_bytes"] * (1 + target.memory.arena_margin) / 16) * 16)
+    io_bytes = sum(m.tensors[i].activation_bytes for i in m.inputs + m.outputs)
+    mem = {
+        "arena_bytes": meta["arena_bytes"],
+        "arena_recorded_bytes": meta["arena_recorded_bytes"],
+        "arena_with_margin_bytes": margin,
+        "arena_margin": target.memory.arena_margin,
+        "arena_probes": meta["probes"],
+        "io_bytes": io_bytes,
+        "ram_bytes": margin + io_bytes,
+        "flash_bytes": artifact_path.stat().st_size,
+        "ram_budget_bytes": int(target.memory.ram_kb * 1024) if target.memory.ram_kb else None,
+        "flash_budget_bytes": int(target.memory.flash_kb * 1024) if target.memory.flash_kb else None,
+    }
+    out["memory"] = mem
+    out["failures"] += fit_failures(target, mem["ram_bytes"], mem["flash_bytes"])
+    macs = m.total_macs()
+    out["latency_ms"] = {
+        "estimate": macs * target.mcu.cycles_per_mac / (target.clock_mhz * 1e6) * 1e3,
+        "source": f"estimate: {macs:,} MACs x {target.mcu.cycles_per_mac} cycles/MAC / {target.clock_mhz:g} MHz",
+        "host_tflm_ms": meta["host_ms"],
+    }
+    from toolchain.package.c_source import write_model_sources
+
+    write_model_sources(artifact_path.read_bytes(), artifact_path.parent, margin)
+    return out
 
 
 # --- driver -------------------------------------------------------------------------------------
@@ -233,10 +344,13 @@ def build_target(b: Build, target: Target, plan: ConvertPlan, data: Dataset, dig
     log.info("target %s (%s, %s)", target.name, target.kind, target.runtime)
     artifact, convert_log = stage_convert(b, model, data, digest, plan)
     tdir = b.dir / target.name
+    if tdir.exists():  # regenerated whole: no stale file from an earlier build survives
+        shutil.rmtree(tdir)
     name = f"{b.recipe.name}_{plan.mode}.tflite"
     atomic_write(tdir / name, artifact)
     if convert_log and convert_log.exists():
         atomic_copy(convert_log, tdir / "convert.log")
+    validated = validate(b, target, tdir / name, data, model)
     result = {
         "target": target.name,
         "kind": target.kind,
@@ -247,19 +361,26 @@ def build_target(b: Build, target: Target, plan: ConvertPlan, data: Dataset, dig
         "artifact": str(tdir / name),
         "sha256": sha256_file(tdir / name),
         "size_bytes": len(artifact),
-        **validate(b, target, artifact, data, model),
+        **validated,
     }
-    result["failures"] = gates.check(b.recipe.acceptance, target, result)
+    result["failures"] = validated["failures"] + gates.check(b.recipe.acceptance, target, result)
     result["passed"] = not result["failures"]
     atomic_write(tdir / "report.json", json.dumps(result, indent=2))
     atomic_write(tdir / "report.md", target_markdown(b.recipe.name, result))
-    m = result["metrics"]
-    log.info("validate %s: top-1 %.4f (reference %.4f), agreement %.4f, %s", target.name, m["top1"], result["reference"]["top1"], m["top1_agreement"], "passed" if result["passed"] else "FAILED")
+    m = result["metrics"] or {"top1": float("nan"), "top1_agreement": float("nan")}
+    log.info("validate %s on %s: top-1 %.4f (reference %.4f), agreement %.4f, %s", target.name, result["runtime"], m["top1"], result["reference"]["top1"], m["top1_agreement"], "passed" if result["passed"] else "FAILED: " + "; ".join(result["failures"]))
     return result
 
 
 def raise_on_failures(record: dict) -> None:
-    failed = [f"{r['target']}: {f}" for r in record["results"] for f in r["failures"]]
-    if failed:
-        more = f" (+{len(failed) - 1} more, see report.md)" if len(failed) > 1 else ""
-        raise GateFailure(f"gate failed: {failed[0]}{more}")
+    """Exit code by the most basic failure: does not fit (9), runtime failure (10), gate (11)."""
+    failed = [(r["target"], f) for r in record["results"] for f in r["failures"]]
+    if not failed:
+        return
+    more = f" (+{len(failed) - 1} more, see report.md)" if len(failed) > 1 else ""
+    for prefix, error in (("does not fit", CompatibilityError), ("edgetpu:", CompatibilityError), ("tflite-micro:", RuntimeValidationError)):
+        hit = next((f for _, f in failed if f.startswith(prefix)), None)
+        if hit:
+            raise error(f"{hit}{more}")
+    target, first = failed[0]
+    raise GateFailure(f"gate failed: {target}: {first}{more}")

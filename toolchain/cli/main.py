@@ -140,10 +140,15 @@ def main(argv: list[str] | None = None) -> None:
         hint = "" if verbose else " (run with -v for the traceback)"
         click.echo(f"error: {exc}{hint}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug, not a user error: still one line unless -v
+        if verbose:
+            raise
+        click.echo(f"error: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)", err=True)
+        sys.exit(1)
     sys.exit(0)

@@ -33,6 +33,7 @@ class Memory(Strict):
 
 class Mcu(Strict):
     cycles_per_mac: float = Field(gt=0, description="average cycles per multiply-accumulate (CMSIS-NN int8)")
+    eval_samples: int | None = Field(None, ge=1, description="eval samples run in tflite-micro (null: all)")
 
 
 class Vela(Strict):
@@ -44,8 +45,10 @@ class Vela(Strict):
 class EdgeTpu(Strict):
     param_cache_bytes: int = Field(8 * 1024 * 1024, description="on-chip parameter cache")
     tops: float = Field(4.0, gt=0, description="peak int8 tera-operations per second")
-    utilization: float = Field(0.25, gt=0, le=1, description="assumed share of peak reached")
+    utilization: float = Field(0.1, gt=0, le=1, description="assumed share of peak reached")
+    invoke_overhead_ms: float = Field(0.3, ge=0, description="fixed cost of one inference (driver, USB round trip)")
     usb_mb_per_s: float = Field(320.0, gt=0, description="host link bandwidth for streamed parameters")
+    cpu_gmacs: float = Field(2.0, gt=0, description="host CPU int8 GMAC/s for ops left on the CPU")
 
 
 class Target(Strict):

@@ -11,11 +11,12 @@ def print_summary(record: dict) -> None:
     for col in ("target", "mode", "size KB", "ref top-1", "top-1", "agree", "cosine", "latency ms", "result"):
         table.add_column(col, justify="left" if col in ("target", "mode", "result") else "right")
     for r in record["results"]:
-        lat = r["latency_ms"]
+        lat, m = r["latency_ms"], r["metrics"]
         latency = f"{lat['median']:.2f}" if "median" in lat else f"~{lat['estimate']:.2f} (est.)"
+        num = lambda k: f"{m[k]:.4f}" if m else "-"  # noqa: E731
         table.add_row(
             r["target"], r["mode"], f"{r['size_bytes'] / 1024:.1f}", f"{r['reference']['top1']:.4f}",
-            f"{r['metrics']['top1']:.4f}", f"{r['metrics']['top1_agreement']:.4f}", f"{r['metrics']['cosine']:.4f}",
+            num("top1"), num("top1_agreement"), num("cosine"),
             latency, "pass" if r["passed"] else "FAIL: " + "; ".join(f.split(":")[0] for f in r["failures"]),
         )
     console = Console()

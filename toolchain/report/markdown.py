@@ -9,6 +9,8 @@ def _row(name: str, value) -> str:
 
 def target_markdown(recipe: str, r: dict) -> str:
     m, ref, lat = r["metrics"], r["reference"], r["latency_ms"]
+    nan = float("nan")
+    m = m or {"top1": nan, "top1_agreement": nan, "cosine": nan, "rmse": nan, "max_abs": nan, "samples": 0}
     lines = [
         f"# {recipe} on {r['target']}",
         "",
@@ -27,11 +29,21 @@ def target_markdown(recipe: str, r: dict) -> str:
     if "median" in lat:
         lines.append(_row("latency median / p90", f"{lat['median']:.3f} / {lat['p90']:.3f} ms ({lat['source']}, {lat.get('threads', 1)} threads)"))
     if "estimate" in lat:
-        lines.append(_row("latency estimate", f"{lat['estimate']:.3f} ms ({lat.get('estimate_source', '')})"))
-    for section in ("memory", "npu", "edgetpu"):
+        lines.append(_row("latency", f"{lat['estimate']:.3f} ms ({lat['source']})"))
+    if r.get("metrics_vs_litert"):
+        v = r["metrics_vs_litert"]
+        lines.append(_row("tflite-micro vs LiteRT", f"agreement {v['top1_agreement']:.4f}, cosine {v['cosine']:.6f}, max abs {v['max_abs']:.6f}"))
+    for section in ("memory", "npu", "edgetpu", "gpu"):
         for k, v in (r.get(section) or {}).items():
             if not isinstance(v, (dict, list)):
-                lines.append(_row(f"{section}.{k}", v))
+                lines.append(_row(f"{section}.{k}", f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else v))
+    if r.get("npu", {}).get("cpu_fallbacks"):
+        lines += ["", "## Ops Vela left on the CPU", ""] + [f"- {f['op']} `{f['tensor']}`: {f['reason']}" for f in r["npu"]["cpu_fallbacks"]]
+    if r.get("edgetpu"):
+        lines += ["", "## Edge TPU placement", "", "| # | op | on | reason |", "|---|---|---|---|"]
+        lines += [f"| {p['index']} | {p['op']} | {p['on']} | {p['reason']} |" for p in r["edgetpu"]["placement"]]
+    if r.get("gpu", {}).get("incompatible_ops"):
+        lines += ["", "## Ops the GPU delegate does not take", ""] + [f"- #{i['index']} {i['op']}: {i['reason']}" for i in r["gpu"]["incompatible_ops"]]
     lines += ["", "## Operators", "", "| op | count |", "|---|---|"]
     lines += [_row(op, n) for op, n in sorted(r["ops"].items())]
     lines += ["", "## Gates", ""]

@@ -10,16 +10,15 @@ def check(acceptance: Acceptance, target: Target, result: dict) -> list[str]:
     """Return one message per failed gate (empty when all pass)."""
     failures = []
     m, ref = result["metrics"], result["reference"]
-    drop = (ref["top1"] - m["top1"]) * 100
-    if acceptance.max_accuracy_drop is not None and drop > acceptance.max_accuracy_drop + 1e-9:
-        failures.append(f"max_accuracy_drop: top-1 fell {drop:.2f} points ({ref['top1']:.4f} -> {m['top1']:.4f}), allowed {acceptance.max_accuracy_drop}")
-    if acceptance.min_top1_agreement is not None and m["top1_agreement"] < acceptance.min_top1_agreement:
-        failures.append(f"min_top1_agreement: {m['top1_agreement']:.4f} < {acceptance.min_top1_agreement}")
-    if acceptance.min_cosine is not None and m["cosine"] < acceptance.min_cosine:
-        failures.append(f"min_cosine: {m['cosine']:.4f} < {acceptance.min_cosine}")
+    if m is not None:  # None: the runtime could not run the model (already a failure)
+        drop = (ref["top1"] - m["top1"]) * 100
+        if acceptance.max_accuracy_drop is not None and drop > acceptance.max_accuracy_drop + 1e-9:
+            failures.append(f"max_accuracy_drop: top-1 fell {drop:.2f} points ({ref['top1']:.4f} -> {m['top1']:.4f}), allowed {acceptance.max_accuracy_drop}")
+        if acceptance.min_top1_agreement is not None and m["top1_agreement"] < acceptance.min_top1_agreement:
+            failures.append(f"min_top1_agreement: {m['top1_agreement']:.4f} < {acceptance.min_top1_agreement}")
+        if acceptance.min_cosine is not None and m["cosine"] < acceptance.min_cosine:
+            failures.append(f"min_cosine: {m['cosine']:.4f} < {acceptance.min_cosine}")
     kb = result["size_bytes"] / 1024
     if acceptance.max_size_kb is not None and kb > acceptance.max_size_kb:
         failures.append(f"max_size_kb: artifact is {kb:.1f} KB > {acceptance.max_size_kb} KB")
-    if target.memory.flash_kb is not None and kb > target.memory.flash_kb:
-        failures.append(f"does not fit {target.name}: needs {kb:.0f} KB flash, has {target.memory.flash_kb:.0f} KB")
     return failures

@@ -1,0 +1,1 @@
+"""Firmware sources, release bundles, manifests and their verification."""

@@ -1,0 +1,75 @@
+"""Arm Vela: compile an int8 model for an Ethos-U NPU and read its performance estimate.
+
+Vela runs in a child process; its summary CSV is the source of every number reported here
+(``npu.csv`` keeps the row as Vela wrote it). Op counts and CPU-fallback reasons come from its stdout.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from toolchain.config.target import Vela
+from toolchain.errors import CompatibilityError, RuntimeValidationError
+
+VELA = "import sys; from ethosu.vela.vela import main; sys.exit(main())"
+KIB = 1024
+
+
+def config_file() -> Path:
+    import ethosu  # a namespace package: no __file__
+
+    return Path(list(ethosu.__path__)[0]) / "config_files" / "Arm" / "vela.ini"
+
+
+def compile(model_path: Path, spec: Vela, out_dir: Path) -> dict:
+    """Compile ``model_path`` into ``out_dir``; returns the ``npu`` section of a result."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-c", VELA, str(model_path),
+        "--accelerator-config", spec.accelerator_config,
+        "--config", str(config_file()),
+        "--system-config", spec.system_config,
+        "--memory-mode", spec.memory_mode,
+        "--output-dir", str(out_dir),
+        "--show-cpu-operations",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    (out_dir / "vela.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        last = next((l for l in reversed((proc.stdout + proc.stderr).splitlines()) if l.strip()), f"exit {proc.returncode}")
+        if "Error" in last and ("config" in last.lower() or "option" in last.lower()):
+            raise CompatibilityError(f"vela refused the target's configuration: {last.strip()}")
+        raise RuntimeValidationError(f"vela failed on {model_path.name}: {last.strip()}")
+    summary = out_dir / f"{model_path.stem}_summary_{spec.system_config}.csv"
+    with open(summary, newline="") as f:
+        row = next(csv.DictReader(f))
+    counts = {k.lower(): int(n) for k, n in re.findall(r"^(CPU|NPU) operators = (\d+)", proc.stdout, re.M)}
+    fallbacks = [
+        {"op": op, "tensor": ofm, "reason": reason.strip()}
+        for op, ofm, reason in re.findall(r"Warning \(supported operators\) operator: (\w+), ofm: '([^']*)'\s*\nReason: (.*)", proc.stdout)
+    ]
+    cpu_ops = re.findall(r"^\s+CPU: (\S+) = (.*?) \(outputs", proc.stdout, re.M)
+    f = lambda k: float(row[k])  # noqa: E731
+    return {
+        "accelerator": row["accelerator_configuration"],
+        "system_config": row["system_config"],
+        "memory_mode": row["memory_mode"],
+        "clock_mhz": f("core_clock") / 1e6,
+        "inference_ms": f("inference_time") * 1e3,
+        "inferences_per_second": f("inferences_per_second"),
+        "cycles": int(f("cycles_total")),
+        "sram_bytes": int(round(f("sram_memory_used") * KIB)),
+        "flash_bytes": int(round((f("off_chip_flash_memory_used") + f("on_chip_flash_memory_used")) * KIB)),
+        "dram_bytes": int(round(f("dram_memory_used") * KIB)),
+        "macs": int(f("nn_macs")),
+        "npu_ops": counts.get("npu", 0),
+        "cpu_ops": counts.get("cpu", 0),
+        "cpu_fallbacks": fallbacks or [{"op": op, "tensor": name, "reason": "placed on CPU by Vela"} for op, name in cpu_ops],
+        "vela_model": str(out_dir / f"{model_path.stem}_vela.tflite"),
+        "summary_csv": str(summary),
+        "csv": row,
+    }
