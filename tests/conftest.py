@@ -89,3 +89,32 @@ def run_cli(capfd):
         return exc.value.code, out, err
 
     return run
+
+
+def int8_model(model, path: Path | None = None, io: str = "int8", batch: int | None = 1, seed: int = 0) -> bytes:
+    """Full-int8 conversion of a Keras model with random calibration data; written to ``path`` if given."""
+    from toolchain.convert import ConvertPlan, convert
+
+    x = np.random.default_rng(seed).uniform(-1, 1, (32, *model.input_shape[1:])).astype(np.float32)
+    blob = convert(model, ConvertPlan("int8", io, batch=batch), x)
+    if path is not None:
+        path.write_bytes(blob)
+    return blob
+
+
+@pytest.fixture(scope="session")
+def tiny_conv_int8(tiny_conv, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("int8") / "tiny_conv_int8.tflite"
+    int8_model(tiny_conv, path)
+    return path
+
+
+@pytest.fixture
+def targets_dir(tmp_path, monkeypatch):
+    """A targets folder with the shipped profiles, to which a test can add its own."""
+    import shutil
+
+    tdir = tmp_path / "targets"
+    shutil.copytree(REPO / "targets", tdir)
+    monkeypatch.setattr("toolchain.config.loader.TARGETS_DIR", tdir)
+    return tdir

@@ -67,6 +67,15 @@ def atomic_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _flush_c_stdio() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
 _consoles: list = []  # the real stderr of each active capture, innermost last
 
 
@@ -99,6 +108,7 @@ def capture_fds(log_path: Path):
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            _flush_c_stdio()  # C++ code (the analyzer, the converter) buffers stdout in libc
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])

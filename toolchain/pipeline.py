@@ -242,24 +242,25 @@ def validate_tflm(b: Build, target: Target, artifact_path: Path, data: Dataset, 
     from toolchain.validate.metrics import compare
 
     n = min(len(data.y_eval), (target.mcu.eval_samples if target.mcu else None) or len(data.y_eval))
+    fixed = int(target.memory.arena_kb * 1024) if target.memory.arena_kb else None
     sha = sha256_file(artifact_path)
-    key = make_key(stage="tflm", v=1, artifact=sha, samples=n, data=b.recipe.data.model_dump(mode="json"), digest=model.key, versions=b.versions["tflite-micro"])
+    key = make_key(stage="tflm", v=1, artifact=sha, samples=n, fixed_arena=fixed, data=b.recipe.data.model_dump(mode="json"), digest=model.key, versions=b.versions["tflite-micro"])
     hit = b.cache.get("tflm", key)
     out: dict = {"failures": []}
-    mem: dict = {}
     if hit:
         meta = b.cache.meta("tflm", key)
         log.info("tflite-micro: arena %s bytes, %d samples (cached)", meta["arena_bytes"], n)
     else:
-        log.info("tflite-micro: bisecting the minimum arena, then running %d eval samples", n)
+        log.info("tflite-micro: bisecting the minimum arena, then running %d eval samples%s", n, f" in the fixed {fixed}-byte arena" if fixed else "")
         meta = {"arena_bytes": None, "arena_recorded_bytes": None, "probes": 0, "error": None, "host_ms": None}
+        outputs = None
         try:
             size = artifact_path.stat().st_size
             meta["arena_recorded_bytes"] = tflm.recorded_arena(artifact_path, 10 * size + (1 << 20))
             meta["arena_bytes"], meta["probes"] = tflm.min_arena(artifact_path, meta["arena_recorded_bytes"])
-            outputs, meta["host_ms"] = tflm.run(artifact_path, meta["arena_bytes"], data.x_eval[:n])
+            outputs, meta["host_ms"] = tflm.run(artifact_path, fixed or meta["arena_bytes"], data.x_eval[:n])
         except tflm.TflmCrash as exc:
-            meta["error"], outputs = str(exc), None
+            meta["error"] = str(exc)
         with b.cache.put("tflm", key, meta) as d:
             if outputs is not None:
                 np.save(d / "outputs.npy", outputs)
@@ -268,6 +269,7 @@ def validate_tflm(b: Build, target: Target, artifact_path: Path, data: Dataset, 
         out["failures"].append(f"tflite-micro: {meta['error']}")
         out["metrics"] = None
         out["runtime"] = "tflite-micro"
+        out["memory"] = {"arena_bytes": meta["arena_bytes"], "arena_recorded_bytes": meta["arena_recorded_bytes"], "fixed_arena_bytes": fixed}
         return out
     outputs = np.load(hit / "outputs.npy")
     out["metrics"] = compare(model.reference[:n], outputs, data.y_eval[:n])
@@ -277,13 +279,14 @@ def validate_tflm(b: Build, target: Target, artifact_path: Path, data: Dataset, 
     if target.runtime != "tflm":
         return out
     m = TFLiteModel(artifact_path.read_bytes())
-    margin = int(np.ceil(meta["arena_bytes"] * (1 + target.memory.arena_margin) / 16) * 16)
+    margin = fixed or int(np.ceil(meta["arena_bytes"] * (1 + target.memory.arena_margin) / 16) * 16)
     io_bytes = sum(m.tensors[i].activation_bytes for i in m.inputs + m.outputs)
     mem = {
         "arena_bytes": meta["arena_bytes"],
         "arena_recorded_bytes": meta["arena_recorded_bytes"],
         "arena_with_margin_bytes": margin,
         "arena_margin": target.memory.arena_margin,
+        "fixed_arena_bytes": fixed,
         "arena_probes": meta["probes"],
         "io_bytes": io_bytes,
         "ram_bytes": margin + io_bytes,

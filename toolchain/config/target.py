@@ -29,6 +29,7 @@ class Memory(Strict):
     ram_kb: float | None = Field(None, gt=0, description="RAM for the tensor arena and I/O")
     flash_kb: float | None = Field(None, gt=0, description="flash/storage for the model")
     arena_margin: float = Field(0.1, ge=0, description="safety margin added to the measured minimum arena")
+    arena_kb: float | None = Field(None, gt=0, description="a fixed arena the firmware reserves: validate with it instead of the measured one")
 
 
 class Mcu(Strict):

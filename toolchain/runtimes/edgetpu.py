@@ -44,9 +44,8 @@ def rule_static_shapes(m: TFLiteModel) -> tuple[bool, str]:
 
 def rule_quantized(m: TFLiteModel) -> tuple[bool, str]:
     """The model must be fully 8-bit quantized (int8 or uint8 tensor parameters)."""
-    weights = [t for op in m.ops for i, t in _tensors(m, op.inputs) if t.is_constant and i in (1,) and op.name in _PARAM_OPS]
-    floats = [t.name for t in weights if t.dtype not in EIGHT_BIT]
-    return not floats, f"{len(floats)} weight tensors are not 8-bit, e.g. {floats[0]!r}" if floats else ""
+    floats = [f"{t.name!r} ({t.dtype})" for t in m.tensors if t.is_constant and t.dtype.startswith("float")]
+    return not floats, f"{len(floats)} weight tensors are float, e.g. {floats[0]}" if floats else ""
 
 
 def rule_single_subgraph(m: TFLiteModel) -> tuple[bool, str]:
@@ -57,9 +56,6 @@ def rule_single_subgraph(m: TFLiteModel) -> tuple[bool, str]:
 MODEL_RULES = (rule_static_shapes, rule_quantized, rule_single_subgraph)
 
 # --- op-level rules: a failing op and everything after it run on the CPU -------------------------
-
-_PARAM_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}
-
 
 def _tensors(m: TFLiteModel, indices):
     return [(pos, m.tensors[i]) for pos, i in enumerate(indices) if i >= 0]

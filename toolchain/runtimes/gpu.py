@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import re
-import tempfile
-from pathlib import Path
 
-from toolchain.fsutil import capture_fds
 from toolchain.models.compat import tf
+
+
+def analyzer_report(model: bytes, gpu_compatibility: bool = True) -> str:
+    """The text ``tf.lite.experimental.Analyzer.analyze`` would print, returned instead."""
+    tf()
+    from tensorflow.lite.python.analyzer_wrapper import _pywrap_analyzer_wrapper as wrapper
+
+    return wrapper.ModelAnalyzer(model, False, gpu_compatibility)
 
 
 def compatibility(model: bytes) -> dict:
     """The ``gpu`` section: whether the delegate takes every op, and the ops it warns about."""
-    with tempfile.TemporaryDirectory(prefix="gpu-") as tmp:
-        log = Path(tmp) / "analyzer.txt"
-        with capture_fds(log):
-            tf().lite.experimental.Analyzer.analyze(model_content=model, gpu_compatibility=True)
-        text = log.read_text(errors="replace")
+    text = analyzer_report(model)
     issues = [
         {"index": int(i), "op": op, "reason": reason.strip()}
         for i, op, reason in re.findall(r"Op#(\d+) (\w+)\(.*?GPU COMPATIBILITY (?:WARNING|ERROR): ?(.*)", text)

@@ -73,12 +73,12 @@ def recorded_arena(model_path: Path, arena: int) -> int | None:
 def min_arena(model_path: Path, hint: int | None = None) -> tuple[int, int]:
     """Smallest arena (bytes) in which the model allocates and invokes; returns (arena, probes)."""
     hi = max(ARENA_ALIGN, hint or 1 << 14)
-    probes = 0
-    while not probe(model_path, hi).ok:
+    probes = 1
+    while not (first := probe(model_path, hi)).ok:
+        if first.signal or "allocate" not in first.stdout + first.stderr or hi > 1 << 30:
+            raise TflmCrash(f"{first.describe()} (arena {hi} bytes){_culprit(model_path, hi, first)}")
         probes += 1
         hi *= 2
-        if hi > 1 << 31:
-            raise TflmCrash(f"{model_path.name}: TFLM cannot run the model with any arena up to 2 GB")
     lo = 0
     while hi - lo > 1:
         if hi - lo <= ARENA_ALIGN and lo % ARENA_ALIGN == 0:
@@ -98,7 +98,7 @@ def run(model_path: Path, arena: int, x: np.ndarray) -> tuple[np.ndarray, float]
         np.save(Path(tmp) / "x.npy", x.astype(np.float32))
         out = _worker("run", str(model_path), str(arena), str(Path(tmp) / "x.npy"), str(Path(tmp) / "y.npy"))
         if not out.ok:
-            raise TflmCrash(f"TFLM {out.describe()}{_culprit(model_path, arena, out)}")
+            raise TflmCrash(f"{out.describe()} (arena {arena} bytes){_culprit(model_path, arena, out)}")
         host = re.search(r"host_ms: ([\d.]+)", out.stdout)
         return np.load(Path(tmp) / "y.npy"), float(host.group(1)) if host else float("nan")
 

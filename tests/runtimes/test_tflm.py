@@ -1,0 +1,47 @@
+"""tflite-micro in a child process: minimum arena by bisection, numerics, crashes as reports."""
+
+import numpy as np
+import pytest
+
+from toolchain.runtimes import tflm
+from toolchain.runtimes.litert import LiteRT
+
+
+def test_min_arena_is_exact_to_the_alignment(tiny_conv_int8):
+    arena, probes = tflm.min_arena(tiny_conv_int8)
+    assert probes > 5
+    assert tflm.probe(tiny_conv_int8, arena).ok
+    assert not tflm.probe(tiny_conv_int8, arena - tflm.ARENA_ALIGN).ok
+    assert not tflm.probe(tiny_conv_int8, int(arena * 0.9)).ok
+    recorded = tflm.recorded_arena(tiny_conv_int8, 1 << 16)
+    assert recorded is not None and recorded > 0
+
+
+def test_outputs_match_litert(tiny_conv_int8):
+    x = np.random.default_rng(3).uniform(-1, 1, (20, 8, 8, 1)).astype(np.float32)
+    arena, _ = tflm.min_arena(tiny_conv_int8)
+    y, host_ms = tflm.run(tiny_conv_int8, arena, x)
+    ref = LiteRT(tiny_conv_int8.read_bytes()).predict(x)
+    assert y.shape == (20, 10) and host_ms >= 0
+    assert np.abs(y - ref).max() <= 1 / 256 + 1e-6  # at most one int8 step apart
+
+
+def test_tiny_arena_segfault_is_reported_not_fatal(tiny_conv_int8):
+    with pytest.raises(tflm.TflmCrash, match=r"killed by SIGSEGV during allocate \(arena 64 bytes\); last op 0 \(CONV_2D\)") as exc:
+        tflm.run(tiny_conv_int8, 64, np.zeros((1, 8, 8, 1), np.float32))
+    assert exc.value.exit_code == 10
+
+
+def test_small_arena_refusal_names_the_stage(tiny_conv_int8):
+    arena, _ = tflm.min_arena(tiny_conv_int8)
+    with pytest.raises(tflm.TflmCrash, match=r"failed to allocate tensors during allocate"):
+        tflm.run(tiny_conv_int8, arena - 64, np.zeros((1, 8, 8, 1), np.float32))
+
+
+def test_truncated_model_is_valid(tiny_conv_int8):
+    from toolchain.tflite_model import TFLiteModel
+
+    cut = tflm.truncated(tiny_conv_int8.read_bytes(), 1)
+    m = TFLiteModel(cut)
+    assert [op.name for op in m.ops] == ["CONV_2D"]
+    assert LiteRT(cut).io()["output"]["shape"] == [1, 6, 6, 8]
