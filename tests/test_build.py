@@ -1,9 +1,11 @@
 """End-to-end builds of tiny recipes through the real converter and LiteRT, via the CLI."""
 
+import csv
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -108,16 +110,46 @@ def test_stdout_is_clean_json_in_a_real_process(tiny_recipe, tmp_path):
 
 @pytest.mark.slow
 def test_mobilenet_recipe_end_to_end(tmp_path):
-    """The README's main job: MobileNetV2 trained on digits, int8 within 1 point of float."""
+    """The README's main job: MobileNetV2 trained on digits, validated on phone, MCU, NPU and TPU."""
+    from toolchain.runtimes import tflm
+
     out = tmp_path / "build"
     cmd = [sys.executable, "-m", "toolchain", "build", str(REPO / "recipes" / "mobilenet.yaml"), "--out", str(out), "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads(proc.stdout)
-    phone = next(r for r in record["results"] if r["target"] == "phone-cpu")
+    results = {r["target"]: r for r in record["results"]}
+    assert set(results) == {"phone-cpu", "cortex-m7", "ethos-u55-128", "edgetpu"}
+    phone = results["phone-cpu"]
     assert phone["mode"] == "int8"
     assert phone["metrics"]["top1"] >= 0.90
     assert phone["reference"]["top1"] - phone["metrics"]["top1"] <= 0.01
+    # the MCU artifact runs in TFLM with the reported arena and fails with 10 % less
+    mcu = results["cortex-m7"]
+    arena = mcu["memory"]["arena_bytes"]
+    assert tflm.probe(Path(mcu["artifact"]), arena).ok
+    assert not tflm.probe(Path(mcu["artifact"]), int(arena * 0.9)).ok
+    # Vela's figures are those of its own CSV
+    npu = results["ethos-u55-128"]["npu"]
+    with open(npu["summary_csv"], newline="") as f:
+        row = next(csv.DictReader(f))
+    assert npu["inference_ms"] == float(row["inference_time"]) * 1e3
+    assert npu["sram_bytes"] == round(float(row["sram_memory_used"]) * 1024)
+    assert results["edgetpu"]["edgetpu"]["ops_on_cpu"] == 0
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert json.loads(again.stdout)["results"][0]["sha256"] == phone["sha256"]
-    assert json.loads(again.stdout)["timings_s"]["total"] < 15
+    second = json.loads(again.stdout)
+    assert [r["sha256"] for r in second["results"]] == [r["sha256"] for r in record["results"]]
+    assert second["timings_s"]["total"] < 15
+
+
+@pytest.mark.slow
+def test_mobilenet_224_does_not_fit_cortex_m4(tmp_path):
+    cmd = [sys.executable, "-m", "toolchain", "build", str(REPO / "recipes" / "mobilenet-224-m4.yaml"), "--out", str(tmp_path), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    r = json.loads(proc.stdout)["results"][0]
+    need_kb = r["memory"]["ram_bytes"] / 1024
+    assert need_kb > 256
+    message = f"does not fit cortex-m4: needs {need_kb:.0f} KB RAM, has 256 KB"
+    assert message in r["failures"]
+    assert f"error: {message}" in proc.stderr
