@@ -118,3 +118,22 @@ def targets_dir(tmp_path, monkeypatch):
     shutil.copytree(REPO / "targets", tdir)
     monkeypatch.setattr("toolchain.config.loader.TARGETS_DIR", tdir)
     return tdir
+
+
+@pytest.fixture(scope="session")
+def all_targets(tmp_path_factory, tiny_conv_file):
+    """The tiny recipe built once for phone CPU/GPU, MCU, NPU and TPU; returns (record, build dir)."""
+    from toolchain.config import load_recipe
+    from toolchain.pipeline import build
+
+    folder = tmp_path_factory.mktemp("all")
+    recipe = write_recipe(folder, f"""
+        schema_version: 1
+        name: tiny
+        model: {{file: {tiny_conv_file}, classes: 10}}
+        data: {{builtin: digits}}
+        train: {{epochs: 2, learning_rate: 0.01}}
+        quantize: {{calibration_samples: 50}}
+        targets: [phone-cpu, phone-gpu, cortex-m7, ethos-u55-128, edgetpu]
+        """)
+    return build(load_recipe(recipe), out=folder / "build"), folder / "build"

@@ -7,26 +7,6 @@ import pytest
 from toolchain.runtimes import tflm
 
 
-@pytest.fixture(scope="module")
-def all_targets(tmp_path_factory, tiny_conv_file):
-    """Build once for phone CPU/GPU, MCU, NPU and TPU; returns (record, out dir)."""
-    from tests.conftest import write_recipe
-    from toolchain.config import load_recipe
-    from toolchain.pipeline import build
-
-    folder = tmp_path_factory.mktemp("all")
-    recipe = write_recipe(folder, f"""
-        schema_version: 1
-        name: tiny
-        model: {{file: {tiny_conv_file}, classes: 10}}
-        data: {{builtin: digits}}
-        train: {{epochs: 2, learning_rate: 0.01}}
-        quantize: {{calibration_samples: 50}}
-        targets: [phone-cpu, phone-gpu, cortex-m7, ethos-u55-128, edgetpu]
-        """)
-    return build(load_recipe(recipe), out=folder / "build"), folder / "build"
-
-
 def by_target(record, name):
     return next(r for r in record["results"] if r["target"] == name)
 

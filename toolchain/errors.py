@@ -69,3 +69,15 @@ class PackagingError(ToolchainError):
     """A release bundle could not be written or read."""
 
     exit_code = 12
+
+
+class BundleMalformed(PackagingError):
+    """A bundle is unreadable or unsafe (absolute paths, '..', links), or an artifact in it does not load."""
+
+    exit_code = 13
+
+
+class BundleTampered(PackagingError):
+    """A bundle's files do not match the hashes in its manifest."""
+
+    exit_code = 14

@@ -332,6 +332,7 @@ def build(recipe: Recipe, target_names: list[str] | None = None, out: Path = Pat
         "recipe_sha256": sha256_file(recipe.source) if recipe.source else None,
         "data_digest": digest,
         "eval_samples": int(len(data.y_eval)),
+        "labels": list(data.labels),
         "tool_versions": b.versions,
         "timings_s": {**b.timings, "total": round(time.perf_counter() - started, 3)},
         "passed": all(r["passed"] for r in results),

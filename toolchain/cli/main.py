@@ -127,6 +127,103 @@ def targets_show(name: str) -> None:
     click.echo(yaml.safe_dump(load_target(name).model_dump(mode="json"), sort_keys=False).rstrip())
 
 
+def _build_dir(source: Path, out: Path) -> Path:
+    """A build folder: given as is, or built (from cache when unchanged) from a recipe file."""
+    if source.is_dir():
+        return source
+    from toolchain.config import load_recipe
+    from toolchain.pipeline import build as run_build
+
+    recipe = load_recipe(source)
+    run_build(recipe, None, out)
+    return out / recipe.name
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--version", "version", help="Release version in the file name; default: dev-<hash of the contents>.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("dist"), show_default=True, help="Where the tarball goes.")
+@click.option("--build-out", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), show_default=True, help="Build folder when SOURCE is a recipe.")
+@click.option("--allow-failed", is_flag=True, help="Package even if a gate failed (the manifest records which).")
+def package(source: Path, version: str | None, out: Path, build_out: Path, allow_failed: bool) -> None:
+    """Bundle a build (SOURCE: a recipe, built or taken from cache, or a build folder) into OUT/<name>-<version>.tar.gz.
+
+    The tarball holds per target the artifacts (and Vela's), C sources, labels and reports, plus
+    manifest.json with the sha256 of every file. The same build always gives the same bytes.
+    Exits 12 when a gate failed and --allow-failed is not given.
+    """
+    from toolchain.fsutil import sha256_file
+    from toolchain.package.bundle import package as make_bundle
+
+    path = make_bundle(_build_dir(source, build_out), out, version, allow_failed)
+    click.echo(f"{path}  sha256 {sha256_file(path)}")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+def verify(bundle: Path) -> None:
+    """Check a release BUNDLE: every hash, no unsafe paths or links, each artifact loads in its runtime.
+
+    Exits 0 when it is intact, 14 when a file does not match the manifest (tampered), 13 when the
+    bundle is unreadable, unsafe or an artifact does not load (malformed).
+    """
+    from toolchain.package.bundle import verify as check
+
+    summary = check(bundle)
+    for line in summary["artifacts"]:
+        click.echo(f"  {line}")
+    click.echo(f"ok: {bundle}: {summary['files']} files match the manifest")
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-t", "--target", "targets", multiple=True, help="Compare only these targets (repeatable); default: the recipe's.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "md", "html"]), default="table", show_default=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), show_default=True, help="Build folder; the html/md report is written to OUT/<recipe>/compare.<ext>.")
+def compare(recipe: Path, targets: tuple[str, ...], fmt: str, out: Path) -> None:
+    """Compare RECIPE's model and plan across device profiles, side by side (reuses cached builds).
+
+    Marks the best value per column (*) and the Pareto front over accuracy, latency and memory.
+    """
+    from toolchain.config import load_recipe
+    from toolchain.pipeline import build as run_build
+    from toolchain.report import compare as cmp
+
+    r = load_recipe(recipe)
+    table = cmp.compare(run_build(r, list(targets) or None, out))
+    if fmt == "json":
+        click.echo(json.dumps(table, indent=2))
+    elif fmt == "table":
+        cmp.print_table(table)
+    else:
+        from toolchain.fsutil import atomic_write
+
+        from toolchain.report.html import render
+
+        text = cmp.markdown(table) if fmt == "md" else render(table)
+        path = atomic_write(out / r.name / f"compare.{fmt}", text)
+        if fmt == "md":
+            click.echo(text)
+        log.info("comparison written to %s", path)
+        if fmt == "html":
+            click.echo(str(path))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+def inspect(model: Path, as_json: bool) -> None:
+    """Show what is inside any .tflite MODEL: ops, tensors (dtype, shape, quantization), size breakdown, I/O."""
+    from toolchain.report.inspect import inspect_model, print_inspection
+    from toolchain.tflite_model import TFLiteModel
+
+    info = inspect_model(TFLiteModel.from_file(model))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        print_inspection(info)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     verbose = "-v" in argv or "--verbose" in argv

@@ -1,0 +1,84 @@
+"""Side-by-side comparison of targets: best per column, Pareto front, and a self-contained HTML page."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from toolchain.report.compare import compare, pareto
+from toolchain.report.html import render
+
+
+def test_best_values_and_pareto(all_targets):
+    record, _ = all_targets
+    table = compare(record)
+    rows = {x["target"]: x for x in table["rows"]}
+    assert set(rows) == {"phone-cpu", "phone-gpu", "cortex-m7", "ethos-u55-128", "edgetpu"}
+    smallest = min(x["size_bytes"] for x in table["rows"])
+    assert all(rows[t]["size_bytes"] == smallest for t in table["best"]["size_bytes"])
+    assert rows["phone-gpu"]["mode"] == "float16" and "size_bytes" in table["best"]
+    assert rows["cortex-m7"]["ram_bytes"] == record["results"][2]["memory"]["ram_bytes"]
+    assert rows["ethos-u55-128"]["accelerator_share"] == 1.0 and rows["phone-cpu"]["accelerator_share"] is None
+    assert rows["cortex-m7"]["latency_measured"] is False and rows["phone-cpu"]["latency_measured"] is True
+    front = table["pareto"]
+    assert front
+    # every target off the front is beaten by one on it in all three objectives
+    def obj(x):
+        return (-x["top1"], x["latency_ms"], x["ram_bytes"] if x["ram_bytes"] is not None else x["flash_bytes"])
+    for x in table["rows"]:
+        if x["target"] not in front:
+            assert any(all(a <= b for a, b in zip(obj(rows[f]), obj(x))) for f in front), x["target"]
+
+
+def test_pareto_on_known_points():
+    rows = [
+        {"target": "a", "top1": 0.9, "latency_ms": 1.0, "ram_bytes": 100, "flash_bytes": 0},
+        {"target": "b", "top1": 0.8, "latency_ms": 2.0, "ram_bytes": 200, "flash_bytes": 0},  # beaten by a
+        {"target": "c", "top1": 0.95, "latency_ms": 5.0, "ram_bytes": 300, "flash_bytes": 0},  # most accurate
+        {"target": "d", "top1": 0.9, "latency_ms": 1.0, "ram_bytes": 100, "flash_bytes": 0},  # tie with a
+    ]
+    assert pareto(rows) == ["a", "c", "d"]
+
+
+def test_html_escapes_names_and_is_self_contained(all_targets):
+    record, _ = all_targets
+    table = compare(record)
+    table["rows"][0] = {**table["rows"][0], "target": "<script>alert(1)</script>"}
+    page = render(table)
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("data:image/png;base64,") == 2
+    assert "http://" not in page and "https://" not in page
+
+
+def chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed")
+def test_page_shows_the_table_in_headless_chromium(all_targets, tmp_path, run_cli):
+    record, out = all_targets
+    recipe = record["recipe_file"]
+    code, stdout, _ = run_cli("compare", recipe, "--format", "html", "--out", out)
+    assert code == 0
+    page = out / "tiny" / "compare.html"
+    assert stdout.strip() == str(page)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([chromium(), *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert '<table id="comparison">' in dom
+    for target in ("phone-cpu", "cortex-m7", "ethos-u55-128", "edgetpu"):
+        assert f">{target}</td>" in dom
+    shot = tmp_path / "page.png"
+    subprocess.run([chromium(), *flags, "--window-size=1400,1400", f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 20_000  # a rendered page with plots, not a blank one
+
+
+def test_compare_json_and_md(all_targets, run_cli):
+    record, out = all_targets
+    code, stdout, _ = run_cli("compare", record["recipe_file"], "--format", "json", "--out", out)
+    assert code == 0
+    table = json.loads(stdout)
+    assert table["schema"] == "toolchain.compare/1" and len(table["rows"]) == 5
+    code, stdout, _ = run_cli("compare", record["recipe_file"], "--format", "md", "--out", out, "--target", "cortex-m7", "--target", "edgetpu")
+    assert code == 0 and stdout.count("\n| ") == 3 and (out / "tiny" / "compare.md").exists()

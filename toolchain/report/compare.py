@@ -1,0 +1,152 @@
+"""One model and plan across device profiles, side by side, from a build record (no stage re-runs)."""
+
+from __future__ import annotations
+
+from toolchain.config import load_target
+
+COMPARE_SCHEMA = "toolchain.compare/1"
+#: key, heading, which way is better (None: not ranked)
+COLUMNS = [
+    ("target", "target", None),
+    ("mode", "mode", None),
+    ("size_bytes", "size KB", "min"),
+    ("ram_bytes", "RAM KB", "min"),
+    ("flash_bytes", "flash KB", "min"),
+    ("latency_ms", "latency ms", "min"),
+    ("top1", "top-1", "max"),
+    ("top1_drop", "drop (pts)", "min"),
+    ("top1_agreement", "agreement", "max"),
+    ("cosine", "cosine", "max"),
+    ("accelerator_share", "ops on accel.", "max"),
+    ("fits", "fits", None),
+    ("passed", "passes", None),
+]
+
+
+def _accelerator_share(r: dict) -> float | None:
+    if "edgetpu" in r:
+        e = r["edgetpu"]
+        return e["ops_on_tpu"] / max(1, e["ops_on_tpu"] + e["ops_on_cpu"])
+    if "npu" in r:
+        n = r["npu"]
+        return n["npu_ops"] / max(1, n["npu_ops"] + n["cpu_ops"])
+    if "gpu" in r:
+        total = sum(r["ops"].values())
+        return (total - len(r["gpu"]["incompatible_ops"])) / max(1, total)
+    return None  # a CPU or MCU target has no accelerator
+
+
+def row(r: dict) -> dict:
+    target = load_target(r["target"])
+    mem, npu, m, lat = r.get("memory") or {}, r.get("npu") or {}, r["metrics"], r["latency_ms"]
+    ram = mem.get("ram_bytes") or npu.get("sram_bytes")
+    flash = mem.get("flash_bytes") or (npu.get("flash_bytes", 0) + npu.get("dram_bytes", 0) if npu else r["size_bytes"])
+    measured = "median" in lat
+    return {
+        "target": r["target"],
+        "kind": r["kind"],
+        "runtime": r["runtime"],
+        "mode": r["mode"],
+        "size_bytes": r["size_bytes"],
+        "ram_bytes": ram,
+        "ram_budget_bytes": int(target.memory.ram_kb * 1024) if target.memory.ram_kb else None,
+        "flash_bytes": flash,
+        "flash_budget_bytes": int(target.memory.flash_kb * 1024) if target.memory.flash_kb else None,
+        "latency_ms": lat["median"] if measured else lat.get("estimate"),
+        "latency_source": lat["source"],
+        "latency_measured": measured,
+        "top1": m["top1"] if m else None,
+        "top1_drop": (r["reference"]["top1"] - m["top1"]) * 100 if m else None,
+        "top1_agreement": m["top1_agreement"] if m else None,
+        "cosine": m["cosine"] if m else None,
+        "accelerator_share": _accelerator_share(r),
+        "fits": not any(f.startswith("does not fit") for f in r["failures"]),
+        "passed": r["passed"],
+        "failures": r["failures"],
+    }
+
+
+def pareto(rows: list[dict]) -> list[str]:
+    """Targets no other target beats on accuracy, latency and memory at once (ties are not beaten)."""
+
+    def objectives(x):  # all minimized
+        memory = x["ram_bytes"] if x["ram_bytes"] is not None else x["flash_bytes"]
+        return (-x["top1"], x["latency_ms"], memory)
+
+    ranked = [x for x in rows if x["top1"] is not None and x["latency_ms"] is not None]
+    front = []
+    for a in ranked:
+        oa = objectives(a)
+        dominated = any(
+            all(b_ <= a_ for a_, b_ in zip(oa, objectives(b))) and any(b_ < a_ for a_, b_ in zip(oa, objectives(b)))
+            for b in ranked if b is not a
+        )
+        if not dominated:
+            front.append(a["target"])
+    return front
+
+
+def compare(record: dict) -> dict:
+    rows = [row(r) for r in record["results"]]
+    best = {}
+    for key, _, better in COLUMNS:
+        values = [x[key] for x in rows if better and x[key] is not None]
+        if values:
+            top = min(values) if better == "min" else max(values)
+            best[key] = [x["target"] for x in rows if x[key] == top]
+    return {
+        "schema": COMPARE_SCHEMA,
+        "recipe": record["recipe"],
+        "eval_samples": record["eval_samples"],
+        "columns": [{"key": k, "heading": h, "better": b} for k, h, b in COLUMNS],
+        "rows": rows,
+        "best": best,
+        "pareto": pareto(rows),
+    }
+
+
+def cell(table: dict, x: dict, key: str) -> str:
+    """Display text of one cell; '*' marks the best value of a column."""
+    v = x[key]
+    if v is None:
+        text = "-"
+    elif isinstance(v, bool):
+        text = "yes" if v else "NO"
+    elif key in ("size_bytes", "ram_bytes", "flash_bytes"):
+        text = f"{v / 1024:,.1f}"
+    elif key == "latency_ms":
+        text = f"{v:.3g}" + ("" if x["latency_measured"] else " (est.)")
+    elif key in ("top1", "top1_agreement", "cosine"):
+        text = f"{v:.4f}"
+    elif key == "accelerator_share":
+        text = f"{v:.0%}"
+    elif key == "top1_drop":
+        text = f"{v:+.2f}"
+    else:
+        text = str(v)
+    return text + (" *" if x["target"] in table["best"].get(key, []) and len(table["rows"]) > 1 else "")
+
+
+def print_table(table: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{table['recipe']}: {table['eval_samples']} eval samples   (* best in column, P = Pareto front: accuracy vs latency vs memory)")
+    t.add_column("P")
+    for c in table["columns"]:
+        t.add_column(c["heading"], justify="left" if c["better"] is None else "right")
+    for x in table["rows"]:
+        t.add_row("P" if x["target"] in table["pareto"] else "", *[cell(table, x, c["key"]) for c in table["columns"]])
+    console = Console()
+    (console if console.is_terminal else Console(width=180)).print(t)
+
+
+def markdown(table: dict) -> str:
+    heads = ["Pareto"] + [c["heading"] for c in table["columns"]]
+    lines = [f"# {table['recipe']}: targets compared", "", f"{table['eval_samples']} eval samples. `*` best in column; Pareto: accuracy vs latency vs memory.", ""]
+    lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for x in table["rows"]:
+        cells = ["yes" if x["target"] in table["pareto"] else ""] + [cell(table, x, c["key"]).replace("|", "\\|") for c in table["columns"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Latency sources:", ""] + [f"- {x['target']}: {x['latency_source']}" for x in table["rows"]]
+    return "\n".join(lines) + "\n"
