@@ -35,8 +35,9 @@ def tiny_conv(keras):
     keras.utils.set_random_seed(2)
     return keras.Sequential([
         keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.Conv2D(8, 3),
         keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
         keras.layers.Flatten(),
         keras.layers.Dense(10, activation="softmax"),
     ])
@@ -60,7 +61,7 @@ def tiny_recipe(tmp_path, tiny_conv_file):
     """A complete recipe over the tiny conv model and the digits at 8x8x1: builds in seconds."""
 
     def make(extra: str = "", quantize: str = "mode: int8", targets: str = "[phone-cpu]", train: str = "train: {epochs: 3, batch_size: 32, learning_rate: 0.01}") -> Path:
-        return write_recipe(tmp_path, f"""
+        body = textwrap.dedent(f"""
             schema_version: 1
             name: tiny
             model:
@@ -71,8 +72,10 @@ def tiny_recipe(tmp_path, tiny_conv_file):
             {train}
             quantize: {{{quantize}, calibration_samples: 50}}
             targets: {targets}
-            {extra}
-            """)
+            """).lstrip()
+        path = tmp_path / "recipe.yaml"
+        path.write_text(body + extra + "\n")
+        return path
 
     return make
 

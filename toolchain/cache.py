@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-TOOLS = ("toolchain", "tensorflow", "tf_keras", "ai-edge-litert", "numpy", "scikit-learn", "tflite-micro", "ethos-u-vela")
+TOOLS = ("toolchain", "tensorflow", "tf_keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy", "scikit-learn", "tflite-micro", "ethos-u-vela")
 
 
 def tool_versions() -> dict[str, str]:

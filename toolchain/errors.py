@@ -47,6 +47,12 @@ class ConversionError(ToolchainError):
     exit_code = 8
 
 
+class CompressionError(ConversionError):
+    """A compression step (QAT, pruning, distillation) cannot handle the model."""
+
+    exit_code = 15
+
+
 class CompatibilityError(ToolchainError):
     """The recipe asks for something a target cannot run, or the model does not fit it."""
 

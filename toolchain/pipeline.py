@@ -8,6 +8,7 @@ process's stdout/stderr is captured into ``build/<recipe>/build.log``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import shutil
@@ -28,7 +29,7 @@ from toolchain.validate import gates
 log = logging.getLogger(__name__)
 
 RECORD_SCHEMA = "toolchain.build/1"
-STAGE_VERSIONS = {"data": 1, "model": 1, "convert": 1}
+STAGE_VERSIONS = {"data": 1, "model": 1, "compress": 1, "convert": 1}
 
 
 def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
@@ -101,17 +102,48 @@ def stage_data(b: Build) -> tuple[Dataset, str]:
 @dataclass
 class ModelStage:
     key: str
-    path: Path  # the saved float Keras model
-    reference: np.ndarray  # float outputs on the eval split
+    path: Path  # the saved Keras model (.keras; .h5 after compression, which may hold fake-quant wrappers)
+    reference: np.ndarray  # outputs of the float model on the eval split: what every artifact is compared with
     history: dict
     _model: object = None
+    steps: list = field(default_factory=list)  # compression step reports
 
     def keras(self):
         if self._model is None:
             from toolchain.models.compat import keras
 
-            self._model = keras().models.load_model(self.path, compile=False)
+            if self.path.suffix == ".h5":
+                from toolchain.compress.qat import tfmot
+
+                with tfmot().quantization.keras.quantize_scope():
+                    self._model = keras().models.load_model(self.path, compile=False)
+            else:
+                self._model = keras().models.load_model(self.path, compile=False)
         return self._model
+
+
+def stage_compress(b: Build, base: ModelStage, data: Dataset, data_digest: str) -> ModelStage:
+    """The recipe's compression steps over the trained float model (QAT, pruning, distillation)."""
+    r = b.recipe
+    if not r.compress:
+        return base
+    t0 = time.perf_counter()
+    key = make_key(stage="compress", v=STAGE_VERSIONS["compress"], base=base.key, steps=[s.model_dump(mode="json") for s in r.compress],
+                   strategy=r.strategy.model_dump(mode="json"), data=data_digest, versions={k: b.versions[k] for k in ("tensorflow", "tf_keras", "tensorflow-model-optimization")})
+    hit = b.cache.get("compress", key)
+    if hit:
+        steps = b.cache.meta("compress", key)["steps"]
+        log.info("compress: %s (cached)", " -> ".join(s["step"] if s["step"] == "qat" else f"prune {s['method']}" for s in steps))
+        stage = ModelStage(key, hit / "model.h5", base.reference, base.history, steps=steps)
+    else:
+        from toolchain.compress.steps import run
+
+        model, steps = run(base.keras(), r, data, base.keras())
+        with b.cache.put("compress", key, {"steps": steps}) as d:
+            model.save(d / "model.h5")
+        stage = ModelStage(key, b.cache.dir("compress", key) / "model.h5", base.reference, base.history, model, steps)
+    b.timed("compress", t0)
+    return stage
 
 
 def stage_model(b: Build, data: Dataset, data_digest: str) -> ModelStage:
@@ -322,8 +354,12 @@ def build(recipe: Recipe, target_names: list[str] | None = None, out: Path = Pat
     b.dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with capture_fds(b.log_path):
+        if recipe.compress and recipe.strategy.kind != "default":
+            from toolchain.compress.common import strategy
+
+            strategy(recipe.strategy)  # logical devices must be set up before TensorFlow runs anything
         data, digest = stage_data(b)
-        model = stage_model(b, data, digest)
+        model = stage_compress(b, stage_model(b, data, digest), data, digest)
         results = [build_target(b, t, plans[t.name], data, digest, model) for t in targets]
     record = {
         "schema": RECORD_SCHEMA,
@@ -336,6 +372,7 @@ def build(recipe: Recipe, target_names: list[str] | None = None, out: Path = Pat
         "tool_versions": b.versions,
         "timings_s": {**b.timings, "total": round(time.perf_counter() - started, 3)},
         "passed": all(r["passed"] for r in results),
+        "compression": model.steps,
         "results": results,
     }
     atomic_write(b.dir / "build.json", json.dumps(record, indent=2))
@@ -365,6 +402,7 @@ def build_target(b: Build, target: Target, plan: ConvertPlan, data: Dataset, dig
         "artifact": str(tdir / name),
         "sha256": sha256_file(tdir / name),
         "size_bytes": len(artifact),
+        "size_gzip_bytes": len(gzip.compress(artifact, mtime=0)),
         **validated,
     }
     result["failures"] = validated["failures"] + gates.check(b.recipe.acceptance, target, result)

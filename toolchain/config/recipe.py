@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -94,6 +94,55 @@ class TrainSpec(Strict):
     batchnorm_momentum: float | None = Field(0.9, gt=0, lt=1)
 
 
+class Distill(Strict):
+    """Train against the float teacher's softened outputs as well as the labels."""
+
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term (1 - alpha: the labels)")
+
+
+class FineTune(Strict):
+    epochs: int = Field(2, ge=0)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    seed: int = 0
+    distill: Distill | None = None
+
+
+class QatStep(FineTune):
+    """Quantization-aware training (tensorflow-model-optimization fake-quant nodes)."""
+
+    step: Literal["qat"]
+
+
+class PruneStep(FineTune):
+    """``magnitude`` (tfmot low-magnitude), ``2:4`` (structured 2-of-4) or ``l1_filter`` (whole filters)."""
+
+    step: Literal["prune"]
+    method: Literal["magnitude", "2:4", "l1_filter"]
+    target_sparsity: float = Field(0.5, gt=0, lt=1, description="magnitude: share of zero weights; l1_filter: share of filters removed")
+    schedule: Literal["constant", "polynomial"] = "polynomial"
+    channel_multiple: int = Field(1, ge=1, description="l1_filter: keep a multiple of this many channels")
+
+
+class Strategy(Strict):
+    """A tf.distribute strategy for every fit: ``mirrored`` over local devices, or ``multi_worker``.
+
+    ``multi_worker`` sets TF_CONFIG from ``cluster`` ({"worker": ["host:port", ...]}) and ``task_index``.
+    """
+
+    kind: Literal["default", "mirrored", "multi_worker"] = "default"
+    cpu_devices: int | None = Field(None, ge=1, description="mirrored: split the CPU into this many logical devices")
+    cluster: dict[str, list[str]] | None = None
+    task_index: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _cluster(self):
+        if self.kind == "multi_worker" and not (self.cluster and self.cluster.get("worker")):
+            raise ValueError("multi_worker needs 'cluster: {worker: [host:port, ...]}'")
+        return self
+
+
 class QuantizeSpec(Strict):
     """``mode``/``io_type`` left out means: what each target profile needs."""
 
@@ -116,6 +165,8 @@ class Recipe(Strict):
     model: ModelSpec
     data: DataSpec
     train: TrainSpec | None = None
+    compress: list[Annotated[QatStep | PruneStep, Field(discriminator="step")]] = Field(default_factory=list)
+    strategy: Strategy = Strategy()
     quantize: QuantizeSpec = QuantizeSpec()
     targets: list[str] = Field(min_length=1)
     acceptance: Acceptance = Acceptance()
@@ -123,6 +174,13 @@ class Recipe(Strict):
     # Filled by the loader, not by the user.
     source: Path | None = Field(None, exclude=True)
     lines: dict[Any, int] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @model_validator(mode="after")
+    def _one_qat_last(self):
+        qat = [i for i, s in enumerate(self.compress) if s.step == "qat"]
+        if len(qat) > 1 or (qat and qat[0] != len(self.compress) - 1):
+            raise ValueError("compress: 'qat' can appear once, as the last step (fake-quant nodes must see the final weights)")
+        return self
 
     def line_of(self, *path: str | int) -> str:
         """``file:line`` of a field, for error messages."""

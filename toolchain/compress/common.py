@@ -1,0 +1,164 @@
+"""What every compression step shares: the distribution strategy, fine-tuning (with optional
+distillation), BatchNorm re-estimation, and the measurements steps report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+
+from toolchain.config.recipe import FineTune, Strategy
+from toolchain.errors import CompressionError, ConfigError
+from toolchain.models.compat import keras, tf
+
+log = logging.getLogger(__name__)
+_strategies: dict = {}
+
+
+def strategy(spec: Strategy):
+    """The tf.distribute strategy a recipe names (made once per process)."""
+    key = spec.model_dump_json()
+    if key in _strategies:
+        return _strategies[key]
+    t = tf()
+    if spec.kind == "default":
+        s = t.distribute.get_strategy()
+    elif spec.kind == "mirrored":
+        cpus = t.config.list_physical_devices("CPU")
+        if spec.cpu_devices:
+            try:
+                t.config.set_logical_device_configuration(cpus[0], [t.config.LogicalDeviceConfiguration()] * spec.cpu_devices)
+            except RuntimeError:
+                raise ConfigError("strategy.cpu_devices: TensorFlow is already initialized in this process; set it before the first build") from None
+        devices = [d.name for d in t.config.list_logical_devices("GPU")] or [d.name for d in t.config.list_logical_devices("CPU")]
+        s = t.distribute.MirroredStrategy(devices=devices)
+    else:
+        os.environ["TF_CONFIG"] = json.dumps({"cluster": spec.cluster, "task": {"type": "worker", "index": spec.task_index}})
+        s = t.distribute.MultiWorkerMirroredStrategy()
+    log.info("strategy: %s over %d replica(s)", type(s).__name__, s.num_replicas_in_sync)
+    _strategies[key] = s
+    return s
+
+
+def clone(model):
+    """A copy of ``model`` with fresh variables (created in the active strategy scope) and the same weights."""
+    k = keras()
+    copy = k.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def distillation_loss(classes: int, temperature: float, alpha: float):
+    """Labels plus the teacher's softened outputs, packed as y = [one-hot labels | teacher soft targets]."""
+    t = tf()
+
+    def loss(y, q):
+        labels, soft_teacher = y[:, :classes], y[:, classes:]
+        q = t.clip_by_value(q, 1e-7, 1.0)
+        hard = -t.reduce_sum(labels * t.math.log(q), axis=-1)
+        soft_student = t.nn.softmax(t.math.log(q) / temperature, axis=-1)
+        kl = t.reduce_sum(soft_teacher * (t.math.log(t.clip_by_value(soft_teacher, 1e-7, 1.0)) - t.math.log(t.clip_by_value(soft_student, 1e-7, 1.0))), axis=-1)
+        return alpha * temperature**2 * kl + (1 - alpha) * hard
+
+    return loss
+
+
+def soft_targets(teacher_probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T) of the teacher's probabilities."""
+    logits = np.log(np.clip(teacher_probs, 1e-7, 1.0)) / temperature
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def finetune(model, spec: FineTune, x: np.ndarray, y: np.ndarray, teacher_train: np.ndarray | None, scope, name: str, callbacks=()) -> dict:
+    """Compile (in the strategy scope) and fit; with ``spec.distill`` against the teacher's outputs too."""
+    k = keras()
+    k.utils.set_random_seed(spec.seed)
+    classes = model.output_shape[-1]
+    with scope.scope():
+        if spec.distill:
+            d = spec.distill
+            if teacher_train is None:
+                raise CompressionError(f"{name}: distillation needs the float teacher's outputs")
+            target = np.concatenate([np.eye(classes, dtype=np.float32)[y], soft_targets(teacher_train, d.temperature)], axis=1)
+            acc = k.metrics.MeanMetricWrapper(lambda yt, q: k.metrics.categorical_accuracy(yt[:, :classes], q), name="accuracy")
+            model.compile(k.optimizers.Adam(spec.learning_rate), distillation_loss(classes, d.temperature, d.alpha), [acc])
+        else:
+            target = y
+            model.compile(k.optimizers.Adam(spec.learning_rate), "sparse_categorical_crossentropy", ["accuracy"])
+
+    class Progress(k.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            log.info("%s: fine-tune epoch %d/%d loss %.4f acc %.3f", name, epoch + 1, spec.epochs, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")))
+
+    if spec.epochs == 0:
+        return {}
+    hist = model.fit(x, target, batch_size=spec.batch_size, epochs=spec.epochs, verbose=0, shuffle=True, callbacks=[*callbacks, Progress()])
+    return {key: [float(v) for v in vals] for key, vals in hist.history.items()}
+
+
+def reestimate_batchnorm(model, x: np.ndarray, batch_size: int = 64) -> int:
+    """Recompute every BatchNorm's moving statistics as the average over ``x`` (forward passes in training
+    mode, weights unchanged), so a pruned model is not evaluated on stale statistics. Returns batches used."""
+    k = keras()
+    layers = [l for l in model.submodules if isinstance(l, k.layers.BatchNormalization)]
+    if not layers:
+        return 0
+    saved = [l.momentum for l in layers]
+    batches = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
+    try:
+        for i, xb in enumerate(batches):
+            for l in layers:
+                l.momentum = i / (i + 1)  # cumulative average: moving = mean of the batch statistics so far
+            model(xb, training=True)
+    finally:
+        for l, m in zip(layers, saved):
+            l.momentum = m
+    return len(batches)
+
+
+def kernels(model) -> dict[str, np.ndarray]:
+    """The weight kernels pruning acts on: Conv2D, DepthwiseConv2D and Dense."""
+    k = keras()
+    out = {}
+    for layer in model.submodules:
+        if isinstance(layer, k.layers.DepthwiseConv2D):
+            w = layer.depthwise_kernel
+        elif isinstance(layer, (k.layers.Conv2D, k.layers.Dense)):
+            w = layer.kernel
+        else:
+            continue
+        if hasattr(w, "numpy"):  # inside a QAT wrapper the attribute is a fake-quantized graph tensor
+            out[layer.name] = w.numpy()
+    return out
+
+
+def sparsity(model) -> dict:
+    ks = kernels(model)
+    layers = {name: float(np.mean(w == 0)) for name, w in ks.items()}
+    total = sum(w.size for w in ks.values())
+    zeros = sum(int(np.sum(w == 0)) for w in ks.values())
+    return {"overall": zeros / max(1, total), "weights": total, "zeros": zeros, "layers": layers}
+
+
+def macs_and_params(model) -> dict:
+    """Multiply-accumulates of conv and dense layers for one sample, and the parameter count."""
+    k = keras()
+    macs = 0
+    for layer in model.submodules:
+        if isinstance(layer, k.layers.DepthwiseConv2D):
+            kh, kw = layer.kernel_size
+            macs += int(np.prod(layer.output.shape[1:])) * kh * kw
+        elif isinstance(layer, k.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            macs += int(np.prod(layer.output.shape[1:])) * kh * kw * int(layer.input.shape[-1])
+        elif isinstance(layer, k.layers.Dense):
+            macs += int(np.prod(layer.output.shape[1:])) * int(layer.input.shape[-1])
+    return {"macs": macs, "params": int(model.count_params())}
+
+
+def top1(model, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(model.predict(x, batch_size=64, verbose=0), -1) == y))

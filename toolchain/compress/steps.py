@@ -1,0 +1,40 @@
+"""Run a recipe's compression steps in order over the trained float model; each reports what it did."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from toolchain.compress import filters, prune, qat
+from toolchain.compress.common import macs_and_params, sparsity, strategy, top1
+from toolchain.config.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+def run(model, recipe: Recipe, data, teacher) -> tuple[object, list[dict]]:
+    """``teacher`` is the float model before compression (its outputs drive distillation)."""
+    scope = strategy(recipe.strategy)
+    teacher_train = None
+    if any(s.distill for s in recipe.compress):
+        teacher_train = teacher.predict(data.x_train, batch_size=64, verbose=0)
+    reports = []
+    for i, step in enumerate(recipe.compress):
+        name = step.step if step.step == "qat" else f"prune {step.method}"
+        log.info("compress %d/%d: %s (%d fine-tune epochs%s)", i + 1, len(recipe.compress), name, step.epochs, ", distilled" if step.distill else "")
+        t0 = time.perf_counter()
+        before = top1(model, data.x_eval, data.y_eval)
+        if step.step == "qat":
+            model, report = qat.run(model, step, data, teacher_train, scope)
+        elif step.method == "l1_filter":
+            model, report = filters.run(model, step, data, teacher_train, scope)
+        else:
+            model, report = prune.run(model, step, data, teacher_train, scope)
+        after = top1(model, data.x_eval, data.y_eval)
+        report = {"step": step.step, **step.model_dump(mode="json", exclude={"step"}), "top1_before": before, "top1_after": after,
+                  **macs_and_params(model), "seconds": round(time.perf_counter() - t0, 2), **report}
+        if "sparsity" not in report:
+            report["sparsity"] = sparsity(model)
+        log.info("compress %s: top-1 %.4f -> %.4f, %s MACs, %s parameters, sparsity %.1f%%", name, before, after, f"{report['macs']:,}", f"{report['params']:,}", 100 * report["sparsity"]["overall"])
+        reports.append(report)
+    return model, reports
