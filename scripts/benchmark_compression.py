@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import platform
 import sys
 import time
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from toolchain.config import load_recipe  # noqa: E402
-from toolchain.fsutil import atomic_write  # noqa: E402
+from toolchain.fsutil import atomic_write, setup_logging  # noqa: E402
 from toolchain.pipeline import build  # noqa: E402
 
 RECIPES = {
@@ -67,12 +66,18 @@ def main() -> int:
     ap.add_argument("--invokes", type=int, default=40)
     ap.add_argument("--docs", type=Path, default=ROOT / "docs")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    setup_logging()
 
     records = {}
     for name, path in RECIPES.items():
         print(f"building {name}: {path.relative_to(ROOT)}", file=sys.stderr)
         records[name] = build(load_recipe(path), ["phone-cpu"], args.out)
+    floats = {}
+    for name in ("ptq", "prune50"):  # the same models converted to float32: zeros compress better there
+        r = load_recipe(RECIPES[name])
+        r = r.model_copy(update={"name": f"{r.name}-float32", "quantize": r.quantize.model_copy(update={"mode": "float32"})})
+        print(f"building {name} as float32", file=sys.stderr)
+        floats[name] = build(r, ["phone-cpu"], args.out)["results"][0]
     res = {name: rec["results"][0] for name, rec in records.items()}
     steps = {name: (rec["compression"] or [None])[0] for name, rec in records.items()}
     lat = latencies({name: Path(r["artifact"]) for name, r in res.items()}, args.threads, args.rounds, args.invokes)
@@ -86,7 +91,7 @@ def main() -> int:
             "top1_float_after_step": s["top1_after"] if s else float_top1,
             "size_bytes": r["size_bytes"],
             "size_gzip_bytes": r["size_gzip_bytes"],
-            "sparsity": s["sparsity"]["overall"] if s else 0.0,
+            "sparsity": s.get("pruned_layers_sparsity", s["sparsity"]["overall"]) if s else 0.0,
             "macs": s["macs"] if s else None,
             "params": s["params"] if s else None,
             "seconds": s["seconds"] if s else None,
@@ -102,8 +107,12 @@ def main() -> int:
          f"{pts(rows['qat']['top1_int8']):.2f} vs float {pts(float_top1):.2f}", abs(rows["qat"]["top1_int8"] - float_top1) <= 0.01),
         ("magnitude 50 %: >= 49 % sparsity in the pruned layers",
          f"{pts(rows['prune50']['sparsity']):.2f} %", rows["prune50"]["sparsity"] >= 0.49),
+        ("magnitude 50 %: gzip'd float32 artifact >= 1.5x smaller than unpruned",
+         f"{floats['ptq']['size_gzip_bytes'] / 1024:.0f} -> {floats['prune50']['size_gzip_bytes'] / 1024:.0f} KB = {floats['ptq']['size_gzip_bytes'] / floats['prune50']['size_gzip_bytes']:.2f}x",
+         floats["ptq"]["size_gzip_bytes"] / floats["prune50"]["size_gzip_bytes"] >= 1.5),
         ("magnitude 50 %: gzip'd int8 artifact >= 1.5x smaller than unpruned",
-         f"{rows['ptq']['size_gzip_bytes'] / rows['prune50']['size_gzip_bytes']:.2f}x", rows["ptq"]["size_gzip_bytes"] / rows["prune50"]["size_gzip_bytes"] >= 1.5),
+         f"{rows['ptq']['size_gzip_bytes'] / 1024:.0f} -> {rows['prune50']['size_gzip_bytes'] / 1024:.0f} KB = {rows['ptq']['size_gzip_bytes'] / rows['prune50']['size_gzip_bytes']:.2f}x",
+         rows["ptq"]["size_gzip_bytes"] / rows["prune50"]["size_gzip_bytes"] >= 1.5),
         ("l1_filter: >= 30 % of MACs removed", f"{pts(steps['l1']['macs_removed']):.1f} %", steps["l1"]["macs_removed"] >= 0.30),
         ("l1_filter: int8 top-1 within 1.5 points of the unpruned int8 model",
          f"{pts(rows['l1']['top1_int8']):.2f} vs {pts(rows['ptq']['top1_int8']):.2f}", rows["l1"]["top1_int8"] >= rows["ptq"]["top1_int8"] - 0.015),
@@ -118,6 +127,9 @@ def main() -> int:
         "rows": rows,
         "checks": [{"check": c, "measured": m, "passed": bool(ok)} for c, m, ok in checks],
         "two_of_four_share": steps["2of4"].get("two_of_four"),
+        "float32_artifacts": {name: {"size_bytes": r["size_bytes"], "size_gzip_bytes": r["size_gzip_bytes"], "top1": r["metrics"]["top1"]} for name, r in floats.items()},
+        "l1_step": {k: steps["l1"][k] for k in ("target_sparsity", "channel_multiple", "epochs", "groups", "channels_removed", "macs_before", "macs_after", "macs_removed",
+                                                  "params_before", "params_after", "top1_after_removal", "top1_after_batchnorm_reestimate", "top1_after")},
     }
     args.docs.mkdir(exist_ok=True)
     atomic_write(args.docs / "benchmarks.json", json.dumps(result, indent=2) + "\n")
@@ -152,6 +164,13 @@ def render(r: dict) -> str:
         "",
         "Notes:",
         "",
+        f"- L1 filter step: {r['l1_step']['groups']} channel groups, {r['l1_step']['channels_removed']:,} channels removed "
+        f"(target {r['l1_step']['target_sparsity']}, multiples of {r['l1_step']['channel_multiple']}); top-1 right after removal "
+        f"{r['l1_step']['top1_after_removal'] * 100:.1f} %, after BatchNorm re-estimation {r['l1_step']['top1_after_batchnorm_reestimate'] * 100:.1f} %, "
+        f"after {r['l1_step']['epochs']} distilled fine-tuning epochs {r['l1_step']['top1_after'] * 100:.2f} %.",
+        "- Gzip and int8: half the weights zero still leaves the int8 file's entropy at roughly 1 bit (the zero mask) + 0.5 x ~7.5 bits "
+        "per weight, and the per-channel quantization parameters barely compress; 1.5x is out of reach for any compressor at 50 % "
+        "sparsity. The float32 artifact, where a zero saves 32 bits, shows the effect the pruning literature quotes.",
         "- Unstructured (magnitude) and 2:4 sparsity make the artifact compress better but not run faster: "
         "LiteRT's kernels do the same dense work on zeros (compare their median ms with post-training int8).",
         f"- 2:4 pattern: {r['two_of_four_share'] * 100 if r['two_of_four_share'] is not None else 0:.1f} % of the 4-weight groups in the pruned kernels hold at most 2 non-zeros.",

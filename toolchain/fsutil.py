@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -53,18 +53,7 @@ def atomic_write(path: Path, data: bytes | str) -> Path:
 
 
 def atomic_copy(src: Path, dst: Path) -> Path:
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dst
+    return atomic_write(dst, Path(src).read_bytes())
 
 
 def _flush_c_stdio() -> None:
@@ -116,3 +105,25 @@ def capture_fds(log_path: Path):
             _consoles.pop()
             if not _consoles:
                 term.close()
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes to the terminal's stderr, also while stages send fd 2 into the build log."""
+
+    @property
+    def stream(self):
+        return console()
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns it
+        pass
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Progress of the ``toolchain`` loggers to the terminal's stderr (one handler, replaced on each call)."""
+    handler = _ConsoleHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s" if verbose else "%(message)s", "%H:%M:%S"))
+    root = logging.getLogger("toolchain")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False

@@ -86,3 +86,20 @@ def test_plan_defaults_to_target_and_refuses_what_target_cannot_run(tmp_path, mo
     with pytest.raises(CompatibilityError, match=r":10: quantize.mode: mcu cannot run 'float16' \(it accepts int8\)") as exc:
         resolve_plan(r16, load_target("mcu"))
     assert exc.value.exit_code == 9
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_is_valid(path):
+    from toolchain.pipeline import resolve_plan
+
+    r = load_recipe(path)
+    assert all(resolve_plan(r, load_target(t)).mode == "int8" for t in r.targets)
+
+
+@pytest.mark.parametrize("name", list_targets())
+def test_every_shipped_target_is_valid(name):
+    t = load_target(name)
+    assert t.numerics.default_mode in t.numerics.modes
+    assert (t.runtime == "vela") == (t.vela is not None)
+    assert (t.runtime == "edgetpu") == (t.edgetpu is not None)
+    assert t.runtime != "tflm" or (t.mcu is not None and t.clock_mhz)

@@ -18,29 +18,6 @@ from toolchain.errors import ToolchainError
 log = logging.getLogger("toolchain")
 
 
-class _ConsoleHandler(logging.StreamHandler):
-    """Writes to the terminal's stderr, also while stages send fd 2 into the build log."""
-
-    @property
-    def stream(self):
-        from toolchain.fsutil import console
-
-        return console()
-
-    @stream.setter
-    def stream(self, value):  # StreamHandler.__init__ assigns it
-        pass
-
-
-def _setup_logging(verbose: bool) -> None:
-    handler = _ConsoleHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s" if verbose else "%(message)s", "%H:%M:%S"))
-    root = logging.getLogger("toolchain")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    root.propagate = False
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs and full tracebacks.")
 @click.version_option(package_name="toolchain")
@@ -49,12 +26,18 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     """Build neural networks for edge devices: convert, compress and validate on emulated runtimes.
 
     \b
-    toolchain build recipes/mobilenet.yaml      train, quantize, validate, write build/mobilenet/
+    toolchain build recipes/mobilenet.yaml      train, compress, quantize, validate, write build/mobilenet/
+    toolchain compare recipes/mobilenet.yaml    the targets side by side (--format html for a page)
+    toolchain package recipes/mobilenet.yaml    reproducible release tarball in dist/
+    toolchain verify dist/mobilenet-*.tar.gz    check a release tarball
+    toolchain inspect model.tflite              ops, tensors, quantization, size of any .tflite
     toolchain recipe check recipes/x.yaml       validate a recipe without building
     toolchain targets list                      device profiles you can target
     """
+    from toolchain.fsutil import setup_logging
+
     ctx.obj = {"verbose": verbose}
-    _setup_logging(verbose)
+    setup_logging(verbose)
 
 
 @cli.command()
@@ -66,7 +49,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 def build(recipe: Path, targets: tuple[str, ...], out: Path, as_json: bool, no_cache: bool) -> None:
     """Build RECIPE for each target: data, model, training, conversion, validation and gates.
 
-    Exits 0 when every gate passes, 11 when a gate fails (the reports are still written).
+    Exits 0 when every gate passes; when one fails the reports are still written and the exit code
+    says which kind: 9 a target's memory budget (does not fit), 10 a runtime crashed or refused the
+    artifact, 11 an acceptance gate.
     """
     from toolchain.config import load_recipe
     from toolchain.pipeline import build as run_build, raise_on_failures

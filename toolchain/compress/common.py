@@ -136,8 +136,9 @@ def kernels(model) -> dict[str, np.ndarray]:
     return out
 
 
-def sparsity(model) -> dict:
-    ks = kernels(model)
+def sparsity(model, only: list[str] | None = None) -> dict:
+    """Share of zero weights per kernel and overall (over ``only`` these layers, if given)."""
+    ks = {name: w for name, w in kernels(model).items() if only is None or name in only}
     layers = {name: float(np.mean(w == 0)) for name, w in ks.items()}
     total = sum(w.size for w in ks.values())
     zeros = sum(int(np.sum(w == 0)) for w in ks.values())

@@ -31,10 +31,12 @@ def run(model, step: PruneStep, data, teacher_train, scope) -> tuple[object, dic
             pruned = sp.prune_low_magnitude(clone(model), pruning_schedule=schedule, **kwargs)
         except ValueError as exc:
             raise CompressionError(f"prune {step.method}: {str(exc).splitlines()[0]}") from None
+    # tfmot wraps every layer but prunes only those with prunable weights (not depthwise kernels: its registry lists none)
+    wrapped = [layer.layer.name for layer in pruned.submodules if type(layer).__name__ == "PruneLowMagnitude" and layer.prunable_weights]
     history = finetune(pruned, step, data.x_train, data.y_train, teacher_train, scope, f"prune {step.method}", [sp.UpdatePruningStep()])
     stripped = sp.strip_pruning(pruned)
     reestimate_batchnorm(stripped, data.x_train)
-    report = {"sparsity": sparsity(stripped), "history": history}
+    report = {"sparsity": sparsity(stripped), "pruned_layers": len(wrapped), "pruned_layers_sparsity": sparsity(stripped, wrapped)["overall"], "history": history}
     if step.method == "2:4":
         report["two_of_four"] = two_of_four_share(stripped)
     return stripped, report
