@@ -240,8 +240,7 @@ def validate(b: Build, target: Target, artifact_path: Path, data: Dataset, model
         result["failures"] += fit_failures(target, ram=npu["sram_bytes"], flash=npu["flash_bytes"] + npu["dram_bytes"])
         from toolchain.package.c_source import write_model_sources
 
-        arena = int(np.ceil(npu["sram_bytes"] * (1 + target.memory.arena_margin) / 16) * 16)
-        write_model_sources(Path(npu["vela_model"]).read_bytes(), artifact_path.parent, arena)
+        write_model_sources(Path(npu["vela_model"]).read_bytes(), artifact_path.parent, with_margin(npu["sram_bytes"], target.memory.arena_margin))
     if target.runtime == "edgetpu":
         from toolchain.runtimes.edgetpu import check
         from toolchain.tflite_model import TFLiteModel
@@ -257,6 +256,11 @@ def validate(b: Build, target: Target, artifact_path: Path, data: Dataset, model
         result["failures"] += [f"gpu: op #{i['index']} {i['op']} falls off the GPU delegate: {i['reason']}" for i in result["gpu"]["incompatible_ops"]]
     b.timed("validate", t0)
     return result
+
+
+def with_margin(arena: int, margin: float) -> int:
+    """An arena size with the target's safety margin, rounded up to 16 bytes."""
+    return int(np.ceil(arena * (1 + margin) / 16) * 16)
 
 
 def fit_failures(target: Target, ram: int | None, flash: int | None) -> list[str]:
@@ -311,7 +315,7 @@ def validate_tflm(b: Build, target: Target, artifact_path: Path, data: Dataset, 
     if target.runtime != "tflm":
         return out
     m = TFLiteModel(artifact_path.read_bytes())
-    margin = fixed or int(np.ceil(meta["arena_bytes"] * (1 + target.memory.arena_margin) / 16) * 16)
+    margin = fixed or with_margin(meta["arena_bytes"], target.memory.arena_margin)
     io_bytes = sum(m.tensors[i].activation_bytes for i in m.inputs + m.outputs)
     mem = {
         "arena_bytes": meta["arena_bytes"],

@@ -117,3 +117,16 @@ def test_failed_build_is_refused_unless_allowed(tiny_recipe, tmp_path, run_cli):
     code, out, _ = run_cli("package", tmp_path / "b" / "tiny", "--out", tmp_path / "dist", "--allow-failed")
     assert code == 0 and "tiny-dev-" in out
     assert verify(next((tmp_path / "dist").glob("*.tar.gz")))["files"] > 3
+
+
+def test_package_from_recipe_reuses_its_build(tiny_recipe, tmp_path, run_cli):
+    recipe = tiny_recipe(train="train: {epochs: 1}")
+    args = ("package", recipe, "--build-out", tmp_path / "b", "--version", "2")
+    code, first, _ = run_cli(*args, "--out", tmp_path / "d1")
+    assert code == 0
+    code, second, err = run_cli(*args, "--out", tmp_path / "d2")
+    assert code == 0 and "packaging the existing build" in err
+    assert first.split()[-1] == second.split()[-1]  # same sha256
+    recipe.write_text(recipe.read_text() + "# changed\n")
+    code, _, err = run_cli(*args, "--out", tmp_path / "d3")
+    assert code == 0 and "packaging the existing build" not in err

@@ -113,13 +113,23 @@ def targets_show(name: str) -> None:
 
 
 def _build_dir(source: Path, out: Path) -> Path:
-    """A build folder: given as is, or built (from cache when unchanged) from a recipe file."""
+    """A build folder: given as is, or the recipe's. A recipe is (re)built only when its build folder
+    is missing or was made from another recipe text or other tool versions; an existing build is
+    packaged as it is, so packaging twice packages the same build."""
     if source.is_dir():
         return source
+    from toolchain.cache import tool_versions
     from toolchain.config import load_recipe
+    from toolchain.fsutil import sha256_file
     from toolchain.pipeline import build as run_build
 
     recipe = load_recipe(source)
+    record_path = out / recipe.name / "build.json"
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        if record.get("recipe_sha256") == sha256_file(source) and record.get("tool_versions") == tool_versions():
+            log.info("packaging the existing build %s", record_path.parent)
+            return record_path.parent
     run_build(recipe, None, out)
     return out / recipe.name
 
@@ -131,7 +141,8 @@ def _build_dir(source: Path, out: Path) -> Path:
 @click.option("--build-out", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), show_default=True, help="Build folder when SOURCE is a recipe.")
 @click.option("--allow-failed", is_flag=True, help="Package even if a gate failed (the manifest records which).")
 def package(source: Path, version: str | None, out: Path, build_out: Path, allow_failed: bool) -> None:
-    """Bundle a build (SOURCE: a recipe, built or taken from cache, or a build folder) into OUT/<name>-<version>.tar.gz.
+    """Bundle a build into OUT/<name>-<version>.tar.gz. SOURCE is a build folder, or a recipe: its existing
+    build is packaged when it was made from the same recipe text and tools, otherwise it is built first.
 
     The tarball holds per target the artifacts (and Vela's), C sources, labels and reports, plus
     manifest.json with the sha256 of every file. The same build always gives the same bytes.
