@@ -123,7 +123,8 @@ def test_mobilenet_recipe_end_to_end(tmp_path):
     phone = results["phone-cpu"]
     assert phone["mode"] == "int8"
     assert phone["metrics"]["top1"] >= 0.90
-    assert phone["reference"]["top1"] - phone["metrics"]["top1"] <= 0.01
+    # the recipe's gate: int8 and float disagree on a few of the 359 samples, in both directions
+    assert phone["reference"]["top1"] - phone["metrics"]["top1"] <= 0.015
     # the MCU artifact runs in TFLM with the reported arena and fails with 10 % less
     mcu = results["cortex-m7"]
     arena = mcu["memory"]["arena_bytes"]

@@ -168,6 +168,9 @@ def stage_model(b: Build, data: Dataset, data_digest: str) -> ModelStage:
         from toolchain.models.source import build_model
         from toolchain.validate.metrics import top1
 
+        from toolchain.models.compat import keras
+
+        keras().utils.set_random_seed(r.train.seed if r.train else 0)  # initial weights too, not only the fit
         model = build_model(r.model)
         history = {}
         if r.train:

@@ -32,7 +32,13 @@ def fit(model, x: np.ndarray, y: np.ndarray, spec: TrainSpec, x_val=None, y_val=
     lr = spec.learning_rate
     if spec.lr_schedule == "cosine":
         lr = k.optimizers.schedules.CosineDecay(spec.learning_rate, steps)
-    model.compile(k.optimizers.Adam(lr), "sparse_categorical_crossentropy", ["accuracy"])
+    if spec.label_smoothing:
+        classes = model.output_shape[-1]
+        y = np.eye(classes, dtype=np.float32)[y]
+        y_val = np.eye(classes, dtype=np.float32)[y_val] if y_val is not None else None
+        model.compile(k.optimizers.Adam(lr), k.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing), ["accuracy"])
+    else:
+        model.compile(k.optimizers.Adam(lr), "sparse_categorical_crossentropy", ["accuracy"])
 
     class Progress(k.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

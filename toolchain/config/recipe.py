@@ -88,6 +88,7 @@ class TrainSpec(Strict):
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     lr_schedule: Literal["cosine", "constant"] = "cosine"
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="softer targets: less over-confident logits quantize better")
     seed: int = 0
     # Keras applications default to 0.999, which leaves moving statistics untrained after a short
     # fit (the model then predicts at chance in inference mode). None keeps the model's own value.

@@ -12,10 +12,19 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+_configured = False
+
+
 def tf():
+    """TensorFlow, configured once: quiet, and with deterministic kernels so that the same recipe
+    trains the same model again (seeds alone do not make multi-threaded CPU reductions repeatable)."""
+    global _configured
     import tensorflow
 
-    tensorflow.get_logger().setLevel("ERROR")
+    if not _configured:
+        tensorflow.get_logger().setLevel("ERROR")
+        tensorflow.config.experimental.enable_op_determinism()
+        _configured = True
     return tensorflow
 
 
