@@ -161,3 +161,20 @@ def test_mirrored_strategy_over_two_logical_cpus(tiny_recipe, tmp_path):
 def test_multi_worker_needs_a_cluster(tiny_recipe, run_cli):
     code, _, err = run_cli("recipe", "check", tiny_recipe(extra="strategy: {kind: multi_worker}"))
     assert code == 3 and "multi_worker needs 'cluster" in err
+
+
+def test_label_smoothing_makes_training_less_confident(keras):
+    from toolchain.compress.train import fit
+    from toolchain.config.recipe import TrainSpec
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+
+    def confidence(ls):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2, activation="softmax")])
+        fit(model, x, y, TrainSpec(epochs=30, learning_rate=0.05, label_smoothing=ls, batchnorm_momentum=None))
+        return float(model.predict(x, verbose=0).max(axis=1).mean())
+
+    assert confidence(0.3) < confidence(0.0) - 0.02
