@@ -29,7 +29,7 @@ from toolchain.validate import gates
 log = logging.getLogger(__name__)
 
 RECORD_SCHEMA = "toolchain.build/1"
-STAGE_VERSIONS = {"data": 1, "model": 1, "compress": 3, "convert": 1}
+STAGE_VERSIONS = {"data": 1, "model": 1, "compress": 4, "convert": 1}
 
 
 def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:

@@ -77,6 +77,11 @@ def finetune(model, spec: FineTune, x: np.ndarray, y: np.ndarray, teacher_train:
     k = keras()
     k.utils.set_random_seed(spec.seed)
     classes = model.output_shape[-1]
+    # cosine decay to zero lets the weights settle; gradual pruning keeps a constant rate so the last masks can heal
+    schedule = spec.lr_schedule or ("constant" if getattr(spec, "method", None) in ("magnitude", "2:4") else "cosine")
+    lr = spec.learning_rate
+    if schedule == "cosine":
+        lr = k.optimizers.schedules.CosineDecay(spec.learning_rate, max(1, spec.epochs * int(np.ceil(len(x) / spec.batch_size))))
     with scope.scope():
         if spec.distill:
             d = spec.distill
@@ -84,10 +89,10 @@ def finetune(model, spec: FineTune, x: np.ndarray, y: np.ndarray, teacher_train:
                 raise CompressionError(f"{name}: distillation needs the float teacher's outputs")
             target = np.concatenate([np.eye(classes, dtype=np.float32)[y], soft_targets(teacher_train, d.temperature)], axis=1)
             acc = k.metrics.MeanMetricWrapper(lambda yt, q: k.metrics.categorical_accuracy(yt[:, :classes], q), name="accuracy")
-            model.compile(k.optimizers.Adam(spec.learning_rate), distillation_loss(classes, d.temperature, d.alpha), [acc])
+            model.compile(k.optimizers.Adam(lr), distillation_loss(classes, d.temperature, d.alpha), [acc])
         else:
             target = y
-            model.compile(k.optimizers.Adam(spec.learning_rate), "sparse_categorical_crossentropy", ["accuracy"])
+            model.compile(k.optimizers.Adam(lr), "sparse_categorical_crossentropy", ["accuracy"])
 
     class Progress(k.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -106,6 +106,8 @@ class FineTune(Strict):
     epochs: int = Field(2, ge=0)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
+    lr_schedule: Literal["cosine", "constant"] | None = Field(
+        None, description="default: constant for magnitude/2:4 pruning (late masks need a learning rate to recover), cosine otherwise")
     seed: int = 0
     distill: Distill | None = None
 
