@@ -230,7 +230,7 @@ def validate(b: Build, target: Target, artifact_path: Path, data: Dataset, model
         "ops": lite.ops(),
         "io": lite.io(),
         "runtime": "ai-edge-litert",
-        "failures": fit_failures(target, ram=None, flash=len(artifact)) if target.runtime in ("litert", "edgetpu") else [],
+        "failures": gates.fit(target, ram=None, flash=len(artifact)) if target.runtime in ("litert", "edgetpu") else [],
     }
     if target.runtime in ("tflm", "vela"):
         result.update(validate_tflm(b, target, artifact_path, data, model, lite_out))
@@ -240,7 +240,7 @@ def validate(b: Build, target: Target, artifact_path: Path, data: Dataset, model
         npu = vela.compile(artifact_path, target.vela, artifact_path.parent)
         result["npu"] = npu
         result["latency_ms"] = {"estimate": npu["inference_ms"], "source": f"estimate: Vela performance model ({npu['accelerator']}, {npu['system_config']}, {npu['memory_mode']})"}
-        result["failures"] += fit_failures(target, ram=npu["sram_bytes"], flash=npu["flash_bytes"] + npu["dram_bytes"])
+        result["failures"] += gates.fit(target, ram=npu["sram_bytes"], flash=npu["flash_bytes"] + npu["dram_bytes"])
         from toolchain.package.c_source import write_model_sources
 
         write_model_sources(Path(npu["vela_model"]).read_bytes(), artifact_path.parent, with_margin(npu["sram_bytes"], target.memory.arena_margin))
@@ -264,14 +264,6 @@ def validate(b: Build, target: Target, artifact_path: Path, data: Dataset, model
 def with_margin(arena: int, margin: float) -> int:
     """An arena size with the target's safety margin, rounded up to 16 bytes."""
     return int(np.ceil(arena * (1 + margin) / 16) * 16)
-
-
-def fit_failures(target: Target, ram: int | None, flash: int | None) -> list[str]:
-    out = []
-    for what, need, has in (("RAM", ram, target.memory.ram_kb), ("flash", flash, target.memory.flash_kb)):
-        if need is not None and has is not None and need > has * 1024:
-            out.append(f"does not fit {target.name}: needs {need / 1024:.0f} KB {what}, has {has:.0f} KB")
-    return out
 
 
 def validate_tflm(b: Build, target: Target, artifact_path: Path, data: Dataset, model: ModelStage, lite_out: np.ndarray) -> dict:
@@ -334,7 +326,7 @@ def validate_tflm(b: Build, target: Target, artifact_path: Path, data: Dataset, 
         "flash_budget_bytes": int(target.memory.flash_kb * 1024) if target.memory.flash_kb else None,
     }
     out["memory"] = mem
-    out["failures"] += fit_failures(target, mem["ram_bytes"], mem["flash_bytes"])
+    out["failures"] += gates.fit(target, mem["ram_bytes"], mem["flash_bytes"])
     macs = m.total_macs()
     out["latency_ms"] = {
         "estimate": macs * target.mcu.cycles_per_mac / (target.clock_mhz * 1e6) * 1e3,
@@ -412,7 +404,7 @@ def build_target(b: Build, target: Target, plan: ConvertPlan, data: Dataset, dig
         "size_gzip_bytes": len(gzip.compress(artifact, mtime=0)),
         **validated,
     }
-    result["failures"] = validated["failures"] + gates.check(b.recipe.acceptance, target, result)
+    result["failures"] = validated["failures"] + gates.check(b.recipe.acceptance, result)
     result["passed"] = not result["failures"]
     atomic_write(tdir / "report.json", json.dumps(result, indent=2))
     atomic_write(tdir / "report.md", target_markdown(b.recipe.name, result))

@@ -6,8 +6,17 @@ from toolchain.config.recipe import Acceptance
 from toolchain.config.target import Target
 
 
-def check(acceptance: Acceptance, target: Target, result: dict) -> list[str]:
-    """Return one message per failed gate (empty when all pass)."""
+def fit(target: Target, ram: int | None, flash: int | None) -> list[str]:
+    """The target's memory budgets: one message per budget exceeded (bytes in, KB in the message)."""
+    out = []
+    for what, need, has in (("RAM", ram, target.memory.ram_kb), ("flash", flash, target.memory.flash_kb)):
+        if need is not None and has is not None and need > has * 1024:
+            out.append(f"does not fit {target.name}: needs {need / 1024:.0f} KB {what}, has {has:.0f} KB")
+    return out
+
+
+def check(acceptance: Acceptance, result: dict) -> list[str]:
+    """The recipe's acceptance gates: one message per failed gate (empty when all pass)."""
     failures = []
     m, ref = result["metrics"], result["reference"]
     if m is not None:  # None: the runtime could not run the model (already a failure)
