@@ -72,19 +72,19 @@ def main() -> int:
     records = {}
     for name, path in RECIPES.items():
         print(f"building {name}: {path.relative_to(ROOT)}", file=sys.stderr)
-        records[name] = build(load_recipe(path), ["phone-cpu"], args.out)
+        records[name] = build(load_recipe(path), ["phone-cpu"], args.out).model_dump(mode="json")
     floats = {}
     for name in ("ptq", "prune50"):  # the same models converted to float32: zeros compress better there
         r = load_recipe(RECIPES[name])
         r = r.model_copy(update={"name": f"{r.name}-float32", "quantize": r.quantize.model_copy(update={"mode": "float32"})})
         print(f"building {name} as float32", file=sys.stderr)
-        floats[name] = build(r, ["phone-cpu"], args.out)["results"][0]
+        floats[name] = build(r, ["phone-cpu"], args.out).model_dump(mode="json")["results"][0]
     res = {name: rec["results"][0] for name, rec in records.items()}
     steps = {name: (rec["compression"] or [None])[0] for name, rec in records.items()}
     lat = latencies({name: Path(r["artifact"]) for name, r in res.items()}, args.threads, args.rounds, args.invokes)
 
     xz = {name: len(lzma.compress(Path(res[name]["artifact"]).read_bytes(), preset=9 | lzma.PRESET_EXTREME)) for name in ("ptq", "prune50")}
-    float_top1 = res["ptq"]["reference"]["top1"]
+    float_top1 = res["ptq"]["metrics"]["reference_top1"]
     rows = {}
     for name, r in res.items():
         s = steps[name]

@@ -35,11 +35,11 @@ def tiny_conv(keras):
     keras.utils.set_random_seed(2)
     return keras.Sequential([
         keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3),
-        keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
+        keras.layers.Conv2D(8, 3, name="conv"),  # names fixed: Keras' auto-names depend on what the session built before
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.ReLU(name="relu"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(10, activation="softmax", name="dense"),
     ])
 
 

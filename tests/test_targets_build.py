@@ -4,16 +4,16 @@ import json
 
 import pytest
 
-from toolchain.runtimes import tflm
+from toolchain.checks import tflm
 
 
 def by_target(record, name):
-    return next(r for r in record["results"] if r["target"] == name)
+    return record.result(name)
 
 
 def test_each_target_gets_its_quantization(all_targets):
     record, _ = all_targets
-    plans = {r["target"]: (r["mode"], r["io_type"], r["batch"], r["runtime"]) for r in record["results"]}
+    plans = {r.target: (r.mode, r.io_type, r.batch, r.runtime) for r in record.results}
     assert plans == {
         "phone-cpu": ("int8", "float32", None, "ai-edge-litert"),
         "phone-gpu": ("float16", "float32", 1, "ai-edge-litert"),
@@ -21,44 +21,49 @@ def test_each_target_gets_its_quantization(all_targets):
         "ethos-u55-128": ("int8", "int8", 1, "tflite-micro"),
         "edgetpu": ("int8", "uint8", 1, "ai-edge-litert"),
     }
-    assert record["passed"], [r["failures"] for r in record["results"]]
+    assert record.passed, [r.failures for r in record.results]
 
 
 def test_mcu_memory_numerics_and_sources(all_targets):
     record, out = all_targets
     r = by_target(record, "cortex-m7")
-    mem = r["memory"]
-    assert mem["arena_bytes"] >= 1000 and mem["arena_recorded_bytes"] > 0
-    assert mem["arena_with_margin_bytes"] >= mem["arena_bytes"] * 1.1
-    assert mem["ram_bytes"] == mem["arena_with_margin_bytes"] + mem["io_bytes"]
-    assert mem["flash_bytes"] == r["size_bytes"]
-    assert r["latency_ms"]["source"].startswith("estimate:") and r["latency_ms"]["estimate"] > 0
-    assert r["metrics_vs_litert"]["top1_agreement"] >= 0.99
+    mem, details = r.memory, r.memory.details
+    assert mem.arena_bytes >= 1000 and details["arena_recorded_bytes"] > 0
+    assert details["arena_with_margin_bytes"] >= mem.arena_bytes * 1.1
+    assert mem.ram_bytes == details["arena_with_margin_bytes"] + details["io_bytes"]
+    assert mem.flash_bytes == r.size_bytes
+    assert r.latency.kind == "estimate" and r.latency.source.startswith("estimate:") and r.latency.ms > 0
+    assert r.runtime == "tflite-micro" and r.metrics is r.sections["tflm"].metrics
+    assert r.sections["tflm"].details["vs_litert"]["top1_agreement"] >= 0.99
+    assert r.reload.runtime == "tflite-micro" and r.reload.arena_bytes == details["arena_with_margin_bytes"]
     artifact = out / "tiny" / "cortex-m7" / "tiny_int8.tflite"
-    assert tflm.probe(artifact, mem["arena_bytes"]).ok
-    assert not tflm.probe(artifact, int(mem["arena_bytes"] * 0.9)).ok
+    assert tflm.probe(artifact, mem.arena_bytes).ok
+    assert not tflm.probe(artifact, int(mem.arena_bytes * 0.9)).ok
     header = (out / "tiny" / "cortex-m7" / "model_data.h").read_text()
-    assert f"kTensorArenaSize = {mem['arena_with_margin_bytes']};" in header
+    assert f"kTensorArenaSize = {details['arena_with_margin_bytes']};" in header
     source = (out / "tiny" / "cortex-m7" / "model_data.cc").read_text()
-    assert "alignas(16)" in source and f"g_model_data_len = {r['size_bytes']};" in source
+    assert "alignas(16)" in source and f"g_model_data_len = {r.size_bytes};" in source
 
 
 def test_npu_section_from_vela(all_targets):
     record, out = all_targets
     r = by_target(record, "ethos-u55-128")
+    npu = r.sections["vela"].details
     for key in ("inference_ms", "sram_bytes", "flash_bytes", "npu_ops", "cpu_ops"):
-        assert key in r["npu"]
-    assert r["npu"]["npu_ops"] > 0
-    assert r["latency_ms"]["estimate"] == r["npu"]["inference_ms"]
+        assert key in npu
+    assert npu["npu_ops"] > 0 and r.accelerator.ops_on == npu["npu_ops"]
+    assert r.latency.ms == npu["inference_ms"] and r.memory.ram_bytes == npu["sram_bytes"]
+    assert r.runtime == "tflite-micro" and r.reload.runtime == "tflite-micro"
     assert (out / "tiny" / "ethos-u55-128" / "tiny_int8_vela.tflite").exists()
     assert (out / "tiny" / "ethos-u55-128" / "model_data.cc").exists()
 
 
 def test_tpu_and_gpu_sections(all_targets):
     record, _ = all_targets
-    tpu = by_target(record, "edgetpu")["edgetpu"]
+    tpu = by_target(record, "edgetpu").sections["edgetpu"].details
     assert tpu["ops_on_tpu"] >= 3 and tpu["ops_on_cpu"] == 0 and tpu["cached_param_bytes"] > 0
-    gpu = by_target(record, "phone-gpu")["gpu"]
+    assert by_target(record, "edgetpu").latency.ms == tpu["estimate_ms"]["total"]
+    gpu = by_target(record, "phone-gpu").sections["gpu"].details
     assert gpu["compatible"] is True and gpu["incompatible_ops"] == []
 
 
@@ -75,7 +80,10 @@ def test_tflm_crash_is_a_reported_failure(tiny_recipe, tmp_path, targets_dir, ru
     assert code == 10
     r = json.loads(out)["results"][0]
     assert r["metrics"] is None and not r["passed"]
-    assert r["failures"][0].startswith("tflite-micro: killed by SIGSEGV during allocate (arena 256 bytes); last op 0 (CONV_2D)")
+    assert r["failures"][0]["kind"] == "runtime"
+    assert r["failures"][0]["message"].startswith("tflite-micro: killed by SIGSEGV during allocate (arena 256 bytes); last op 0 (CONV_2D)")
+    # the headline latency is the MCU estimate, never the host LiteRT figure
+    assert r["latency"]["kind"] == "estimate" and r["runtime"] == "tflite-micro"
     assert "error: tflite-micro: killed by SIGSEGV" in err
 
 
@@ -86,7 +94,7 @@ def test_does_not_fit(tiny_recipe, tmp_path, targets_dir, run_cli):
     assert code == 9
     r = json.loads(out)["results"][0]
     need = r["memory"]["ram_bytes"] / 1024
-    assert f"does not fit one-kb-mcu: needs {need:.0f} KB RAM, has 1 KB" in r["failures"]
+    assert f"does not fit one-kb-mcu: needs {need:.0f} KB RAM, has 1 KB" in [f["message"] for f in r["failures"]]
     assert f"error: does not fit one-kb-mcu: needs {need:.0f} KB RAM, has 1 KB" in err
 
 

@@ -1,22 +1,35 @@
-"""Content-addressed cache of stage outputs.
+"""The one cached-stage mechanism: a content-addressed store of stage outputs.
 
-A key hashes the stage name and version, the recipe/target fields it reads, its input digests and
-tool versions. An entry is a directory written under a temp name and renamed into place, so a
-crashed or interrupted build never leaves a half entry that a later build would trust.
+A ``Stage`` declares its name, version and the tools whose versions its output depends on; a run
+passes the inputs its key hashes and two functions, ``compute(tmpdir) -> (meta, value)`` (write the
+output's files, return metadata and the in-memory value) and ``load(entry) -> value``. Lookup, timing,
+atomic publish and file hashes live here only. An entry is a folder written under a temp name and
+renamed into place; its ``meta.json`` records the sha256 and size of every file, and ``Entry.file``
+checks a file's hash before handing it out, so a damaged entry is never trusted (it is discarded and
+the stage runs again).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any, TypeVar
+
+from toolchain.fsutil import sha256_file
+
+log = logging.getLogger(__name__)
 
 TOOLS = ("toolchain", "tensorflow", "tf_keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy", "scikit-learn", "tflite-micro", "ethos-u-vela")
+T = TypeVar("T")
 
 
 def tool_versions() -> dict[str, str]:
@@ -34,34 +47,101 @@ def make_key(**parts) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+class DamagedEntry(Exception):
+    """A cache entry's file is missing or does not match its recorded hash."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    version: int
+    tools: tuple[str, ...] = ()
+    timing: str | None = None  # the timings_s key it adds to (default: its name)
+
+
+@dataclass
+class Entry:
+    dir: Path
+    meta: dict
+    hit: bool
+    _verified: set = field(default_factory=set)
+
+    def file(self, name: str) -> Path:
+        """The path of one of the entry's files, after checking its sha256 (once per process)."""
+        path = self.dir / name
+        if name not in self._verified:
+            want = self.meta.get("files", {}).get(name)
+            if want is None or not path.is_file() or path.stat().st_size != want["size"] or sha256_file(path) != want["sha256"]:
+                raise DamagedEntry(f"{path}: missing or does not match its recorded sha256")
+            self._verified.add(name)
+        return path
+
+
 class Cache:
-    def __init__(self, root: Path, enabled: bool = True):
+    def __init__(self, root: Path, enabled: bool = True, versions: dict | None = None):
         self.root = Path(root)
         self.enabled = enabled
+        self.versions = versions if versions is not None else tool_versions()
+        self.timings: dict[str, float] = {}
 
-    def dir(self, stage: str, key: str) -> Path:
-        """Where the entry lives (whether or not it exists yet)."""
-        return self.root / stage / key
+    def key(self, stage: Stage, inputs: dict) -> str:
+        return make_key(stage=stage.name, v=stage.version, inputs=inputs, tools={t: self.versions.get(t) for t in stage.tools})
 
-    def get(self, stage: str, key: str) -> Path | None:
-        """The entry's directory if it is complete and caching is on."""
-        d = self.dir(stage, key)
-        return d if self.enabled and (d / "meta.json").exists() else None
+    def lookup(self, stage: Stage, key: str) -> Entry | None:
+        d = self.root / stage.name / key
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+            files = meta["files"]
+            if any(not (d / n).is_file() or (d / n).stat().st_size != f["size"] for n, f in files.items()):
+                raise DamagedEntry(f"{d}: incomplete")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, DamagedEntry) as exc:
+            log.warning("cache: discarding damaged entry %s/%s (%s)", stage.name, key[:12], exc)
+            shutil.rmtree(d, ignore_errors=True)
+            return None
+        return Entry(d, meta, hit=True)
 
-    @contextmanager
-    def put(self, stage: str, key: str, meta: dict | None = None):
-        """Yield a temp directory to fill; on success it becomes the entry (replacing an old one)."""
-        final = self.dir(stage, key)
+    def publish(self, stage: Stage, key: str, fill: Callable[[Path], dict]) -> Entry:
+        """Run ``fill(tmpdir) -> meta`` and rename the folder into place with the files' hashes."""
+        final = self.root / stage.name / key
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key[:12]}."))
         try:
-            yield tmp
-            (tmp / "meta.json").write_text(json.dumps({"stage": stage, "key": key, **(meta or {})}, indent=2, default=str))
+            meta = fill(tmp)
+            files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()}
+            meta = {"stage": stage.name, "key": key, **meta, "files": files}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        return Entry(final, meta, hit=False, _verified=set(files))
 
-    def meta(self, stage: str, key: str) -> dict:
-        return json.loads((self.dir(stage, key) / "meta.json").read_text())
+    def run(self, stage: Stage, inputs: dict, compute: Callable[[Path], tuple[dict, T]], load: Callable[[Entry], T],
+            fresh: bool = False) -> tuple[T, Entry]:
+        """The stage's value: loaded from a verified entry, or computed and published."""
+        t0 = time.perf_counter()
+        key = self.key(stage, inputs)
+        entry = self.lookup(stage, key) if self.enabled and not fresh else None
+        value: Any = None
+        if entry is not None:
+            try:
+                value = load(entry)
+            except DamagedEntry as exc:
+                log.warning("cache: discarding damaged entry %s/%s (%s)", stage.name, key[:12], exc)
+                shutil.rmtree(entry.dir, ignore_errors=True)
+                entry = None
+        if entry is None:
+            box = {}
+
+            def fill(tmp: Path) -> dict:
+                meta, box["value"] = compute(tmp)
+                return meta
+
+            entry = self.publish(stage, key, fill)
+            value = box["value"]
+        name = stage.timing or stage.name
+        self.timings[name] = round(self.timings.get(name, 0) + time.perf_counter() - t0, 3)
+        return value, entry

@@ -87,3 +87,18 @@ class BundleTampered(PackagingError):
     """A bundle's files do not match the hashes in its manifest."""
 
     exit_code = 14
+
+
+class MissingBuildError(ToolchainError):
+    """A command needs a build that is not there (``compare`` without ``--build``)."""
+
+    exit_code = 16
+
+
+#: A build's failure kinds, most basic first: the first kind present picks the error (and exit code).
+FAILURE_KINDS: dict[str, type[ToolchainError]] = {
+    "fit": CompatibilityError,  # 9: a memory budget is exceeded
+    "compat": CompatibilityError,  # 9: the device's compiler or delegate refuses the model
+    "runtime": RuntimeValidationError,  # 10: a runtime crashed, refused the artifact, or a check raised
+    "gate": GateFailure,  # 11: an acceptance gate of the recipe
+}

@@ -25,7 +25,7 @@ def test_shipped_recipe_and_targets_load():
     r = load_recipe(REPO / "recipes" / "mobilenet.yaml")
     assert r.model.application == "MobileNetV2" and r.train.batchnorm_momentum == 0.9
     assert "phone-cpu" in list_targets()
-    assert load_target("phone-cpu").runtime == "litert"
+    assert load_target("phone-cpu").checks == ["litert"]
 
 
 def test_bad_mode_names_file_line_and_field(tmp_path):
@@ -74,7 +74,7 @@ def test_relative_paths_resolve_against_the_recipe(tmp_path):
 
 
 def test_plan_defaults_to_target_and_refuses_what_target_cannot_run(tmp_path, monkeypatch):
-    from toolchain.pipeline import resolve_plan
+    from toolchain.stages.convert import resolve_plan
 
     r = load_recipe(write_recipe(tmp_path, GOOD.replace("  mode: int8\n", "  per_channel: true\n")))
     assert resolve_plan(r, load_target("phone-cpu")).mode == "int8"
@@ -90,7 +90,7 @@ def test_plan_defaults_to_target_and_refuses_what_target_cannot_run(tmp_path, mo
 
 @pytest.mark.parametrize("path", sorted((REPO / "recipes").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_is_valid(path):
-    from toolchain.pipeline import resolve_plan
+    from toolchain.stages.convert import resolve_plan
 
     r = load_recipe(path)
     assert all(resolve_plan(r, load_target(t)).mode == "int8" for t in r.targets)
@@ -100,6 +100,9 @@ def test_every_shipped_recipe_is_valid(path):
 def test_every_shipped_target_is_valid(name):
     t = load_target(name)
     assert t.numerics.default_mode in t.numerics.modes
-    assert (t.runtime == "vela") == (t.vela is not None)
-    assert (t.runtime == "edgetpu") == (t.edgetpu is not None)
-    assert t.runtime != "tflm" or (t.mcu is not None and t.clock_mhz)
+    assert ("vela" in t.checks) == (t.vela is not None)
+    assert ("edgetpu" in t.checks) == (t.edgetpu is not None)
+    assert "tflm" not in t.checks or (t.mcu is not None and t.clock_mhz)
+    from toolchain import checks
+
+    assert all(checks.get(name).name == name for name in t.checks)

@@ -5,8 +5,8 @@ import pytest
 
 from toolchain.convert import ConvertPlan, convert
 from toolchain.errors import ConversionError
-from toolchain.runtimes.litert import LiteRT
-from toolchain.validate.metrics import compare
+from toolchain.checks.litert import LiteRT
+from toolchain.checks.metrics import compare
 
 CASES = [
     # mode, io_type, expected input dtype, minimum cosine to the Keras outputs

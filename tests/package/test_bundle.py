@@ -125,8 +125,8 @@ def test_package_from_recipe_reuses_its_build(tiny_recipe, tmp_path, run_cli):
     code, first, _ = run_cli(*args, "--out", tmp_path / "d1")
     assert code == 0
     code, second, err = run_cli(*args, "--out", tmp_path / "d2")
-    assert code == 0 and "packaging the existing build" in err
+    assert code == 0 and "using the existing build" in err
     assert first.split()[-1] == second.split()[-1]  # same sha256
     recipe.write_text(recipe.read_text() + "# changed\n")
     code, _, err = run_cli(*args, "--out", tmp_path / "d3")
-    assert code == 0 and "packaging the existing build" not in err
+    assert code == 0 and "using the existing build" not in err

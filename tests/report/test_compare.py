@@ -18,7 +18,7 @@ def test_best_values_and_pareto(all_targets):
     smallest = min(x["size_bytes"] for x in table["rows"])
     assert all(rows[t]["size_bytes"] == smallest for t in table["best"]["size_bytes"])
     assert rows["phone-gpu"]["mode"] == "float16" and "size_bytes" in table["best"]
-    assert rows["cortex-m7"]["ram_bytes"] == record["results"][2]["memory"]["ram_bytes"]
+    assert rows["cortex-m7"]["ram_bytes"] == record.result("cortex-m7").memory.ram_bytes
     assert rows["ethos-u55-128"]["accelerator_share"] == 1.0 and rows["phone-cpu"]["accelerator_share"] is None
     assert rows["cortex-m7"]["latency_measured"] is False and rows["phone-cpu"]["latency_measured"] is True
     front = table["pareto"]
@@ -58,8 +58,8 @@ def chromium():
 @pytest.mark.skipif(chromium() is None, reason="Chromium is not installed")
 def test_page_shows_the_table_in_headless_chromium(all_targets, tmp_path, run_cli):
     record, out = all_targets
-    recipe = record["recipe_file"]
-    code, stdout, _ = run_cli("compare", recipe, "--format", "html", "--out", out)
+    recipe = record.recipe_file
+    code, stdout, _ = run_cli("compare", recipe, "--format", "html", "--build-dir", out)
     assert code == 0
     page = out / "tiny" / "compare.html"
     assert stdout.strip() == str(page)
@@ -76,9 +76,9 @@ def test_page_shows_the_table_in_headless_chromium(all_targets, tmp_path, run_cl
 
 def test_compare_json_and_md(all_targets, run_cli):
     record, out = all_targets
-    code, stdout, _ = run_cli("compare", record["recipe_file"], "--format", "json", "--out", out)
+    code, stdout, _ = run_cli("compare", record.recipe_file, "--format", "json", "--build-dir", out)
     assert code == 0
     table = json.loads(stdout)
     assert table["schema"] == "toolchain.compare/1" and len(table["rows"]) == 5
-    code, stdout, _ = run_cli("compare", record["recipe_file"], "--format", "md", "--out", out, "--target", "cortex-m7", "--target", "edgetpu")
+    code, stdout, _ = run_cli("compare", record.recipe_file, "--format", "md", "--build-dir", out, "--target", "cortex-m7", "--target", "edgetpu")
     assert code == 0 and stdout.count("\n| ") == 3 and (out / "tiny" / "compare.md").exists()

@@ -44,28 +44,32 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-t", "--target", "targets", multiple=True, help="Build only this target (repeatable); default: the recipe's targets.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), show_default=True, help="Build folder; artifacts go to OUT/<recipe>/<target>/.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema toolchain.build/1) on stdout and nothing else.")
+@click.option("--json", "as_json", is_flag=True, help="Print the build record (schema toolchain.build/2, docs/build-record.schema.json) on stdout and nothing else.")
 @click.option("--no-cache", is_flag=True, help="Rebuild every stage even if its inputs are unchanged.")
-def build(recipe: Path, targets: tuple[str, ...], out: Path, as_json: bool, no_cache: bool) -> None:
-    """Build RECIPE for each target: data, model, training, conversion, validation and gates.
+@click.option("--remeasure", is_flag=True, help="Run the target checks again (host latency is otherwise kept from the run that measured it).")
+def build(recipe: Path, targets: tuple[str, ...], out: Path, as_json: bool, no_cache: bool, remeasure: bool) -> None:
+    """Build RECIPE for each target: data, model, training, conversion, the target's checks and gates.
 
     Exits 0 when every gate passes; when one fails the reports are still written and the exit code
-    says which kind: 9 a target's memory budget (does not fit), 10 a runtime crashed or refused the
-    artifact, 11 an acceptance gate.
+    says which kind of failure came first: 9 a target's memory budget (does not fit) or its compiler
+    refuses the model, 10 a runtime crashed or refused the artifact (or a check failed), 11 an
+    acceptance gate.
     """
     from toolchain.config import load_recipe
-    from toolchain.pipeline import build as run_build, raise_on_failures
+    from toolchain.pipeline import build as run_build
 
     r = load_recipe(recipe)
-    record = run_build(r, list(targets) or None, out, use_cache=not no_cache)
+    record = run_build(r, list(targets) or None, out, use_cache=not no_cache, remeasure=remeasure)
     if as_json:
-        click.echo(json.dumps(record, indent=2))
+        click.echo(record.to_json())
     else:
         from toolchain.report.console import print_summary
 
         print_summary(record)
     log.info("build record: %s", out / r.name / "build.json")
-    raise_on_failures(record)
+    error = record.failure_error()
+    if error:
+        raise error
 
 
 @cli.group()
@@ -78,7 +82,7 @@ def recipe() -> None:
 def recipe_check(files: tuple[Path, ...]) -> None:
     """Validate recipe FILES (schema, targets, plans) without building anything."""
     from toolchain.config import load_recipe, load_target
-    from toolchain.pipeline import resolve_plan
+    from toolchain.stages.convert import resolve_plan
 
     for f in files:
         r = load_recipe(f)
@@ -98,7 +102,7 @@ def targets_list() -> None:
 
     for name in list_targets():
         t = load_target(name)
-        click.echo(f"{t.name:16} {t.kind:6} {t.runtime:8} {t.description}")
+        click.echo(f"{t.name:16} {t.kind:6} {','.join(t.checks):28} {t.description}")
 
 
 @targets.command("show")
@@ -113,24 +117,14 @@ def targets_show(name: str) -> None:
 
 
 def _build_dir(source: Path, out: Path) -> Path:
-    """A build folder: given as is, or the recipe's. A recipe is (re)built only when its build folder
-    is missing or was made from another recipe text or other tool versions; an existing build is
-    packaged as it is, so packaging twice packages the same build."""
+    """A build folder: given as is, or the recipe's (see ``pipeline.ensure_build``)."""
     if source.is_dir():
         return source
-    from toolchain.cache import tool_versions
     from toolchain.config import load_recipe
-    from toolchain.fsutil import sha256_file
-    from toolchain.pipeline import build as run_build
+    from toolchain.pipeline import ensure_build
 
     recipe = load_recipe(source)
-    record_path = out / recipe.name / "build.json"
-    if record_path.exists():
-        record = json.loads(record_path.read_text())
-        if record.get("recipe_sha256") == sha256_file(source) and record.get("tool_versions") == tool_versions():
-            log.info("packaging the existing build %s", record_path.parent)
-            return record_path.parent
-    run_build(recipe, None, out)
+    ensure_build(recipe, out)
     return out / recipe.name
 
 
@@ -173,31 +167,45 @@ def verify(bundle: Path) -> None:
 
 @cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-t", "--target", "targets", multiple=True, help="Compare only these targets (repeatable); default: the recipe's.")
+@click.option("-t", "--target", "targets", multiple=True, help="Compare only these targets (repeatable); default: every target of the build.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "md", "html"]), default="table", show_default=True)
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), show_default=True, help="Build folder; the html/md report is written to OUT/<recipe>/compare.<ext>.")
-def compare(recipe: Path, targets: tuple[str, ...], fmt: str, out: Path) -> None:
-    """Compare RECIPE's model and plan across device profiles, side by side (reuses cached builds).
+@click.option("--build-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), show_default=True,
+              help="Where the recipe's build is (BUILD_DIR/<recipe>/build.json).")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the md/html report goes; default: BUILD_DIR/<recipe>/.")
+@click.option("--build", "do_build", is_flag=True, help="Build the recipe first when BUILD_DIR has no build of it (may train: minutes).")
+def compare(recipe: Path, targets: tuple[str, ...], fmt: str, build_dir: Path, out: Path | None, do_build: bool) -> None:
+    """Compare RECIPE's model and plan across device profiles, side by side, from its build record.
 
-    Marks the best value per column (*) and the Pareto front over accuracy, latency and memory.
+    Reads BUILD_DIR/<recipe>/build.json and re-runs nothing; with no build there it says so and exits
+    16, unless --build is given. Marks the best value per column (*) and the Pareto front over
+    accuracy, latency and memory.
     """
     from toolchain.config import load_recipe
-    from toolchain.pipeline import build as run_build
+    from toolchain.errors import MissingBuildError
+    from toolchain.record import load_record
     from toolchain.report import compare as cmp
 
     r = load_recipe(recipe)
-    table = cmp.compare(run_build(r, list(targets) or None, out))
+    record_path = build_dir / r.name / "build.json"
+    if not record_path.exists():
+        if not do_build:
+            raise MissingBuildError(f"no build of {r.name} in {build_dir} ({record_path} is missing); run 'toolchain build {recipe}' "
+                                    f"or pass --build (or --build-dir where it was built)")
+        from toolchain.pipeline import build as run_build
+
+        run_build(r, list(targets) or None, build_dir)
+    table = cmp.compare(load_record(record_path), list(targets) or None)
     if fmt == "json":
         click.echo(json.dumps(table, indent=2))
     elif fmt == "table":
         cmp.print_table(table)
     else:
         from toolchain.fsutil import atomic_write
-
         from toolchain.report.html import render
 
         text = cmp.markdown(table) if fmt == "md" else render(table)
-        path = atomic_write(out / r.name / f"compare.{fmt}", text)
+        path = atomic_write((out or build_dir / r.name) / f"compare.{fmt}", text)
         if fmt == "md":
             click.echo(text)
         log.info("comparison written to %s", path)

@@ -14,7 +14,6 @@ class Numerics(Strict):
     default_mode: Mode
     io_types: list[IOType] = Field(min_length=1, description="input/output types accepted for integer models")
     default_io_type: IOType
-    float_fallback: bool = Field(description="may unsupported ops fall back to float on a CPU")
 
     @model_validator(mode="after")
     def _defaults_allowed(self):
@@ -52,18 +51,37 @@ class EdgeTpu(Strict):
     cpu_gmacs: float = Field(2.0, gt=0, description="host CPU int8 GMAC/s for ops left on the CPU")
 
 
+#: What the ``runtime`` field of early profiles meant, as check lists.
+LEGACY_RUNTIMES = {"litert": ["litert"], "tflm": ["litert", "tflm"], "vela": ["litert", "tflm-numerics", "vela"], "edgetpu": ["litert", "edgetpu"]}
+
+
 class Target(Strict):
     schema_version: Literal[1]
     name: str
     kind: Literal["phone", "mcu", "npu", "tpu"]
     description: str
-    runtime: Literal["litert", "tflm", "vela", "edgetpu"]
+    checks: list[str] = Field(min_length=1, description="the checks run on the artifact, in order (see toolchain.checks); "
+                              "a headline value (metrics, latency, memory ...) comes from the last check that provides it")
     batch: int | None = Field(None, description="fixed batch size; null keeps the batch axis dynamic")
     numerics: Numerics
     memory: Memory = Memory()
     clock_mhz: float | None = Field(None, gt=0)
     threads: int = Field(1, ge=1, description="interpreter threads used for host latency")
-    gpu_delegate: bool = Field(False, description="check GPU-delegate op compatibility")
     mcu: Mcu | None = None
     vela: Vela | None = None
     edgetpu: EdgeTpu | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data):
+        """Profiles written before ``checks`` existed: ``runtime`` (+ ``gpu_delegate``) name the checks;
+        ``numerics.float_fallback`` meant nothing and is dropped."""
+        if isinstance(data, dict) and "runtime" in data and "checks" not in data:
+            data = dict(data)
+            checks = list(LEGACY_RUNTIMES.get(data.pop("runtime"), []))
+            if data.pop("gpu_delegate", False):
+                checks.append("gpu")
+            data["checks"] = checks
+        if isinstance(data, dict) and isinstance(data.get("numerics"), dict) and "float_fallback" in data["numerics"]:
+            data = {**data, "numerics": {k: v for k, v in data["numerics"].items() if k != "float_fallback"}}
+        return data

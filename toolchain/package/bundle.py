@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from toolchain.errors import BundleMalformed, BundleTampered, PackagingError
 from toolchain.fsutil import sha256_file
+from toolchain.record import Reload, load_record
 
 BUNDLE_SCHEMA = "toolchain.bundle/1"
 #: Files of a target folder that go into a release (logs stay behind: they hold local paths).
@@ -24,52 +25,42 @@ SHIPPED = ("*.tflite", "model_data.cc", "model_data.h", "*_summary_*.csv", "repo
 FIXED_MTIME = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
 
 
-def _runtime_check(result: dict) -> dict:
-    """How ``verify`` proves an artifact loads: the runtime the target validated it on."""
-    kind = result["kind"]
-    if kind == "mcu" and result.get("memory", {}).get("arena_with_margin_bytes"):
-        return {"runtime": "tflite-micro", "arena_bytes": result["memory"]["arena_with_margin_bytes"]}
-    if kind == "npu":
-        return {"runtime": "tflite-micro", "arena_bytes": None}
-    return {"runtime": "litert"}
-
-
 def collect(build_dir: Path, allow_failed: bool = False) -> tuple[dict, dict[str, bytes]]:
     """The manifest (without ``files``) and the files of a build, keyed by their path in the bundle."""
-    record_path = build_dir / "build.json"
-    if not record_path.exists():
+    if not (build_dir / "build.json").exists():
         raise PackagingError(f"{build_dir}: no build.json here; run 'toolchain build' first or name the recipe")
-    record = json.loads(record_path.read_text())
-    failed = [f"{r['target']}: {f}" for r in record["results"] for f in r["failures"]]
+    record = load_record(build_dir)
+    failed = [f"{r.target}: {f.message}" for r in record.results for f in r.failures]
     if failed and not allow_failed:
         raise PackagingError(f"refusing to package a build whose gates failed ({'; '.join(failed)}); pass --allow-failed to package it anyway")
     files: dict[str, bytes] = {}
-    recipe = Path(record["recipe_file"]) if record.get("recipe_file") else None
+    recipe = Path(record.recipe_file) if record.recipe_file else None
     if recipe and recipe.exists():
-        if sha256_file(recipe) != record["recipe_sha256"]:
+        if sha256_file(recipe) != record.recipe_sha256:
             raise PackagingError(f"{recipe} changed since it was built; rebuild before packaging")
         files["recipe.yaml"] = recipe.read_bytes()
-    labels = ("\n".join(record.get("labels", [])) + "\n").encode()
+    labels = ("\n".join(record.labels) + "\n").encode()
     targets = []
-    for r in record["results"]:
-        tdir = build_dir / r["target"]
+    for r in record.results:
+        tdir = build_dir / r.target
         shipped = sorted({p for pattern in SHIPPED for p in tdir.glob(pattern) if p.is_file()})
         if not shipped:
             raise PackagingError(f"{tdir}: no artifacts; rebuild before packaging")
         for p in shipped:
-            files[f"{r['target']}/{p.name}"] = p.read_bytes()
-        files[f"{r['target']}/labels.txt"] = labels
+            files[f"{r.target}/{p.name}"] = p.read_bytes()
+        files[f"{r.target}/labels.txt"] = labels
+        reload = r.reload or Reload(runtime="litert")  # how verify proves the artifact loads: the target's runtime
         targets.append({
-            "target": r["target"], "kind": r["kind"], "mode": r["mode"], "io_type": r["io_type"],
-            "artifact": f"{r['target']}/{Path(r['artifact']).name}",
-            "passed": r["passed"], "failures": r["failures"], "check": _runtime_check(r),
+            "target": r.target, "kind": r.kind, "mode": r.mode, "io_type": r.io_type,
+            "artifact": f"{r.target}/{Path(r.artifact).name}",
+            "passed": r.passed, "failures": [f.message for f in r.failures], "check": reload.model_dump(),
         })
     manifest = {
         "schema": BUNDLE_SCHEMA,
-        "name": record["recipe"],
-        "recipe": {"file": "recipe.yaml" if "recipe.yaml" in files else None, "sha256": record.get("recipe_sha256")},
-        "data_digest": record["data_digest"],
-        "tool_versions": record["tool_versions"],
+        "name": record.recipe,
+        "recipe": {"file": "recipe.yaml" if "recipe.yaml" in files else None, "sha256": record.recipe_sha256},
+        "data_digest": record.data_digest,
+        "tool_versions": record.tool_versions,
         "targets": targets,
     }
     return manifest, files
@@ -159,11 +150,11 @@ def _load(files: dict[str, bytes], t: dict, bundle: Path) -> str:
     check = t["check"]
     try:
         if check["runtime"] == "litert":
-            from toolchain.runtimes.litert import LiteRT
+            from toolchain.checks.litert import LiteRT
 
             LiteRT(blob)
         else:
-            from toolchain.runtimes import tflm
+            from toolchain.checks import tflm
 
             with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
                 path = Path(tmp) / "model.tflite"

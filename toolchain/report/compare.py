@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from toolchain.config import load_target
+from toolchain.errors import MissingBuildError
+from toolchain.record import BuildRecord, TargetResult
 
 COMPARE_SCHEMA = "toolchain.compare/1"
 #: key, heading, which way is better (None: not ranked)
@@ -23,46 +24,29 @@ COLUMNS = [
 ]
 
 
-def _accelerator_share(r: dict) -> float | None:
-    if "edgetpu" in r:
-        e = r["edgetpu"]
-        return e["ops_on_tpu"] / max(1, e["ops_on_tpu"] + e["ops_on_cpu"])
-    if "npu" in r:
-        n = r["npu"]
-        return n["npu_ops"] / max(1, n["npu_ops"] + n["cpu_ops"])
-    if "gpu" in r:
-        total = sum(r["ops"].values())
-        return (total - len(r["gpu"]["incompatible_ops"])) / max(1, total)
-    return None  # a CPU or MCU target has no accelerator
-
-
-def row(r: dict) -> dict:
-    target = load_target(r["target"])
-    mem, npu, m, lat = r.get("memory") or {}, r.get("npu") or {}, r["metrics"], r["latency_ms"]
-    ram = mem.get("ram_bytes") or npu.get("sram_bytes")
-    flash = mem.get("flash_bytes") or (npu.get("flash_bytes", 0) + npu.get("dram_bytes", 0) if npu else r["size_bytes"])
-    measured = "median" in lat
+def row(r: TargetResult) -> dict:
+    m, lat, mem = r.metrics, r.latency, r.memory
     return {
-        "target": r["target"],
-        "kind": r["kind"],
-        "runtime": r["runtime"],
-        "mode": r["mode"],
-        "size_bytes": r["size_bytes"],
-        "ram_bytes": ram,
-        "ram_budget_bytes": int(target.memory.ram_kb * 1024) if target.memory.ram_kb else None,
-        "flash_bytes": flash,
-        "flash_budget_bytes": int(target.memory.flash_kb * 1024) if target.memory.flash_kb else None,
-        "latency_ms": lat["median"] if measured else lat.get("estimate"),
-        "latency_source": lat["source"],
-        "latency_measured": measured,
-        "top1": m["top1"] if m else None,
-        "top1_drop": (r["reference"]["top1"] - m["top1"]) * 100 if m else None,
-        "top1_agreement": m["top1_agreement"] if m else None,
-        "cosine": m["cosine"] if m else None,
-        "accelerator_share": _accelerator_share(r),
-        "fits": not any(f.startswith("does not fit") for f in r["failures"]),
-        "passed": r["passed"],
-        "failures": r["failures"],
+        "target": r.target,
+        "kind": r.kind,
+        "runtime": r.runtime,
+        "mode": r.mode,
+        "size_bytes": r.size_bytes,
+        "ram_bytes": mem.ram_bytes if mem else None,
+        "ram_budget_bytes": r.budget.get("ram_bytes"),
+        "flash_bytes": (mem.flash_bytes if mem and mem.flash_bytes is not None else r.size_bytes),
+        "flash_budget_bytes": r.budget.get("flash_bytes"),
+        "latency_ms": lat.ms if lat else None,
+        "latency_source": lat.source if lat else "none",
+        "latency_measured": bool(lat and lat.kind == "measured"),
+        "top1": m.top1 if m else None,
+        "top1_drop": (m.reference_top1 - m.top1) * 100 if m else None,
+        "top1_agreement": m.top1_agreement if m else None,
+        "cosine": m.cosine if m else None,
+        "accelerator_share": r.accelerator.share if r.accelerator else None,  # CPU and MCU targets have none
+        "fits": r.fits,
+        "passed": r.passed,
+        "failures": [f.message for f in r.failures],
     }
 
 
@@ -86,8 +70,13 @@ def pareto(rows: list[dict]) -> list[str]:
     return front
 
 
-def compare(record: dict) -> dict:
-    rows = [row(r) for r in record["results"]]
+def compare(record: BuildRecord, targets: list[str] | None = None) -> dict:
+    """The comparison table of ``record``'s targets (or only ``targets``, in that order)."""
+    if targets:
+        missing = [t for t in targets if t not in {r.target for r in record.results}]
+        if missing:
+            raise MissingBuildError(f"the build of {record.recipe} has no target {missing[0]!r} (built: {', '.join(r.target for r in record.results)})")
+    rows = [row(r) for r in record.results if not targets or r.target in targets]
     best = {}
     for key, _, better in COLUMNS:
         values = [x[key] for x in rows if better and x[key] is not None]
@@ -96,8 +85,8 @@ def compare(record: dict) -> dict:
             best[key] = [x["target"] for x in rows if x[key] == top]
     return {
         "schema": COMPARE_SCHEMA,
-        "recipe": record["recipe"],
-        "eval_samples": record["eval_samples"],
+        "recipe": record.recipe,
+        "eval_samples": record.eval_samples,
         "columns": [{"key": k, "heading": h, "better": b} for k, h, b in COLUMNS],
         "rows": rows,
         "best": best,

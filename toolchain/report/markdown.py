@@ -1,51 +1,101 @@
-"""Markdown report of one target's result."""
+"""Markdown report of one target's result, from the typed record.
+
+Headline values first, then one part per check section, rendered from its data: scalars as rows,
+small dicts flattened one level, lists of records as tables. A new check needs no code here.
+"""
 
 from __future__ import annotations
 
+from toolchain.record import Section, TargetResult
+
 
 def _row(name: str, value) -> str:
-    return f"| {name} | {value} |"
+    return f"| {name} | {_fmt(value)} |"
 
 
-def target_markdown(recipe: str, r: dict) -> str:
-    m, ref, lat = r["metrics"], r["reference"], r["latency_ms"]
-    nan = float("nan")
-    m = m or {"top1": nan, "top1_agreement": nan, "cosine": nan, "rmse": nan, "max_abs": nan, "samples": 0}
+def _fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return {True: "yes", False: "no", None: "-"}[v]
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(rows: list[dict]) -> list[str]:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)] + ["| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in rows]
+
+
+def _data_lines(data: dict) -> tuple[list[str], list[str]]:
+    """(rows of the section's table, extra tables for lists of records)."""
+    rows, tables = [], []
+    for k, v in data.items():
+        if isinstance(v, dict) and len(v) <= 8 and all(not isinstance(x, (dict, list)) for x in v.values()):
+            rows += [_row(f"{k}.{kk}", vv) for kk, vv in v.items()]
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            tables += ["", f"**{k}**", ""] + _table(v)
+        elif not isinstance(v, (dict, list)):
+            rows.append(_row(k, v))
+    return rows, tables
+
+
+def section_markdown(s: Section) -> list[str]:
+    data = {}
+    if s.metrics:
+        data["metrics"] = s.metrics.model_dump()
+    if s.latency:
+        data["latency"] = {k: v for k, v in s.latency.model_dump().items() if v is not None}
+    if s.memory:
+        data["memory"] = {k: v for k, v in s.memory.model_dump(exclude={"details"}).items() if v is not None} | s.memory.details
+    if s.accelerator:
+        data["ops on accelerator"] = f"{s.accelerator.ops_on}/{s.accelerator.ops_total} ({s.accelerator.share:.0%}, {s.accelerator.name})"
+    data.update(s.details)
+    data["failures"] = [f.model_dump() for f in s.failures]
+    rows, tables = _data_lines(data)
+    head = [f"## {s.check}" + (f" ({s.runtime})" if s.runtime else ""), ""]
+    return head + (["| field | value |", "|---|---|"] + rows if rows else []) + tables + [""]
+
+
+def target_markdown(recipe: str, r: TargetResult) -> str:
+    m, lat, mem = r.metrics, r.latency, r.memory
     lines = [
-        f"# {recipe} on {r['target']}",
+        f"# {recipe} on {r.target}",
         "",
-        f"**{'PASSED' if r['passed'] else 'FAILED'}** — `{r['artifact']}` ({r['mode']}, I/O {r['io_type']}), validated on {r['runtime']}.",
+        f"**{'PASSED' if r.passed else 'FAILED'}** — `{r.artifact}` ({r.mode}, I/O {r.io_type}), checks: {', '.join(r.checks)}; "
+        f"metrics from {r.runtime or 'no runtime'}.",
         "",
         "| metric | value |",
         "|---|---|",
-        _row("size", f"{r['size_bytes']:,} bytes ({r['size_bytes'] / 1024:.1f} KB)"),
-        _row("top-1 (float reference)", f"{ref['top1']:.4f}"),
-        _row("top-1 (artifact)", f"{m['top1']:.4f} ({(m['top1'] - ref['top1']) * 100:+.2f} points)"),
-        _row("top-1 agreement with reference", f"{m['top1_agreement']:.4f}"),
-        _row("cosine similarity of outputs", f"{m['cosine']:.6f}"),
-        _row("RMSE / max abs error", f"{m['rmse']:.6f} / {m['max_abs']:.6f}"),
-        _row("eval samples", m["samples"]),
+        _row("size", f"{r.size_bytes:,} bytes ({r.size_bytes / 1024:.1f} KB)"),
     ]
-    if "median" in lat:
-        lines.append(_row("latency median / p90", f"{lat['median']:.3f} / {lat['p90']:.3f} ms ({lat['source']}, {lat.get('threads', 1)} threads)"))
-    if "estimate" in lat:
-        lines.append(_row("latency", f"{lat['estimate']:.3f} ms ({lat['source']})"))
-    if r.get("metrics_vs_litert"):
-        v = r["metrics_vs_litert"]
-        lines.append(_row("tflite-micro vs LiteRT", f"agreement {v['top1_agreement']:.4f}, cosine {v['cosine']:.6f}, max abs {v['max_abs']:.6f}"))
-    for section in ("memory", "npu", "edgetpu", "gpu"):
-        for k, v in (r.get(section) or {}).items():
-            if not isinstance(v, (dict, list)):
-                lines.append(_row(f"{section}.{k}", f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else v))
-    if r.get("npu", {}).get("cpu_fallbacks"):
-        lines += ["", "## Ops Vela left on the CPU", ""] + [f"- {f['op']} `{f['tensor']}`: {f['reason']}" for f in r["npu"]["cpu_fallbacks"]]
-    if r.get("edgetpu"):
-        lines += ["", "## Edge TPU placement", "", "| # | op | on | reason |", "|---|---|---|---|"]
-        lines += [f"| {p['index']} | {p['op']} | {p['on']} | {p['reason']} |" for p in r["edgetpu"]["placement"]]
-    if r.get("gpu", {}).get("incompatible_ops"):
-        lines += ["", "## Ops the GPU delegate does not take", ""] + [f"- #{i['index']} {i['op']}: {i['reason']}" for i in r["gpu"]["incompatible_ops"]]
-    lines += ["", "## Operators", "", "| op | count |", "|---|---|"]
-    lines += [_row(op, n) for op, n in sorted(r["ops"].items())]
+    if m:
+        lines += [
+            _row("top-1 (float reference)", f"{m.reference_top1:.4f}"),
+            _row("top-1 (artifact)", f"{m.top1:.4f} ({(m.top1 - m.reference_top1) * 100:+.2f} points)"),
+            _row("top-1 agreement with reference", f"{m.top1_agreement:.4f}"),
+            _row("cosine similarity of outputs", f"{m.cosine:.6f}"),
+            _row("RMSE / max abs error", f"{m.rmse:.6f} / {m.max_abs:.6f}"),
+            _row("eval samples", m.samples),
+        ]
+    else:
+        lines.append(_row("metrics", "none: the runtime could not run the artifact"))
+    if lat and lat.ms is not None:
+        spread = f" (median; p90 {lat.p90:.3f} ms, {lat.threads} threads, measured {lat.measured_at})" if lat.kind == "measured" else ""
+        lines.append(_row(f"latency ({lat.kind})", f"{lat.ms:.3f} ms{spread} — {lat.source}"))
+    if mem:
+        for name, v, b in (("RAM", mem.ram_bytes, r.budget.get("ram_bytes")), ("flash", mem.flash_bytes, r.budget.get("flash_bytes"))):
+            if v is not None:
+                lines.append(_row(name, f"{v:,} bytes" + (f" of {b:,}" if b else "")))
+    if r.accelerator:
+        a = r.accelerator
+        lines.append(_row("ops on the accelerator", f"{a.ops_on}/{a.ops_total} ({a.share:.0%}, {a.name})"))
+    lines.append("")
+    for s in r.sections.values():
+        lines += section_markdown(s)
+    lines += ["## Operators", "", "| op | count |", "|---|---|"]
+    lines += [_row(op, n) for op, n in sorted(r.ops.items())]
     lines += ["", "## Gates", ""]
-    lines += [f"- FAILED {f}" for f in r["failures"]] or ["- all gates passed"]
+    lines += [f"- FAILED [{f.kind}] {f.message}" for f in r.failures] or ["- all gates passed"]
     return "\n".join(lines) + "\n"

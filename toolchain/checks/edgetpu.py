@@ -1,37 +1,28 @@
 """Coral Edge TPU compiler rules, applied to a .tflite (no compiler is installable here).
 
 Source: coral.ai/docs/edgetpu/models-intro ("Model requirements", "Supported operations") and the
-compiler page ("Parameter data caching"). Each rule is a small function returning ``(ok, detail)``;
-its docstring is the message the user sees, so rule, message and docs cannot drift. The real compiler
+compiler page ("Parameter data caching"); the op table is data (``edgetpu_ops.yaml``). Each rule is a
+small function returning ``(ok, detail)``; its docstring is the message the user sees, so rule, message and docs cannot drift. The real compiler
 may still refuse ops "due to some unspecified limitation": this checker gives an upper bound.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+
+from toolchain.checks import Check, CheckContext, register
 from toolchain.config.target import EdgeTpu
+from toolchain.errors import CompatibilityError
+from toolchain.record import Accelerator, Failure, Latency, Section
 from toolchain.tflite_model import Op, TFLiteModel
 
 EIGHT_BIT = {"int8", "uint8"}
-#: Coral's supported-operations table: op -> documented limitation (empty: none).
-SUPPORTED_OPS = {
-    "ADD": "", "AVERAGE_POOL_2D": "No fused activation function.",
-    "CONCATENATION": "No fused activation function. If any input is a compile-time constant tensor, there must be only 2 inputs, and this constant tensor must be all zeroes.",
-    "CONV_2D": "Must use the same dilation in x and y dimensions.",
-    "DEPTHWISE_CONV_2D": "Must use the same dilation in x and y dimensions.",
-    "EXPAND_DIMS": "", "FULLY_CONNECTED": "Only the default format is supported for fully-connected weights. Output tensor is one-dimensional.",
-    "L2_NORMALIZATION": "", "LOGISTIC": "", "UNIDIRECTIONAL_SEQUENCE_LSTM": "Unidirectional LSTM only.",
-    "MAXIMUM": "", "MAX_POOL_2D": "No fused activation function.",
-    "MEAN": "No fused activation function. Supports reduction along x-, y-, and/or z-dimensions only.",
-    "MINIMUM": "", "MUL": "", "PACK": "", "PAD": "Supports padding along x-, y-, and/or z-dimensions only.",
-    "PRELU": "Alpha needs to be 1-dimensional.", "QUANTIZE": "", "REDUCE_MAX": "Cannot operate on the batch dimension.",
-    "REDUCE_MIN": "Cannot operate on the batch dimension.", "RELU": "", "RELU6": "", "RELU_N1_TO_1": "",
-    "RESHAPE": "Certain reshape operations might not be mapped for large tensor sizes.",
-    "RESIZE_BILINEAR": "Input/output is a 3-dimensional tensor.", "RESIZE_NEAREST_NEIGHBOR": "Input/output is a 3-dimensional tensor.",
-    "RSQRT": "", "SLICE": "", "SOFTMAX": "Supports only 1D input tensor with a max of 16,000 elements.",
-    "SPACE_TO_DEPTH": "", "SPLIT": "No splitting in batch dimension.", "SQUARED_DIFFERENCE": "", "SQUEEZE": "",
-    "STRIDED_SLICE": "Supported only when all strides are equal to 1, with ellipsis-axis-mask == 0 and new-axis-mask == 0.",
-    "SUB": "", "SUM": "Cannot operate on the batch dimension.", "TANH": "", "TRANSPOSE": "", "TRANSPOSE_CONV": "",
-}
+OPS_FILE = Path(__file__).with_name("edgetpu_ops.yaml")
+#: Coral's supported-operations table (data: ``edgetpu_ops.yaml``): op -> documented limitation ("" for none).
+OPS_TABLE = yaml.safe_load(OPS_FILE.read_text())
+SUPPORTED_OPS: dict[str, str] = OPS_TABLE["ops"]
 
 # --- model-level rules: the compiler refuses the whole model ------------------------------------
 
@@ -185,3 +176,42 @@ def check(m: TFLiteModel, spec: EdgeTpu) -> dict:
         "estimate_ms": {"invoke_and_io": io_ms, "tpu": tpu_ms, "param_streaming": stream_ms, "cpu": cpu_ms, "total": io_ms + tpu_ms + stream_ms + cpu_ms},
         "placement": placement,
     }
+
+
+@register
+class EdgeTpuCheck(Check):
+    """A Coral Edge TPU: Coral's compiler rules on the artifact, op placement and a latency estimate."""
+
+    name = "edgetpu"
+    provides = ("latency", "accelerator")
+
+    def settings(self, target) -> dict:
+        return {"edgetpu": target.edgetpu.model_dump(mode="json") if target.edgetpu else None, "ops_table": OPS_TABLE}
+
+    def run(self, ctx: CheckContext) -> Section:
+        if ctx.target.edgetpu is None:
+            raise CompatibilityError(f"target {ctx.target.name} runs the 'edgetpu' check but has no 'edgetpu:' section")
+        tpu = check(ctx.model, ctx.target.edgetpu)
+        failures = [Failure(kind="compat", check=self.name, message=f"edgetpu: the compiler would refuse the model: {r}") for r in tpu["refusals"]]
+        latency = Latency(ms=tpu["estimate_ms"]["total"], kind="estimate",
+                          source="estimate: Coral Edge TPU rules (MACs at assumed utilization + I/O + streamed parameters + CPU ops)")
+        accelerator = Accelerator(name="Edge TPU", ops_on=tpu["ops_on_tpu"], ops_total=tpu["ops_on_tpu"] + tpu["ops_on_cpu"])
+        return self.section(latency=latency, accelerator=accelerator, failures=failures, details=tpu)
+
+
+def docs() -> str:
+    """``docs/edgetpu-ops.md``: the rules (their docstrings are the messages) and the op table."""
+    lines = ["# Edge TPU rules checked by toolchain", "",
+             f"Generated by `python -m toolchain.checks.edgetpu` from `toolchain/checks/edgetpu.py` and `edgetpu_ops.yaml` "
+             f"(table version {OPS_TABLE['version']}, source: {OPS_TABLE['source']}). Do not edit by hand.", "",
+             "## Model rules (the compiler refuses the whole model)", ""]
+    lines += [f"- `{r.__name__}`: {r.__doc__.strip()}" for r in MODEL_RULES]
+    lines += ["", "## Op rules (a failing op and every op after it run on the CPU)", ""]
+    lines += [f"- `{r.__name__}`: {r.__doc__.strip()}" for r in OP_RULES]
+    lines += ["", "## Supported operations", "", "| op | limitation |", "|---|---|"]
+    lines += [f"| {op} | {note or '-'} |" for op, note in sorted(SUPPORTED_OPS.items())]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(docs(), end="")

@@ -1,8 +1,8 @@
 """Runs the tflite-micro interpreter in its own process: it can abort or segfault.
 
-    python -m toolchain.runtimes.tflm_worker probe    MODEL ARENA
-    python -m toolchain.runtimes.tflm_worker recorded MODEL ARENA     (allocation report on fd 2)
-    python -m toolchain.runtimes.tflm_worker run      MODEL ARENA IN.npy OUT.npy
+    python -m toolchain.checks.tflm_worker probe    MODEL ARENA
+    python -m toolchain.checks.tflm_worker recorded MODEL ARENA     (allocation report on fd 2)
+    python -m toolchain.checks.tflm_worker run      MODEL ARENA IN.npy OUT.npy
 
 Before each step it prints ``stage: <name>`` on stdout (flushed), so the parent knows where a crash happened.
 Exit codes: 0 ok, 3 the interpreter refused (e.g. arena too small), negative: killed by a signal.

@@ -6,7 +6,7 @@ import pytest
 from tests.conftest import int8_model
 from toolchain.config.target import EdgeTpu
 from toolchain.convert import ConvertPlan, convert
-from toolchain.runtimes.edgetpu import check
+from toolchain.checks.edgetpu import check
 from toolchain.tflite_model import TFLiteModel
 
 
@@ -100,3 +100,12 @@ def test_rule_parameter_cache(keras):
     assert r["cached_param_bytes"] == 8 * 1024 * 1024
     assert r["streamed_param_bytes"] >= 9_000_000 - 8 * 1024 * 1024
     assert r["estimate_ms"]["param_streaming"] > 0
+
+
+def test_committed_op_docs_are_generated_from_the_rules_and_the_table():
+    from tests.conftest import REPO
+    from toolchain.checks.edgetpu import SUPPORTED_OPS, docs
+
+    assert (REPO / "docs" / "edgetpu-ops.md").read_text() == docs(), \
+        "regenerate it: python -m toolchain.checks.edgetpu > docs/edgetpu-ops.md"
+    assert "CONV_2D" in SUPPORTED_OPS and "HARD_SWISH" not in SUPPORTED_OPS

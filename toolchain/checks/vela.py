@@ -12,8 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from toolchain.checks import Check, CheckContext, register, with_margin
 from toolchain.config.target import Vela
 from toolchain.errors import CompatibilityError, RuntimeValidationError
+from toolchain.record import Accelerator, Firmware, Latency, Memory, Section
 
 VELA = "import sys; from ethosu.vela.vela import main; sys.exit(main())"
 KIB = 1024
@@ -69,7 +71,33 @@ def compile(model_path: Path, spec: Vela, out_dir: Path) -> dict:
         "npu_ops": counts.get("npu", 0),
         "cpu_ops": counts.get("cpu", 0),
         "cpu_fallbacks": fallbacks or [{"op": op, "tensor": name, "reason": "placed on CPU by Vela"} for op, name in cpu_ops],
-        "vela_model": str(out_dir / f"{model_path.stem}_vela.tflite"),
-        "summary_csv": str(summary),
+        "vela_model": f"{model_path.stem}_vela.tflite",
+        "summary_csv": summary.name,
         "csv": row,
     }
+
+
+@register
+class VelaCheck(Check):
+    """An Ethos-U NPU: Vela compiles the int8 model; its summary gives time, SRAM, flash and op placement."""
+
+    name = "vela"
+    tools = ("ethos-u-vela",)
+    provides = ("latency", "memory", "accelerator", "firmware")
+
+    def settings(self, target) -> dict:
+        return {"vela": target.vela.model_dump(mode="json") if target.vela else None, "arena_margin": target.memory.arena_margin}
+
+    def run(self, ctx: CheckContext) -> Section:
+        if ctx.target.vela is None:
+            raise CompatibilityError(f"target {ctx.target.name} runs the 'vela' check but has no 'vela:' section")
+        npu = compile(ctx.artifact_path, ctx.target.vela, ctx.workdir)
+        return self.section(
+            latency=Latency(ms=npu["inference_ms"], kind="estimate",
+                            source=f"estimate: Vela performance model ({npu['accelerator']}, {npu['system_config']}, {npu['memory_mode']})"),
+            memory=Memory(ram_bytes=npu["sram_bytes"], flash_bytes=npu["flash_bytes"] + npu["dram_bytes"]),
+            accelerator=Accelerator(name=f"Ethos-U ({npu['accelerator']})", ops_on=npu["npu_ops"], ops_total=npu["npu_ops"] + npu["cpu_ops"]),
+            firmware=Firmware(model_file=npu["vela_model"], arena_bytes=with_margin(npu["sram_bytes"], ctx.target.memory.arena_margin)),
+            files=[npu["vela_model"], npu["summary_csv"], "vela.log"],
+            details=npu,
+        )

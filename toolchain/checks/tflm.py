@@ -6,6 +6,7 @@ Every interpreter runs in a child process (``tflm_worker``): a crash there becom
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import subprocess
@@ -16,9 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from toolchain.checks import Check, CheckContext, register, with_margin
+from toolchain.checks.metrics import compare
 from toolchain.errors import RuntimeValidationError
+from toolchain.record import Failure, Firmware, Latency, Memory, Reload, Section
 from toolchain.tflite_model import TFLiteModel
 
+log = logging.getLogger(__name__)
 ARENA_ALIGN = 16  # the bisection stops when the bracket is this narrow
 
 
@@ -48,7 +53,7 @@ class Outcome:
 
 def _worker(*args: str, timeout: float = 600) -> Outcome:
     try:
-        proc = subprocess.run([sys.executable, "-m", "toolchain.runtimes.tflm_worker", *args], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([sys.executable, "-m", "toolchain.checks.tflm_worker", *args], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return Outcome(False, -9, "timeout", "", "")
     stages = [l[7:] for l in proc.stdout.splitlines() if l.startswith("stage: ")]
@@ -138,3 +143,83 @@ def _culprit(model_path: Path, arena: int, failure: Outcome) -> str:
                 hi = mid
     op = ops[hi - 1]
     return f"; last op {op.index} ({op.name})"
+
+
+def _generous_arena(model_path: Path) -> int:
+    return 10 * Path(model_path).stat().st_size + (1 << 20)
+
+
+@register
+class TflmNumericsCheck(Check):
+    """tflite-micro's numerics on the eval split (an NPU's CPU side runs the same kernels)."""
+
+    name = "tflm-numerics"
+    tools = ("tflite-micro",)
+    provides = ("metrics", "reload")
+
+    def settings(self, target) -> dict:
+        return {"eval_samples": target.mcu.eval_samples if target.mcu else None}
+
+    def samples(self, ctx: CheckContext) -> int:
+        n = ctx.target.mcu.eval_samples if ctx.target.mcu else None
+        return min(len(ctx.y_eval), n or len(ctx.y_eval))
+
+    def run(self, ctx: CheckContext) -> Section:
+        n = self.samples(ctx)
+        log.info("tflite-micro: running %d eval samples", n)
+        try:
+            outputs, host_ms = run(ctx.artifact_path, _generous_arena(ctx.artifact_path), ctx.x_eval[:n])
+        except TflmCrash as exc:
+            return self.section(runtime="tflite-micro", reload=Reload(runtime="tflite-micro"), failures=[crash(exc)])
+        return self.section(runtime="tflite-micro", reload=Reload(runtime="tflite-micro"), **self.numerics(ctx, outputs, n, host_ms))
+
+    def numerics(self, ctx: CheckContext, outputs: np.ndarray, n: int, host_ms: float) -> dict:
+        ctx.outputs[self.name] = outputs
+        details = {"host_tflm_ms": host_ms}
+        lite = ctx.outputs.get("litert")
+        if lite is not None:
+            details["vs_litert"] = compare(lite[:n], outputs, np.argmax(lite[:n], -1))
+        return {"metrics": compare(ctx.reference[:n], outputs, ctx.y_eval[:n]), "details": details}
+
+
+def crash(exc: TflmCrash) -> Failure:
+    return Failure(kind="runtime", check="tflm", message=f"tflite-micro: {exc}")
+
+
+@register
+class TflmCheck(TflmNumericsCheck):
+    """A microcontroller: tflite-micro numerics, the minimum arena by bisection, RAM and flash, and a
+    latency estimate from the model's MACs and the core's cycles per MAC."""
+
+    name = "tflm"
+    provides = ("metrics", "latency", "memory", "reload", "firmware")
+
+    def settings(self, target) -> dict:
+        return {"mcu": target.mcu.model_dump(mode="json") if target.mcu else None, "clock_mhz": target.clock_mhz,
+                "arena_kb": target.memory.arena_kb, "arena_margin": target.memory.arena_margin}
+
+    def run(self, ctx: CheckContext) -> Section:
+        t, m, path = ctx.target, ctx.model, ctx.artifact_path
+        n = self.samples(ctx)
+        fixed = int(t.memory.arena_kb * 1024) if t.memory.arena_kb else None
+        macs = m.total_macs()
+        cycles = t.mcu.cycles_per_mac if t.mcu else None
+        latency = Latency(ms=macs * cycles / (t.clock_mhz * 1e6) * 1e3, kind="estimate",
+                          source=f"estimate: {macs:,} MACs x {cycles} cycles/MAC / {t.clock_mhz:g} MHz") if cycles and t.clock_mhz else None
+        size = path.stat().st_size
+        memory = Memory(flash_bytes=size, details={"fixed_arena_bytes": fixed})
+        common = {"runtime": "tflite-micro", "latency": latency, "reload": Reload(runtime="tflite-micro")}
+        log.info("tflite-micro: bisecting the minimum arena, then running %d eval samples%s", n, f" in the fixed {fixed}-byte arena" if fixed else "")
+        try:
+            memory.details["arena_recorded_bytes"] = recorded_arena(path, _generous_arena(path))
+            memory.arena_bytes, memory.details["arena_probes"] = min_arena(path, memory.details["arena_recorded_bytes"])
+            outputs, host_ms = run(path, fixed or memory.arena_bytes, ctx.x_eval[:n])
+        except TflmCrash as exc:
+            return self.section(memory=memory, failures=[crash(exc)], **common)
+        arena = fixed or with_margin(memory.arena_bytes, t.memory.arena_margin)
+        io_bytes = sum(m.tensors[i].activation_bytes for i in m.inputs + m.outputs)
+        memory.ram_bytes = arena + io_bytes
+        memory.details.update(arena_with_margin_bytes=arena, arena_margin=t.memory.arena_margin, io_bytes=io_bytes)
+        common["reload"] = Reload(runtime="tflite-micro", arena_bytes=arena)
+        firmware = Firmware(model_file=path.name, arena_bytes=arena)
+        return self.section(memory=memory, firmware=firmware, **common, **self.numerics(ctx, outputs, n, host_ms))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from toolchain.runtimes import tflm
-from toolchain.runtimes.litert import LiteRT
+from toolchain.checks import tflm
+from toolchain.checks.litert import LiteRT
 
 
 def test_min_arena_is_exact_to_the_alignment(tiny_conv_int8):

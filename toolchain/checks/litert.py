@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import time
+
 import numpy as np
 
+from toolchain.checks import Check, CheckContext, register
+from toolchain.checks.metrics import compare
 from toolchain.errors import RuntimeValidationError
+from toolchain.record import Latency, Reload, Section
 from toolchain.tflite_model import TFLiteModel
 
 
@@ -73,3 +78,26 @@ class LiteRT:
             return {"shape": [int(s) for s in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
 
         return {"input": desc(self.input), "output": desc(self.output)}
+
+
+def today() -> str:
+    return datetime.datetime.now(datetime.UTC).date().isoformat()
+
+
+@register
+class LiteRTCheck(Check):
+    """Host numerics and latency on the LiteRT interpreter (XNNPACK), the runtime phones use."""
+
+    name = "litert"
+    tools = ("ai-edge-litert",)
+    provides = ("metrics", "latency", "reload")
+
+    def settings(self, target) -> dict:
+        return {"threads": target.threads}
+
+    def run(self, ctx: CheckContext) -> Section:
+        lite = LiteRT(ctx.artifact, threads=ctx.target.threads)
+        ctx.outputs[self.name] = out = lite.predict(ctx.x_eval)
+        lat = lite.latency_ms(ctx.x_eval[0])
+        latency = Latency(ms=lat["median"], kind="measured", source="measured: host LiteRT/XNNPACK", threads=ctx.target.threads, measured_at=today(), **lat)
+        return self.section(runtime="ai-edge-litert", metrics=compare(ctx.reference, out, ctx.y_eval), latency=latency, reload=Reload(runtime="litert"))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
+from toolchain.checks import Check, CheckContext, register
 from toolchain.models.compat import tf
+from toolchain.record import Accelerator, Failure, Section
 
 
 def analyzer_report(model: bytes, gpu_compatibility: bool = True) -> str:
@@ -27,3 +29,20 @@ def compatibility(model: bytes) -> dict:
         "incompatible_ops": issues,
         "source": "tf.lite.experimental.Analyzer(gpu_compatibility=True)",
     }
+
+
+@register
+class GpuCheck(Check):
+    """A phone GPU: which ops LiteRT's GPU delegate takes (TensorFlow's analyzer)."""
+
+    name = "gpu"
+    tools = ("tensorflow",)
+    provides = ("accelerator",)
+
+    def run(self, ctx: CheckContext) -> Section:
+        gpu = compatibility(ctx.artifact)
+        total = len(ctx.model.ops)
+        failures = [Failure(kind="compat", check=self.name, message=f"gpu: op #{i['index']} {i['op']} falls off the GPU delegate: {i['reason']}")
+                    for i in gpu["incompatible_ops"]]
+        return self.section(accelerator=Accelerator(name="GPU delegate", ops_on=total - len(gpu["incompatible_ops"]), ops_total=total),
+                            failures=failures, details=gpu)

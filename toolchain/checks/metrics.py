@@ -18,6 +18,7 @@ def compare(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray) -> d
     err = out - ref
     return {
         "top1": top1(out, labels),
+        "reference_top1": top1(ref, labels),
         "top1_agreement": float(np.mean(np.argmax(ref, -1) == np.argmax(out, -1))),
         "cosine": float(np.mean(cos)),
         "rmse": float(np.sqrt(np.mean(err**2))),

@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import int8_model
 from toolchain.config.target import Vela
 from toolchain.errors import CompatibilityError
-from toolchain.runtimes import vela
+from toolchain.checks import vela
 
 U55 = Vela(accelerator_config="ethos-u55-128", system_config="Ethos_U55_High_End_Embedded", memory_mode="Shared_Sram")
 

@@ -1,0 +1,267 @@
+"""The typed build record: what a build measured, per target, and the one loader every reader uses.
+
+``toolchain.build/2`` is written; ``/1`` records (PR 1-6 era: dict sections, failures as strings) are
+migrated on load. ``python -m toolchain.record`` prints the JSON Schema (``docs/build-record.schema.json``).
+Imports nothing heavy: reports, ``compare`` and ``package`` read records without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from toolchain.errors import FAILURE_KINDS, InputError
+
+SCHEMA = "toolchain.build/2"
+FailureKind = Literal["fit", "compat", "runtime", "gate"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Failure(Model):
+    """One reason a target did not pass. ``kind`` decides the exit code (see ``errors.FAILURE_KINDS``)."""
+
+    kind: FailureKind
+    check: str = Field(description="the check or gate that failed (e.g. 'tflm', 'max_accuracy_drop', 'fit')")
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Metrics(Model):
+    """An artifact's outputs against the labels and the float reference's outputs (dequantized)."""
+
+    top1: float
+    reference_top1: float = Field(description="the float reference's top-1 on the same samples")
+    top1_agreement: float
+    cosine: float
+    rmse: float
+    max_abs: float
+    samples: int
+
+
+class Latency(Model):
+    ms: float | None = Field(description="the headline figure: the host median when measured, else the estimate")
+    kind: Literal["measured", "estimate"]
+    source: str
+    median: float | None = None
+    p90: float | None = None
+    runs: int | None = None
+    threads: int | None = None
+    measured_at: str | None = Field(None, description="UTC date of the run that measured it (kept in the cache)")
+
+
+class Memory(Model):
+    ram_bytes: int | None = None
+    flash_bytes: int | None = None
+    arena_bytes: int | None = Field(None, description="tflite-micro: the minimum arena found by bisection")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Accelerator(Model):
+    name: str
+    ops_on: int
+    ops_total: int
+
+    @property
+    def share(self) -> float:
+        return self.ops_on / max(1, self.ops_total)
+
+
+class Reload(Model):
+    """How ``toolchain verify`` proves the packaged artifact loads: the runtime and its arena."""
+
+    runtime: Literal["litert", "tflite-micro"]
+    arena_bytes: int | None = None
+
+
+class Firmware(Model):
+    """C sources to write for this target: which model file (in the target folder) and the arena it needs."""
+
+    model_file: str
+    arena_bytes: int
+
+
+class Section(Model):
+    """What one check found. ``provides`` names the headline fields the check is authoritative for."""
+
+    check: str
+    runtime: str | None = Field(None, description="the runtime whose numerics ``metrics`` are")
+    provides: list[str] = Field(default_factory=list)
+    metrics: Metrics | None = None
+    latency: Latency | None = None
+    memory: Memory | None = None
+    accelerator: Accelerator | None = None
+    reload: Reload | None = None
+    firmware: Firmware | None = None
+    failures: list[Failure] = Field(default_factory=list)
+    files: list[str] = Field(default_factory=list, description="files the check wrote into the target folder")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+#: The headline fields a section can supply, in the order reports show them.
+HEADLINE = ("metrics", "latency", "memory", "accelerator", "reload", "firmware")
+
+
+class TargetResult(Model):
+    target: str
+    kind: str
+    mode: str
+    io_type: str
+    per_channel: bool
+    batch: int | None
+    checks: list[str]
+    artifact: str
+    sha256: str
+    size_bytes: int
+    size_gzip_bytes: int | None = None
+    ops: dict[str, int] = Field(default_factory=dict)
+    io: dict[str, Any] = Field(default_factory=dict)
+    runtime: str | None = None
+    metrics: Metrics | None = None
+    latency: Latency | None = None
+    memory: Memory | None = None
+    accelerator: Accelerator | None = None
+    reload: Reload | None = None
+    firmware: Firmware | None = None
+    sections: dict[str, Section] = Field(default_factory=dict)
+    budget: dict[str, int | None] = Field(default_factory=dict, description="ram_bytes / flash_bytes the target has")
+    failures: list[Failure] = Field(default_factory=list)
+    passed: bool
+
+    @property
+    def fits(self) -> bool:
+        return not any(f.kind == "fit" for f in self.failures)
+
+    @property
+    def reference_top1(self) -> float | None:
+        return self.metrics.reference_top1 if self.metrics else None
+
+
+class BuildRecord(Model):
+    schema_: Literal["toolchain.build/2"] = Field(SCHEMA, alias="schema")
+    recipe: str
+    recipe_file: str | None = None
+    recipe_sha256: str | None = None
+    data_digest: str
+    eval_samples: int
+    labels: list[str] = Field(default_factory=list)
+    tool_versions: dict[str, str]
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    passed: bool
+    compression: list[dict[str, Any]] = Field(default_factory=list)
+    results: list[TargetResult]
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def result(self, target: str) -> TargetResult:
+        return next(r for r in self.results if r.target == target)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, by_alias=True)
+
+    def failure_error(self):
+        """The error to exit with (its class picked by the most basic failure kind), or None."""
+        failed = [(r.target, f) for r in self.results for f in r.failures]
+        if not failed:
+            return None
+        more = f" (+{len(failed) - 1} more, see report.md)" if len(failed) > 1 else ""
+        for kind, error in FAILURE_KINDS.items():
+            hit = next(((t, f) for t, f in failed if f.kind == kind), None)
+            if hit:
+                target, f = hit
+                return error(f"gate failed: {target}: {f.message}{more}" if kind == "gate" else f"{f.message}{more}")
+        return None
+
+
+# --- loading and migration ---------------------------------------------------------------------
+
+
+def _kind_of_v1(message: str) -> tuple[str, str]:
+    for prefix, kind, check in (("does not fit", "fit", "fit"), ("edgetpu:", "compat", "edgetpu"),
+                                ("gpu:", "compat", "gpu"), ("tflite-micro:", "runtime", "tflm")):
+        if message.startswith(prefix):
+            return kind, check
+    return "gate", message.split(":")[0]
+
+
+def migrate_v1(r: dict) -> dict:
+    """A ``toolchain.build/1`` record in the ``/2`` shape (sections rebuilt from the flat keys)."""
+    results = []
+    for t in r["results"]:
+        lat, m, mem = t.get("latency_ms") or {}, t.get("metrics"), t.get("memory")
+        measured = "median" in lat
+        ref = (t.get("reference") or {}).get("top1")
+        new = {k: t[k] for k in ("target", "kind", "mode", "io_type", "per_channel", "batch", "artifact", "sha256", "size_bytes", "passed")}
+        new.update({
+            "size_gzip_bytes": t.get("size_gzip_bytes"), "ops": t.get("ops", {}), "io": t.get("io", {}), "runtime": t.get("runtime"),
+            "checks": [], "metrics": {**m, "reference_top1": ref} if m else None,
+            "latency": {"ms": lat.get("median") if measured else lat.get("estimate"), "kind": "measured" if measured else "estimate",
+                        "source": lat.get("source", ""), **{k: lat.get(k) for k in ("median", "p90", "runs", "threads")}} if lat else None,
+            "failures": [dict(zip(("kind", "check"), _kind_of_v1(f)), message=f) for f in t.get("failures", [])],
+        })
+        if mem:
+            new["memory"] = {"ram_bytes": mem.get("ram_bytes"), "flash_bytes": mem.get("flash_bytes"), "arena_bytes": mem.get("arena_bytes"), "details": mem}
+        if t.get("npu"):
+            n = t["npu"]
+            new["memory"] = {"ram_bytes": n["sram_bytes"], "flash_bytes": n["flash_bytes"] + n["dram_bytes"], "details": {}}
+            new["accelerator"] = {"name": "Ethos-U (Vela)", "ops_on": n["npu_ops"], "ops_total": n["npu_ops"] + n["cpu_ops"]}
+            new["sections"] = {"vela": {"check": "vela", "details": n}}
+        if t.get("edgetpu"):
+            e = t["edgetpu"]
+            new["accelerator"] = {"name": "Edge TPU", "ops_on": e["ops_on_tpu"], "ops_total": e["ops_on_tpu"] + e["ops_on_cpu"]}
+            new["sections"] = {"edgetpu": {"check": "edgetpu", "details": e}}
+        if t.get("gpu"):
+            total = sum(new["ops"].values())
+            new["accelerator"] = {"name": "GPU delegate", "ops_on": total - len(t["gpu"]["incompatible_ops"]), "ops_total": total}
+            new["sections"] = {"gpu": {"check": "gpu", "details": t["gpu"]}}
+        results.append(new)
+    keep = ("recipe", "recipe_file", "recipe_sha256", "data_digest", "eval_samples", "labels", "tool_versions", "timings_s", "passed", "compression")
+    return {"schema": SCHEMA, **{k: r[k] for k in keep if k in r}, "results": results}
+
+
+MIGRATIONS = {"toolchain.build/1": migrate_v1}
+
+
+def parse_record(data: dict, where: str = "build record") -> BuildRecord:
+    """Validate a record dict of any known schema version, migrating old ones."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: not a build record (a JSON object is expected)")
+    schema = data.get("schema")
+    try:
+        if schema in MIGRATIONS:
+            data = MIGRATIONS[schema](data)
+        elif schema != SCHEMA:
+            raise InputError(f"{where}: unknown record schema {schema!r} (this toolchain reads {SCHEMA} and {', '.join(MIGRATIONS)})")
+        return BuildRecord.model_validate(data)
+    except (KeyError, TypeError, ValidationError) as exc:
+        first = str(exc).splitlines()[0] if not isinstance(exc, KeyError) else f"missing key {exc}"
+        raise InputError(f"{where}: malformed build record: {first}") from None
+
+
+def load_record(path: str | Path) -> BuildRecord:
+    """Read ``build.json`` (or a build folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "build.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no build record here") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the build record: {exc}") from None
+    return parse_record(data, str(path))
+
+
+def json_schema() -> str:
+    return json.dumps(BuildRecord.model_json_schema(by_alias=True), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    print(json_schema(), end="")

@@ -1,1 +1,0 @@
-"""One backend per emulated runtime, each imported lazily."""

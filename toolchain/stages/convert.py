@@ -1,0 +1,87 @@
+"""The convert stage: the TFLite converter for one quantization plan; the converter's output goes to a log."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolchain.cache import Stage
+from toolchain.config import Recipe, Target
+from toolchain.convert.tflite import ConvertPlan
+from toolchain.errors import CompatibilityError
+from toolchain.fsutil import capture_fds
+from toolchain.stages.context import Build
+from toolchain.stages.data import Data
+from toolchain.stages.model import ModelStage
+from toolchain.tflite_model import TFLiteModel
+
+log = logging.getLogger(__name__)
+STAGE = Stage("convert", 3, tools=("tensorflow",))
+
+
+@dataclass
+class Artifact:
+    blob: bytes
+    log: Path | None  # the converter's output
+    gzip_bytes: int  # size gzip'd: what unstructured zeros (pruning) save in storage
+    ops: dict[str, int]  # operator counts
+    io: dict  # input/output tensors: name, shape, dtype, scale, zero point
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.blob).hexdigest()
+
+
+def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
+    """The quantization a target gets: the recipe's where it says, the target's need otherwise."""
+    q, n = recipe.quantize, target.numerics
+    mode = q.mode or n.default_mode
+    if mode not in n.modes:
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'mode')}: quantize.mode: {target.name} cannot run {mode!r} "
+            f"(it accepts {', '.join(n.modes)})"
+        )
+    io = (q.io_type or n.default_io_type) if mode == "int8" else (q.io_type or "float32")
+    if io not in n.io_types:
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'io_type')}: quantize.io_type: {target.name} cannot take {io!r} "
+            f"input/output (it accepts {', '.join(n.io_types)})"
+        )
+    return ConvertPlan(mode=mode, io_type=io, per_channel=q.per_channel, batch=target.batch)
+
+
+def stage_convert(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -> Artifact:
+    quantized = plan.mode in ("int8", "int16x8")
+    n_cal = min(b.recipe.quantize.calibration_samples, data.sizes["calib"]) if quantized else 0
+    inputs = {"model": model.key, "plan": plan.as_dict(), "calibration": n_cal, "data": data.digest}
+
+    def compute(tmp: Path):
+        from toolchain.convert.tflite import convert
+
+        log.info("convert: %s, I/O %s, batch %s%s", plan.mode, plan.io_type, plan.batch or "dynamic", f", calibrating on {n_cal} samples" if quantized else "")
+        with capture_fds(tmp / "convert.log"):
+            blob = convert(model.keras(), plan, data.x_calib[:n_cal])
+        (tmp / "model.tflite").write_bytes(blob)
+        return {"plan": plan.as_dict(), **describe(blob)}, blob
+
+    blob, entry = b.cache.run(STAGE, inputs, compute, lambda entry: entry.file("model.tflite").read_bytes())
+    if entry.hit:
+        log.info("convert: %s (cached)", plan.mode)
+    meta = entry.meta if entry.hit else describe(blob)
+    return Artifact(blob, entry.dir / "convert.log", meta["gzip_bytes"], meta["ops"], meta["io"])
+
+
+def describe(blob: bytes) -> dict:
+    """What the record says of an artifact, computed once per artifact (parsing a flatbuffer is not free)."""
+    m = TFLiteModel(blob)
+
+    def tensor(i: int) -> dict:
+        t = m.tensors[i]
+        return {"name": t.name, "shape": t.shape_signature, "dtype": t.dtype, "scale": t.scales[0] if t.scales else 0.0,
+                "zero_point": t.zero_points[0] if t.zero_points else 0}
+
+    io = {"input": tensor(m.inputs[0]), "output": tensor(m.outputs[0])}
+    return {"gzip_bytes": len(gzip.compress(blob, mtime=0)), "ops": m.op_counts(), "io": io}

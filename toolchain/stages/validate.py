@@ -1,0 +1,113 @@
+"""The validate stage: run a target's checks on its artifact, pick the headline values, apply the gates.
+
+Each check's section is cached, keyed by the artifact's sha256 and file name, the data digest, the
+float reference (model key), the check's settings, version and tools; the files it wrote and its
+outputs on the eval split are cached with it. A check that raises becomes a ``runtime`` failure
+(``compat`` for a ``CompatibilityError``) of its target; nothing else is aborted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from toolchain import checks
+from toolchain.cache import Entry, Stage
+from toolchain.config import Target
+from toolchain.convert.tflite import ConvertPlan
+from toolchain.errors import CompatibilityError, ToolchainError
+from toolchain.record import HEADLINE, Failure, Memory, Section, TargetResult
+from toolchain.stages import gates
+from toolchain.stages.context import Build
+from toolchain.stages.convert import Artifact
+from toolchain.stages.data import Data
+from toolchain.stages.model import ModelStage
+
+log = logging.getLogger(__name__)
+
+
+def run_checks(b: Build, target: Target, artifact: Path, sha: str, data: Data, model: ModelStage) -> dict[str, Section]:
+    """The sections of the target's checks, in the profile's order; ``artifact`` lies in the target folder."""
+    sections, outputs = {}, {}
+    for name in target.checks:
+        check = checks.get(name)
+        stage = Stage(f"check-{name}", check.version, tools=check.tools, timing="validate")
+        inputs = {"artifact": sha, "file": artifact.name, "data": data.digest, "reference": model.key, "settings": check.settings(target)}
+
+        def compute(tmp: Path, check=check):
+            ctx = checks.CheckContext(target, artifact, data.x_eval, data.y_eval, model.reference, outputs)
+            section = check.run(ctx)
+            for f in section.files:
+                shutil.copyfile(artifact.parent / f, tmp / f)
+            if check.name in outputs:
+                np.save(tmp / "outputs.npy", outputs[check.name])
+            (tmp / "section.json").write_text(section.model_dump_json())
+            return {}, section
+
+        def load(entry: Entry, name=name) -> Section:
+            section = Section.model_validate_json(entry.file("section.json").read_text())
+            for f in section.files:
+                shutil.copyfile(entry.file(f), artifact.parent / f)
+            if "outputs.npy" in entry.meta["files"]:
+                outputs[name] = np.load(entry.file("outputs.npy"))
+            log.info("%s: %s (cached)", name, _summary(section))
+            return section
+
+        try:
+            sections[name], _ = b.cache.run(stage, inputs, compute, load, fresh=b.remeasure)
+        except Exception as exc:  # a check that raises fails its target, not the build
+            log.debug("check %s raised", name, exc_info=True)
+            text = str(exc) if isinstance(exc, ToolchainError) else f"{type(exc).__name__}: {exc}"
+            kind = "compat" if isinstance(exc, CompatibilityError) else "runtime"
+            first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+            sections[name] = check.section(failures=[Failure(kind=kind, check=name, message=f"{name}: {first}")])
+    return sections
+
+
+def _summary(s: Section) -> str:
+    parts = [f"top-1 {s.metrics.top1:.4f}"] if s.metrics else []
+    parts += [f"{s.latency.ms:.3f} ms ({s.latency.kind})"] if s.latency and s.latency.ms is not None else []
+    parts += [f"{len(s.failures)} failure(s)"] if s.failures else []
+    return ", ".join(parts) or "done"
+
+
+def headline(sections: dict[str, Section]) -> dict:
+    """THE rule: each headline field is the value of the last check (in the profile's order) that
+    provides it, even when that check could not produce it; ``runtime`` follows ``metrics``."""
+    out: dict = {field: None for field in HEADLINE}
+    owners: dict = {}
+    for s in sections.values():
+        for field in s.provides:
+            out[field], owners[field] = getattr(s, field), s
+    out["runtime"] = owners["metrics"].runtime if "metrics" in owners else None
+    return out
+
+
+def target_result(b: Build, target: Target, plan: ConvertPlan, artifact: Artifact, path: Path, final: Path,
+                  sections: dict[str, Section]) -> TargetResult:
+    """The target's record entry: headline values, budgets and every failure (checks, fit, gates)."""
+    size = len(artifact.blob)
+    top = headline(sections)
+    top["memory"] = top["memory"] or Memory(flash_bytes=size)
+    budget = {"ram_bytes": _kb(target.memory.ram_kb), "flash_bytes": _kb(target.memory.flash_kb)}
+    failures = [f for s in sections.values() for f in s.failures]
+    failures += gates.fit(target.name, top["memory"], budget)
+    failures += gates.check(b.recipe.acceptance, top["metrics"], size)
+    result = TargetResult(
+        target=target.name, kind=target.kind, mode=plan.mode, io_type=plan.io_type, per_channel=plan.per_channel, batch=plan.batch,
+        checks=list(target.checks), artifact=str(final / path.name), sha256=artifact.sha256, size_bytes=size,
+        size_gzip_bytes=artifact.gzip_bytes, ops=artifact.ops, io=artifact.io, sections=sections, budget=budget,
+        failures=failures, passed=not failures, **top,
+    )
+    met = result.metrics
+    log.info("validate %s on %s: %s, %s", target.name, result.runtime or "-",
+             f"top-1 {met.top1:.4f} (reference {met.reference_top1:.4f}), agreement {met.top1_agreement:.4f}" if met else "no metrics",
+             "passed" if result.passed else "FAILED: " + "; ".join(f.message for f in failures))
+    return result
+
+
+def _kb(kb: float | None) -> int | None:
+    return int(kb * 1024) if kb else None

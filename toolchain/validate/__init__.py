@@ -1,1 +1,0 @@
-"""Metrics of an artifact against the float reference, and acceptance gates."""
