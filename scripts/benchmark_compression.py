@@ -4,7 +4,7 @@
 Builds recipes/mobilenet.yaml (post-training int8) and recipes/compression/*.yaml (QAT, magnitude and
 2:4 pruning, L1 filter pruning) — the trained float model is shared through the build cache — then times
 every int8 artifact on the host with LiteRT, interleaved round by round so background load hits all
-alike, and writes docs/benchmarks.md and docs/benchmarks.json with the acceptance checks.
+alike, and writes docs/benchmark-compression.md and .json (linked from docs/benchmarks.md) with the checks.
 
     python scripts/benchmark_compression.py [--out build] [--threads 1] [--rounds 15] [--invokes 40]
 """
@@ -56,7 +56,10 @@ def latencies(paths: dict[str, Path], threads: int, rounds: int, invokes: int) -
                 t0 = time.perf_counter()
                 it.invoke()
                 samples[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: {"median_ms": float(np.median(s)), "p90_ms": float(np.percentile(s, 90)), "invokes": len(s)} for name, s in samples.items()}
+    return {
+        name: {"median_ms": float(np.median(s)), "p90_ms": float(np.percentile(s, 90)), "invokes": len(s)}
+        for name, s in samples.items()
+    }
 
 
 def main() -> int:
@@ -76,14 +79,19 @@ def main() -> int:
     floats = {}
     for name in ("ptq", "prune50"):  # the same models converted to float32: zeros compress better there
         r = load_recipe(RECIPES[name])
-        r = r.model_copy(update={"name": f"{r.name}-float32", "quantize": r.quantize.model_copy(update={"mode": "float32"})})
+        r = r.model_copy(
+            update={"name": f"{r.name}-float32", "quantize": r.quantize.model_copy(update={"mode": "float32"})}
+        )
         print(f"building {name} as float32", file=sys.stderr)
         floats[name] = build(r, ["phone-cpu"], args.out).model_dump(mode="json")["results"][0]
     res = {name: rec["results"][0] for name, rec in records.items()}
     steps = {name: (rec["compression"] or [None])[0] for name, rec in records.items()}
     lat = latencies({name: Path(r["artifact"]) for name, r in res.items()}, args.threads, args.rounds, args.invokes)
 
-    xz = {name: len(lzma.compress(Path(res[name]["artifact"]).read_bytes(), preset=9 | lzma.PRESET_EXTREME)) for name in ("ptq", "prune50")}
+    xz = {
+        name: len(lzma.compress(Path(res[name]["artifact"]).read_bytes(), preset=9 | lzma.PRESET_EXTREME))
+        for name in ("ptq", "prune50")
+    }
     float_top1 = res["ptq"]["metrics"]["reference_top1"]
     rows = {}
     for name, r in res.items():
@@ -103,85 +111,167 @@ def main() -> int:
     rows["ptq"]["macs"], rows["ptq"]["params"] = base_macs, steps["l1"]["params_before"]
     pts = lambda a: a * 100  # noqa: E731
     checks = [
-        ("QAT int8 top-1 >= PTQ int8 top-1 - 0.3 points",
-         f"{pts(rows['qat']['top1_int8']):.2f} vs {pts(rows['ptq']['top1_int8']):.2f}", rows["qat"]["top1_int8"] >= rows["ptq"]["top1_int8"] - 0.003),
-        ("QAT int8 top-1 within 1 point of float",
-         f"{pts(rows['qat']['top1_int8']):.2f} vs float {pts(float_top1):.2f}", abs(rows["qat"]["top1_int8"] - float_top1) <= 0.01),
-        ("magnitude 50 %: >= 49 % sparsity in the pruned layers",
-         f"{pts(rows['prune50']['sparsity']):.2f} %", rows["prune50"]["sparsity"] >= 0.49),
-        ("magnitude 50 %: gzip'd float32 artifact >= 1.5x smaller than unpruned",
-         f"{floats['ptq']['size_gzip_bytes'] / 1024:.0f} -> {floats['prune50']['size_gzip_bytes'] / 1024:.0f} KB = {floats['ptq']['size_gzip_bytes'] / floats['prune50']['size_gzip_bytes']:.2f}x",
-         floats["ptq"]["size_gzip_bytes"] / floats["prune50"]["size_gzip_bytes"] >= 1.5),
-        ("(info) magnitude 50 %: the int8 artifacts compressed",
-         f"gzip {rows['ptq']['size_gzip_bytes'] / 1024:.0f} -> {rows['prune50']['size_gzip_bytes'] / 1024:.0f} KB = {rows['ptq']['size_gzip_bytes'] / rows['prune50']['size_gzip_bytes']:.2f}x; "
-         f"xz -9e {xz['ptq'] / 1024:.0f} -> {xz['prune50'] / 1024:.0f} KB = {xz['ptq'] / xz['prune50']:.2f}x", None),
-        ("l1_filter: >= 30 % of MACs removed", f"{pts(steps['l1']['macs_removed']):.1f} %", steps["l1"]["macs_removed"] >= 0.30),
-        ("l1_filter: int8 top-1 within 1.5 points of the unpruned int8 model",
-         f"{pts(rows['l1']['top1_int8']):.2f} vs {pts(rows['ptq']['top1_int8']):.2f}", rows["l1"]["top1_int8"] >= rows["ptq"]["top1_int8"] - 0.015),
-        ("l1_filter: int8 artifact >= 1.25x faster on the host",
-         f"{rows['ptq']['median_ms'] / rows['l1']['median_ms']:.2f}x ({rows['ptq']['median_ms']:.3f} -> {rows['l1']['median_ms']:.3f} ms)", rows["ptq"]["median_ms"] / rows["l1"]["median_ms"] >= 1.25),
+        (
+            "QAT int8 top-1 >= PTQ int8 top-1 - 0.3 points",
+            f"{pts(rows['qat']['top1_int8']):.2f} vs {pts(rows['ptq']['top1_int8']):.2f}",
+            rows["qat"]["top1_int8"] >= rows["ptq"]["top1_int8"] - 0.003,
+        ),
+        (
+            "QAT int8 top-1 within 1 point of float",
+            f"{pts(rows['qat']['top1_int8']):.2f} vs float {pts(float_top1):.2f}",
+            abs(rows["qat"]["top1_int8"] - float_top1) <= 0.01,
+        ),
+        (
+            "magnitude 50 %: >= 49 % sparsity in the pruned layers",
+            f"{pts(rows['prune50']['sparsity']):.2f} %",
+            rows["prune50"]["sparsity"] >= 0.49,
+        ),
+        (
+            "magnitude 50 %: gzip'd float32 artifact >= 1.5x smaller than unpruned",
+            f"{floats['ptq']['size_gzip_bytes'] / 1024:.0f} -> "
+            f"{floats['prune50']['size_gzip_bytes'] / 1024:.0f} KB = "
+            f"{floats['ptq']['size_gzip_bytes'] / floats['prune50']['size_gzip_bytes']:.2f}x",
+            floats["ptq"]["size_gzip_bytes"] / floats["prune50"]["size_gzip_bytes"] >= 1.5,
+        ),
+        (
+            "(info) magnitude 50 %: the int8 artifacts compressed",
+            f"gzip {rows['ptq']['size_gzip_bytes'] / 1024:.0f} -> "
+            f"{rows['prune50']['size_gzip_bytes'] / 1024:.0f} KB = "
+            f"{rows['ptq']['size_gzip_bytes'] / rows['prune50']['size_gzip_bytes']:.2f}x; "
+            f"xz -9e {xz['ptq'] / 1024:.0f} -> {xz['prune50'] / 1024:.0f} KB = {xz['ptq'] / xz['prune50']:.2f}x",
+            None,
+        ),
+        (
+            "l1_filter: >= 30 % of MACs removed",
+            f"{pts(steps['l1']['macs_removed']):.1f} %",
+            steps["l1"]["macs_removed"] >= 0.30,
+        ),
+        (
+            "l1_filter: int8 top-1 within 1.5 points of the unpruned int8 model",
+            f"{pts(rows['l1']['top1_int8']):.2f} vs {pts(rows['ptq']['top1_int8']):.2f}",
+            rows["l1"]["top1_int8"] >= rows["ptq"]["top1_int8"] - 0.015,
+        ),
+        (
+            "l1_filter: int8 artifact >= 1.25x faster on the host",
+            f"{rows['ptq']['median_ms'] / rows['l1']['median_ms']:.2f}x ({rows['ptq']['median_ms']:.3f} -> "
+            f"{rows['l1']['median_ms']:.3f} ms)",
+            rows["ptq"]["median_ms"] / rows["l1"]["median_ms"] >= 1.25,
+        ),
     ]
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "python": platform.python_version()},
-        "threads": args.threads, "rounds": args.rounds, "invokes_per_round": args.invokes,
-        "eval_samples": records["ptq"]["eval_samples"], "float_top1": float_top1,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "python": platform.python_version(),
+        },
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "invokes_per_round": args.invokes,
+        "eval_samples": records["ptq"]["eval_samples"],
+        "float_top1": float_top1,
         "tool_versions": records["ptq"]["tool_versions"],
         "rows": rows,
         "checks": [{"check": c, "measured": m, "passed": ok if ok is None else bool(ok)} for c, m, ok in checks],
         "two_of_four_share": steps["2of4"].get("two_of_four"),
-        "float32_artifacts": {name: {"size_bytes": r["size_bytes"], "size_gzip_bytes": r["size_gzip_bytes"], "top1": r["metrics"]["top1"]} for name, r in floats.items()},
-        "l1_step": {k: steps["l1"][k] for k in ("target_sparsity", "channel_multiple", "epochs", "groups", "channels_removed", "macs_before", "macs_after", "macs_removed",
-                                                  "params_before", "params_after", "top1_after_removal", "top1_after_batchnorm_reestimate", "top1_after")},
+        "float32_artifacts": {
+            name: {"size_bytes": r["size_bytes"], "size_gzip_bytes": r["size_gzip_bytes"], "top1": r["metrics"]["top1"]}
+            for name, r in floats.items()
+        },
+        "l1_step": {
+            k: steps["l1"][k]
+            for k in (
+                "target_sparsity",
+                "channel_multiple",
+                "epochs",
+                "groups",
+                "channels_removed",
+                "macs_before",
+                "macs_after",
+                "macs_removed",
+                "params_before",
+                "params_after",
+                "top1_after_removal",
+                "top1_after_batchnorm_reestimate",
+                "top1_after",
+            )
+        },
     }
     args.docs.mkdir(exist_ok=True)
-    atomic_write(args.docs / "benchmarks.json", json.dumps(result, indent=2) + "\n")
-    atomic_write(args.docs / "benchmarks.md", render(result))
+    atomic_write(args.docs / "benchmark-compression.json", json.dumps(result, indent=2) + "\n")
+    atomic_write(args.docs / "benchmark-compression.md", render(result))
     print(render(result))
     return 0 if all(ok for _, _, ok in checks if ok is not None) else 1
 
 
 def render(r: dict) -> str:
-    names = {"ptq": "post-training int8", "qat": "QAT", "prune50": "magnitude 50 %", "2of4": "2:4", "l1": f"L1 filters {r['l1_step']['target_sparsity']:.0%}"}
+    names = {
+        "ptq": "post-training int8",
+        "qat": "QAT",
+        "prune50": "magnitude 50 %",
+        "2of4": "2:4",
+        "l1": f"L1 filters {r['l1_step']['target_sparsity']:.0%}",
+    }
     lines = [
         "# Compression benchmark (digits, MobileNetV2 alpha 0.35, 96x96, int8 for phone-cpu)",
         "",
-        f"Generated by `python scripts/benchmark_compression.py` on {r['machine']['platform']} ({r['machine']['processor']}), "
-        f"Python {r['machine']['python']}, TensorFlow {r['tool_versions']['tensorflow']}, tfmot {r['tool_versions'].get('tensorflow-model-optimization')}. "
-        f"Top-1 on {r['eval_samples']} eval samples; float model top-1 {r['float_top1'] * 100:.2f} %. Latency: LiteRT/XNNPACK, "
+        f"Generated by `python scripts/benchmark_compression.py` on {r['machine']['platform']} "
+        f"({r['machine']['processor']}), "
+        f"Python {r['machine']['python']}, TensorFlow {r['tool_versions']['tensorflow']}, tfmot "
+        f"{r['tool_versions'].get('tensorflow-model-optimization')}. "
+        f"Top-1 on {r['eval_samples']} eval samples; float model top-1 {r['float_top1'] * 100:.2f} %. "
+        "Latency: LiteRT/XNNPACK, "
         f"{r['threads']} thread(s), median of {r['rounds']} interleaved rounds x {r['invokes_per_round']} invokes.",
         "",
-        "| variant | int8 top-1 % | float top-1 after step % | MACs | params | sparsity % | size KB | gzip KB | median ms | p90 ms | step s |",
+        "| variant | int8 top-1 % | float top-1 after step % | MACs | params | sparsity % | size KB | gzip KB "
+        "| median ms | p90 ms | step s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, x in r["rows"].items():
         macs = f"{x['macs']:,}" if x["macs"] else "-"
         params = f"{x['params']:,}" if x["params"] else "-"
         lines.append(
-            f"| {names[key]} | {x['top1_int8'] * 100:.2f} | {x['top1_float_after_step'] * 100:.2f} | {macs} | {params} | {x['sparsity'] * 100:.1f} | "
-            f"{x['size_bytes'] / 1024:.1f} | {x['size_gzip_bytes'] / 1024:.1f} | {x['median_ms']:.3f} | {x['p90_ms']:.3f} | {x['seconds'] if x['seconds'] is not None else '-'} |"
+            f"| {names[key]} | {x['top1_int8'] * 100:.2f} | {x['top1_float_after_step'] * 100:.2f} | {macs} | "
+            f"{params} | {x['sparsity'] * 100:.1f} | "
+            f"{x['size_bytes'] / 1024:.1f} | {x['size_gzip_bytes'] / 1024:.1f} | {x['median_ms']:.3f} | "
+            f"{x['p90_ms']:.3f} | {x['seconds'] if x['seconds'] is not None else '-'} |"
         )
     lines += ["", "## Acceptance", "", "| check | measured | result |", "|---|---|---|"]
-    lines += [f"| {c['check']} | {c['measured']} | {'-' if c['passed'] is None else 'pass' if c['passed'] else 'FAIL'} |" for c in r["checks"]]
+    lines += [
+        f"| {c['check']} | {c['measured']} | {'-' if c['passed'] is None else 'pass' if c['passed'] else 'FAIL'} |"
+        for c in r["checks"]
+    ]
     lines += [
         "",
         "Notes:",
         "",
-        f"- L1 filter step: {r['l1_step']['groups']} channel groups, {r['l1_step']['channels_removed']:,} channels removed "
-        f"(target {r['l1_step']['target_sparsity']}, multiples of {r['l1_step']['channel_multiple']}); top-1 right after removal "
-        f"{r['l1_step']['top1_after_removal'] * 100:.1f} %, after BatchNorm re-estimation {r['l1_step']['top1_after_batchnorm_reestimate'] * 100:.1f} %, "
+        f"- L1 filter step: {r['l1_step']['groups']} channel groups, {r['l1_step']['channels_removed']:,} "
+        "channels removed "
+        f"(target {r['l1_step']['target_sparsity']}, multiples of {r['l1_step']['channel_multiple']}); top-1 "
+        "right after removal "
+        f"{r['l1_step']['top1_after_removal'] * 100:.1f} %, after BatchNorm re-estimation "
+        f"{r['l1_step']['top1_after_batchnorm_reestimate'] * 100:.1f} %, "
         f"after {r['l1_step']['epochs']} distilled fine-tuning epochs {r['l1_step']['top1_after'] * 100:.2f} %.",
-        "- Gzip and int8: with half the weights zero, an int8 weight still carries about 1 bit (the zero mask) + 0.5 x ~7.5 bits, "
-        "and the per-channel quantization parameters (about a quarter of this file) barely compress, so 1.5x is out of reach at 50 % "
-        "sparsity: even xz -9e stays below it (the info row). The float32 artifact, where a zero saves 32 bits, shows the effect "
+        "- Gzip and int8: with half the weights zero, an int8 weight still carries about 1 bit (the zero "
+        "mask) + 0.5 x ~7.5 bits, "
+        "and the per-channel quantization parameters (about a quarter of this file) barely compress, so 1.5x "
+        "is out of reach at 50 % "
+        "sparsity: even xz -9e stays below it (the info row). The float32 artifact, where a zero saves 32 "
+        "bits, shows the effect "
         "the pruning literature quotes; the acceptance check uses it.",
         "- Unstructured (magnitude) and 2:4 sparsity make the artifact compress better but not run faster: "
         "LiteRT's kernels do the same dense work on zeros (compare their median ms with post-training int8).",
-        f"- 2:4 pattern: {r['two_of_four_share'] * 100 if r['two_of_four_share'] is not None else 0:.1f} % of the 4-weight groups in the pruned kernels hold at most 2 non-zeros.",
-        "- L1 filter pruning removes whole channels, so the model itself is smaller: that is the step that makes inference faster.",
-        "- Training and fine-tuning are seeded and run with deterministic TensorFlow kernels: the float model came out at the same "
-        "top-1 in three cold builds here; int8 calibration still varies slightly between processes. One eval sample is 0.28 points, "
-        "and several checks pass by only one or two samples (QAT vs post-training int8 is a tie), so read them with that resolution. "
-        "With an earlier, differently initialized float model the same recipes gave QAT 97.49 %, L1 97.21 %, magnitude 96.66 %.",
+        f"- 2:4 pattern: {r['two_of_four_share'] * 100 if r['two_of_four_share'] is not None else 0:.1f} % of "
+        "the 4-weight groups in the pruned kernels hold at most 2 non-zeros.",
+        "- L1 filter pruning removes whole channels, so the model itself is smaller: that is the step that "
+        "makes inference faster.",
+        "- Training and fine-tuning are seeded and run with deterministic TensorFlow kernels: the float model "
+        "came out at the same "
+        "top-1 in three cold builds here; int8 calibration still varies slightly between processes. One eval "
+        "sample is 0.28 points, "
+        "and several checks pass by only one or two samples (QAT vs post-training int8 is a tie), so read "
+        "them with that resolution. "
+        "With an earlier, differently initialized float model the same recipes gave QAT 97.49 %, L1 97.21 %, "
+        "magnitude 96.66 %.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -23,8 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def build(src: Path, recipe: Path, out: Path) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "toolchain", "build", str(recipe), "--out", str(out)], cwd=src,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolchain", "build", str(recipe), "--out", str(out)],
+        cwd=src,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"build in {src} failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")

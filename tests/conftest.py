@@ -26,21 +26,27 @@ def keras():
 def tiny_dense(keras):
     """Dense 10 -> 8 -> 5 with softmax, fixed seed."""
     keras.utils.set_random_seed(1)
-    return keras.Sequential([keras.Input((10,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(5, activation="softmax")])
+    return keras.Sequential(
+        [keras.Input((10,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(5, activation="softmax")]
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_conv(keras):
     """One-conv net on 8x8x1 images with 10 classes (fits the digits at their native size)."""
     keras.utils.set_random_seed(2)
-    return keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(8, 3, name="conv"),  # names fixed: Keras' auto-names depend on what the session built before
-        keras.layers.BatchNormalization(name="bn"),
-        keras.layers.ReLU(name="relu"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(10, activation="softmax", name="dense"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(
+                8, 3, name="conv"
+            ),  # names fixed: Keras' auto-names depend on what the session built before
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.ReLU(name="relu"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(10, activation="softmax", name="dense"),
+        ]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +66,12 @@ def write_recipe(folder: Path, body: str, name: str = "recipe.yaml") -> Path:
 def tiny_recipe(tmp_path, tiny_conv_file):
     """A complete recipe over the tiny conv model and the digits at 8x8x1: builds in seconds."""
 
-    def make(extra: str = "", quantize: str = "mode: int8", targets: str = "[phone-cpu]", train: str = "train: {epochs: 3, batch_size: 32, learning_rate: 0.01}") -> Path:
+    def make(
+        extra: str = "",
+        quantize: str = "mode: int8",
+        targets: str = "[phone-cpu]",
+        train: str = "train: {epochs: 3, batch_size: 32, learning_rate: 0.01}",
+    ) -> Path:
         body = textwrap.dedent(f"""
             schema_version: 1
             name: tiny
@@ -130,7 +141,9 @@ def all_targets(tmp_path_factory, tiny_conv_file):
     from toolchain.pipeline import build
 
     folder = tmp_path_factory.mktemp("all")
-    recipe = write_recipe(folder, f"""
+    recipe = write_recipe(
+        folder,
+        f"""
         schema_version: 1
         name: tiny
         model: {{file: {tiny_conv_file}, classes: 10}}
@@ -138,5 +151,6 @@ def all_targets(tmp_path_factory, tiny_conv_file):
         train: {{epochs: 2, learning_rate: 0.01}}
         quantize: {{calibration_samples: 50}}
         targets: [phone-cpu, phone-gpu, cortex-m7, ethos-u55-128, edgetpu]
-        """)
+        """,
+    )
     return build(load_recipe(recipe), out=folder / "build"), folder / "build"

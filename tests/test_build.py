@@ -27,7 +27,11 @@ def test_build_writes_artifacts_reports_and_caches(tiny_recipe, tmp_path, run_cl
     assert r["metrics"]["reference_top1"] > 0.5  # 3 epochs on digits at 8x8 learn something
     assert r["metrics"]["top1"] >= r["metrics"]["reference_top1"] - 0.05
     assert 0.9 < r["metrics"]["cosine"] <= 1.0 and r["metrics"]["top1_agreement"] > 0.9
-    assert r["latency"]["kind"] == "measured" and r["latency"]["median"] > 0 and r["latency"]["p90"] >= r["latency"]["median"]
+    assert (
+        r["latency"]["kind"] == "measured"
+        and r["latency"]["median"] > 0
+        and r["latency"]["p90"] >= r["latency"]["median"]
+    )
     assert r["ops"]["CONV_2D"] == 1 and "DELEGATE" not in r["ops"]
     tdir = out / "tiny" / "phone-cpu"
     assert {p.name for p in tdir.iterdir()} >= {"tiny_int8.tflite", "report.json", "report.md", "convert.log"}
@@ -64,13 +68,16 @@ def test_missing_model_file(tiny_recipe, tmp_path, run_cli):
 def test_imagenet_weights_refused_offline(tmp_path, run_cli):
     from tests.conftest import write_recipe
 
-    recipe = write_recipe(tmp_path, """
+    recipe = write_recipe(
+        tmp_path,
+        """
         schema_version: 1
         name: net
         model: {application: MobileNetV2, alpha: 0.35, input_shape: [96, 96, 3], weights: imagenet}
         data: {builtin: digits}
         targets: [phone-cpu]
-        """)
+        """,
+    )
     code, _, stderr = run_cli("build", recipe, "--out", tmp_path / "b")
     assert code == 7
     assert "'imagenet' would download pretrained weights" in stderr and "without network access" in stderr
@@ -102,7 +109,13 @@ def test_stdout_is_clean_json_in_a_real_process(tiny_recipe, tmp_path):
     """TensorFlow's native chatter must go to the build log, never to stdout."""
     recipe = tiny_recipe(train="train: {epochs: 1}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
-    proc = subprocess.run([sys.executable, "-m", "toolchain", "build", str(recipe), "--out", str(tmp_path / "b"), "--json"], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolchain", "build", str(recipe), "--out", str(tmp_path / "b"), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode in (0, 11), proc.stderr
     json.loads(proc.stdout)  # nothing but one JSON object
     assert (tmp_path / "b" / "tiny" / "build.log").stat().st_size > 0
@@ -114,7 +127,16 @@ def test_mobilenet_recipe_end_to_end(tmp_path):
     from toolchain.checks import tflm
 
     out = tmp_path / "build"
-    cmd = [sys.executable, "-m", "toolchain", "build", str(REPO / "recipes" / "mobilenet.yaml"), "--out", str(out), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "toolchain",
+        "build",
+        str(REPO / "recipes" / "mobilenet.yaml"),
+        "--out",
+        str(out),
+        "--json",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads(proc.stdout)
@@ -145,7 +167,16 @@ def test_mobilenet_recipe_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_mobilenet_224_does_not_fit_cortex_m4(tmp_path):
-    cmd = [sys.executable, "-m", "toolchain", "build", str(REPO / "recipes" / "mobilenet-224-m4.yaml"), "--out", str(tmp_path), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "toolchain",
+        "build",
+        str(REPO / "recipes" / "mobilenet-224-m4.yaml"),
+        "--out",
+        str(tmp_path),
+        "--json",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 9, proc.stderr[-2000:]
     r = json.loads(proc.stdout)["results"][0]

@@ -37,8 +37,11 @@ def test_v1_records_are_migrated():
 
 def test_v1_failure_strings_get_kinds():
     data = json.loads((FIXTURES / "build-v1.json").read_text())
-    data["results"][1]["failures"] = ["tflite-micro: killed by SIGSEGV", "does not fit cortex-m7: needs 9 KB RAM, has 1 KB",
-                                      "max_size_kb: artifact is 617.2 KB > 1 KB"]
+    data["results"][1]["failures"] = [
+        "tflite-micro: killed by SIGSEGV",
+        "does not fit cortex-m7: needs 9 KB RAM, has 1 KB",
+        "max_size_kb: artifact is 617.2 KB > 1 KB",
+    ]
     kinds = [(f.kind, f.check) for f in parse_record(data).results[1].failures]
     assert kinds == [("runtime", "tflm"), ("fit", "fit"), ("gate", "max_size_kb")]
 
@@ -52,12 +55,15 @@ def test_v2_round_trips_and_unknown_schemas_are_refused():
         parse_record({**v2(), "results": [{"target": "x"}]})
 
 
-@pytest.mark.parametrize("kinds, error, code", [
-    (["gate"], GateFailure, 11),
-    (["runtime", "gate"], RuntimeValidationError, 10),
-    (["gate", "compat"], CompatibilityError, 9),
-    (["runtime", "fit"], CompatibilityError, 9),
-])
+@pytest.mark.parametrize(
+    "kinds, error, code",
+    [
+        (["gate"], GateFailure, 11),
+        (["runtime", "gate"], RuntimeValidationError, 10),
+        (["gate", "compat"], CompatibilityError, 9),
+        (["runtime", "fit"], CompatibilityError, 9),
+    ],
+)
 def test_exit_code_comes_from_the_most_basic_failure_kind(kinds, error, code):
     data = v2()
     data["results"][0]["failures"] = [{"kind": k, "check": k, "message": f"{k} failed"} for k in kinds]
@@ -68,16 +74,22 @@ def test_exit_code_comes_from_the_most_basic_failure_kind(kinds, error, code):
 
 
 def test_gates_fail_on_nan_and_name_the_gate():
-    m = Metrics(top1=math.nan, reference_top1=0.9, top1_agreement=math.nan, cosine=math.nan, rmse=0, max_abs=0, samples=10)
+    m = Metrics(
+        top1=math.nan, reference_top1=0.9, top1_agreement=math.nan, cosine=math.nan, rmse=0, max_abs=0, samples=10
+    )
     failed = gates.check(Acceptance(max_accuracy_drop=1.0, min_top1_agreement=0.9, min_cosine=0.99), m, 1000)
     assert [f.check for f in failed] == ["max_accuracy_drop", "min_top1_agreement", "min_cosine"]
     good = Metrics(top1=0.895, reference_top1=0.9, top1_agreement=0.95, cosine=0.999, rmse=0, max_abs=0, samples=10)
     assert gates.check(Acceptance(max_accuracy_drop=1.0, min_top1_agreement=0.9, min_cosine=0.99), good, 1000) == []
-    assert gates.check(Acceptance(max_accuracy_drop=0.4), good, 1000)[0].message.startswith("max_accuracy_drop: top-1 fell 0.50 points")
+    assert gates.check(Acceptance(max_accuracy_drop=0.4), good, 1000)[0].message.startswith(
+        "max_accuracy_drop: top-1 fell 0.50 points"
+    )
 
 
 def test_fit_gate_uses_the_headline_memory():
-    failures = gates.fit("mcu", Memory(ram_bytes=300 * 1024, flash_bytes=10), {"ram_bytes": 256 * 1024, "flash_bytes": None})
+    failures = gates.fit(
+        "mcu", Memory(ram_bytes=300 * 1024, flash_bytes=10), {"ram_bytes": 256 * 1024, "flash_bytes": None}
+    )
     assert failures == [Failure(kind="fit", check="fit", message="does not fit mcu: needs 300 KB RAM, has 256 KB")]
 
 
@@ -102,8 +114,9 @@ def test_compare_reads_the_record():
 
 
 def test_committed_json_schema_is_generated():
-    assert (REPO / "docs" / "build-record.schema.json").read_text() == json_schema(), \
+    assert (REPO / "docs" / "build-record.schema.json").read_text() == json_schema(), (
         "regenerate it: python -m toolchain.record > docs/build-record.schema.json"
+    )
 
 
 def test_compare_from_a_build_folder_needs_no_tensorflow(tmp_path):
@@ -111,13 +124,30 @@ def test_compare_from_a_build_folder_needs_no_tensorflow(tmp_path):
     build = tmp_path / "b" / "mobilenet"
     build.mkdir(parents=True)
     shutil.copy(FIXTURES / "build-v2.json", build / "build.json")
-    code = ("import sys; from toolchain.cli.main import main\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
-            "    assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n    raise")
-    cmd = [sys.executable, "-c", code, "compare", str(REPO / "recipes" / "mobilenet.yaml"), "--build-dir", str(tmp_path / "b"), "--format", "json"]
+    code = (
+        "import sys; from toolchain.cli.main import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+        "    assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n    raise"
+    )
+    cmd = [
+        sys.executable,
+        "-c",
+        code,
+        "compare",
+        str(REPO / "recipes" / "mobilenet.yaml"),
+        "--build-dir",
+        str(tmp_path / "b"),
+        "--format",
+        "json",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert [x["target"] for x in json.loads(proc.stdout)["rows"]] == ["phone-cpu", "cortex-m7", "ethos-u55-128", "edgetpu"]
+    assert [x["target"] for x in json.loads(proc.stdout)["rows"]] == [
+        "phone-cpu",
+        "cortex-m7",
+        "ethos-u55-128",
+        "edgetpu",
+    ]
 
 
 def test_compare_without_a_build_says_so(tmp_path, run_cli):

@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from toolchain.checks import tflm
 
 
@@ -76,12 +74,16 @@ def custom_target(targets_dir, name, **memory):
 def test_tflm_crash_is_a_reported_failure(tiny_recipe, tmp_path, targets_dir, run_cli):
     """A firmware arena of 256 bytes makes tflite-micro segfault: the build reports it and exits 10."""
     custom_target(targets_dir, "tiny-arena-mcu", arena_kb=0.25)
-    code, out, err = run_cli("build", tiny_recipe(targets="[tiny-arena-mcu]", train="train: {epochs: 1}"), "--out", tmp_path / "b", "--json")
+    code, out, err = run_cli(
+        "build", tiny_recipe(targets="[tiny-arena-mcu]", train="train: {epochs: 1}"), "--out", tmp_path / "b", "--json"
+    )
     assert code == 10
     r = json.loads(out)["results"][0]
     assert r["metrics"] is None and not r["passed"]
     assert r["failures"][0]["kind"] == "runtime"
-    assert r["failures"][0]["message"].startswith("tflite-micro: killed by SIGSEGV during allocate (arena 256 bytes); last op 0 (CONV_2D)")
+    assert r["failures"][0]["message"].startswith(
+        "tflite-micro: killed by SIGSEGV during allocate (arena 256 bytes); last op 0 (CONV_2D)"
+    )
     # the headline latency is the MCU estimate, never the host LiteRT figure
     assert r["latency"]["kind"] == "estimate" and r["runtime"] == "tflite-micro"
     assert "error: tflite-micro: killed by SIGSEGV" in err
@@ -89,8 +91,12 @@ def test_tflm_crash_is_a_reported_failure(tiny_recipe, tmp_path, targets_dir, ru
 
 def test_does_not_fit(tiny_recipe, tmp_path, targets_dir, run_cli):
     custom_target(targets_dir, "one-kb-mcu")
-    (targets_dir / "one-kb-mcu.yaml").write_text((targets_dir / "one-kb-mcu.yaml").read_text().replace("ram_kb: 512", "ram_kb: 1"))
-    code, out, err = run_cli("build", tiny_recipe(targets="[one-kb-mcu]", train="train: {epochs: 1}"), "--out", tmp_path / "b", "--json")
+    (targets_dir / "one-kb-mcu.yaml").write_text(
+        (targets_dir / "one-kb-mcu.yaml").read_text().replace("ram_kb: 512", "ram_kb: 1")
+    )
+    code, out, err = run_cli(
+        "build", tiny_recipe(targets="[one-kb-mcu]", train="train: {epochs: 1}"), "--out", tmp_path / "b", "--json"
+    )
     assert code == 9
     r = json.loads(out)["results"][0]
     need = r["memory"]["ram_bytes"] / 1024
@@ -99,7 +105,9 @@ def test_does_not_fit(tiny_recipe, tmp_path, targets_dir, run_cli):
 
 
 def test_float16_on_a_microcontroller_is_refused(tiny_recipe, tmp_path, run_cli):
-    code, out, err = run_cli("build", tiny_recipe(quantize="mode: float16", targets="[cortex-m4]"), "--out", tmp_path / "b")
+    code, out, err = run_cli(
+        "build", tiny_recipe(quantize="mode: float16", targets="[cortex-m4]"), "--out", tmp_path / "b"
+    )
     assert code == 9 and out == ""
     assert "quantize.mode: cortex-m4 cannot run 'float16' (it accepts int8)" in err
 

@@ -28,7 +28,17 @@ from toolchain.fsutil import sha256_file
 
 log = logging.getLogger(__name__)
 
-TOOLS = ("toolchain", "tensorflow", "tf_keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy", "scikit-learn", "tflite-micro", "ethos-u-vela")
+TOOLS = (
+    "toolchain",
+    "tensorflow",
+    "tf_keras",
+    "tensorflow-model-optimization",
+    "ai-edge-litert",
+    "numpy",
+    "scikit-learn",
+    "tflite-micro",
+    "ethos-u-vela",
+)
 T = TypeVar("T")
 
 
@@ -71,7 +81,12 @@ class Entry:
         path = self.dir / name
         if name not in self._verified:
             want = self.meta.get("files", {}).get(name)
-            if want is None or not path.is_file() or path.stat().st_size != want["size"] or sha256_file(path) != want["sha256"]:
+            if (
+                want is None
+                or not path.is_file()
+                or path.stat().st_size != want["size"]
+                or sha256_file(path) != want["sha256"]
+            ):
                 raise DamagedEntry(f"{path}: missing or does not match its recorded sha256")
             self._verified.add(name)
         return path
@@ -85,7 +100,9 @@ class Cache:
         self.timings: dict[str, float] = {}
 
     def key(self, stage: Stage, inputs: dict) -> str:
-        return make_key(stage=stage.name, v=stage.version, inputs=inputs, tools={t: self.versions.get(t) for t in stage.tools})
+        return make_key(
+            stage=stage.name, v=stage.version, inputs=inputs, tools={t: self.versions.get(t) for t in stage.tools}
+        )
 
     def lookup(self, stage: Stage, key: str) -> Entry | None:
         d = self.root / stage.name / key
@@ -109,7 +126,11 @@ class Cache:
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key[:12]}."))
         try:
             meta = fill(tmp)
-            files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()}
+            files = {
+                p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
+                for p in sorted(tmp.iterdir())
+                if p.is_file()
+            }
             meta = {"stage": stage.name, "key": key, **meta, "files": files}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
             if final.exists():
@@ -119,8 +140,14 @@ class Cache:
             shutil.rmtree(tmp, ignore_errors=True)
         return Entry(final, meta, hit=False, _verified=set(files))
 
-    def run(self, stage: Stage, inputs: dict, compute: Callable[[Path], tuple[dict, T]], load: Callable[[Entry], T],
-            fresh: bool = False) -> tuple[T, Entry]:
+    def run(
+        self,
+        stage: Stage,
+        inputs: dict,
+        compute: Callable[[Path], tuple[dict, T]],
+        load: Callable[[Entry], T],
+        fresh: bool = False,
+    ) -> tuple[T, Entry]:
         """The stage's value: loaded from a verified entry, or computed and published."""
         t0 = time.perf_counter()
         key = self.key(stage, inputs)

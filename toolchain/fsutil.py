@@ -148,7 +148,9 @@ class _ConsoleHandler(logging.StreamHandler):
 def setup_logging(verbose: bool = False) -> None:
     """Progress of the ``toolchain`` loggers to the terminal's stderr (one handler, replaced on each call)."""
     handler = _ConsoleHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s" if verbose else "%(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(name)s: %(message)s" if verbose else "%(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger("toolchain")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

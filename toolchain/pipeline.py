@@ -30,12 +30,17 @@ from toolchain.stages.validate import run_checks, target_result
 log = logging.getLogger(__name__)
 
 
-def build(recipe: Recipe, target_names: list[str] | None = None, out: Path = Path("build"), use_cache: bool = True,
-          remeasure: bool = False) -> BuildRecord:
+def build(
+    recipe: Recipe,
+    target_names: list[str] | None = None,
+    out: Path = Path("build"),
+    use_cache: bool = True,
+    remeasure: bool = False,
+) -> BuildRecord:
     """Run the recipe for its targets (or ``target_names``) and return the build record."""
     targets = [(t, resolve_plan(recipe, t)) for t in map(load_target, target_names or recipe.targets)]
-    for t, _ in targets:  # unknown checks and impossible plans are refused before any work
-        [checks.get(name) for name in t.checks]
+    for name in dict.fromkeys(n for t, _ in targets for n in t.checks):
+        checks.get(name)  # unknown checks, like impossible plans, are refused before any work
     from toolchain.models.source import check_offline
 
     check_offline(recipe.model)
@@ -47,15 +52,26 @@ def build(recipe: Recipe, target_names: list[str] | None = None, out: Path = Pat
         data = stage_data(b)
         model = stage_compress(b, stage_model(b, data), data)
         results = [build_target(b, t, plan, data, model) for t, plan in targets]
-    record = BuildRecord(
-        recipe=recipe.name, recipe_file=str(recipe.source) if recipe.source else None,
-        recipe_sha256=sha256_file(recipe.source) if recipe.source else None, data_digest=data.digest,
-        eval_samples=data.sizes["eval"], labels=list(data.labels), tool_versions=b.versions,
-        timings_s={**b.cache.timings, "total": round(time.perf_counter() - started, 3)},
-        passed=all(r.passed for r in results), compression=model.steps, results=results,
-    )
+    record = _record(b, data, model, results, time.perf_counter() - started)
     atomic_write(b.dir / "build.json", record.to_json() + "\n")
     return record
+
+
+def _record(b: Build, data: Data, model: ModelStage, results: list[TargetResult], seconds: float) -> BuildRecord:
+    recipe = b.recipe
+    return BuildRecord(
+        recipe=recipe.name,
+        recipe_file=str(recipe.source) if recipe.source else None,
+        recipe_sha256=sha256_file(recipe.source) if recipe.source else None,
+        data_digest=data.digest,
+        eval_samples=data.sizes["eval"],
+        labels=list(data.labels),
+        tool_versions=b.versions,
+        timings_s={**b.cache.timings, "total": round(seconds, 3)},
+        passed=all(r.passed for r in results),
+        compression=model.steps,
+        results=results,
+    )
 
 
 def build_target(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage) -> TargetResult:

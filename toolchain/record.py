@@ -184,46 +184,83 @@ class BuildRecord(Model):
 
 
 def _kind_of_v1(message: str) -> tuple[str, str]:
-    for prefix, kind, check in (("does not fit", "fit", "fit"), ("edgetpu:", "compat", "edgetpu"),
-                                ("gpu:", "compat", "gpu"), ("tflite-micro:", "runtime", "tflm")):
+    for prefix, kind, check in (
+        ("does not fit", "fit", "fit"),
+        ("edgetpu:", "compat", "edgetpu"),
+        ("gpu:", "compat", "gpu"),
+        ("tflite-micro:", "runtime", "tflm"),
+    ):
         if message.startswith(prefix):
             return kind, check
     return "gate", message.split(":")[0]
+
+
+_V1_KEPT = ("target", "kind", "mode", "io_type", "per_channel", "batch", "artifact", "sha256", "size_bytes", "passed")
+_V1_TOP = ("recipe", "data_digest", "eval_samples", "tool_versions", "passed")
+
+
+def _latency_v1(lat: dict) -> dict | None:
+    if not lat:
+        return None
+    measured = "median" in lat
+    kind, ms = ("measured", lat["median"]) if measured else ("estimate", lat.get("estimate"))
+    return {
+        "ms": ms,
+        "kind": kind,
+        "source": lat.get("source", ""),
+        **{k: lat.get(k) for k in ("median", "p90", "runs", "threads")},
+    }
+
+
+def _accelerator_v1(t: dict) -> tuple[str, dict, dict] | None:
+    """(check, accelerator, details) of a /1 result's npu, edgetpu or gpu section."""
+    if t.get("npu"):
+        n = t["npu"]
+        return "vela", {"name": "Ethos-U (Vela)", "ops_on": n["npu_ops"], "ops_total": n["npu_ops"] + n["cpu_ops"]}, n
+    if t.get("edgetpu"):
+        e = t["edgetpu"]
+        return (
+            "edgetpu",
+            {"name": "Edge TPU", "ops_on": e["ops_on_tpu"], "ops_total": e["ops_on_tpu"] + e["ops_on_cpu"]},
+            e,
+        )
+    if t.get("gpu"):
+        total = sum(t.get("ops", {}).values())
+        on = total - len(t["gpu"]["incompatible_ops"])
+        return "gpu", {"name": "GPU delegate", "ops_on": on, "ops_total": total}, t["gpu"]
+    return None
 
 
 def migrate_v1(r: dict) -> dict:
     """A ``toolchain.build/1`` record in the ``/2`` shape (sections rebuilt from the flat keys)."""
     results = []
     for t in r["results"]:
-        lat, m, mem = t.get("latency_ms") or {}, t.get("metrics"), t.get("memory")
-        measured = "median" in lat
-        ref = (t.get("reference") or {}).get("top1")
-        new = {k: t[k] for k in ("target", "kind", "mode", "io_type", "per_channel", "batch", "artifact", "sha256", "size_bytes", "passed")}
-        new.update({
-            "size_gzip_bytes": t.get("size_gzip_bytes"), "ops": t.get("ops", {}), "io": t.get("io", {}), "runtime": t.get("runtime"),
-            "checks": [], "metrics": {**m, "reference_top1": ref} if m else None,
-            "latency": {"ms": lat.get("median") if measured else lat.get("estimate"), "kind": "measured" if measured else "estimate",
-                        "source": lat.get("source", ""), **{k: lat.get(k) for k in ("median", "p90", "runs", "threads")}} if lat else None,
-            "failures": [dict(zip(("kind", "check"), _kind_of_v1(f)), message=f) for f in t.get("failures", [])],
-        })
+        m, mem, ref = t.get("metrics"), t.get("memory"), (t.get("reference") or {}).get("top1")
+        new = {k: t[k] for k in _V1_KEPT}
+        new |= {
+            "size_gzip_bytes": t.get("size_gzip_bytes"),
+            "ops": t.get("ops", {}),
+            "io": t.get("io", {}),
+            "checks": [],
+        }
+        new |= {"runtime": t.get("runtime"), "metrics": {**m, "reference_top1": ref} if m else None}
+        new["latency"] = _latency_v1(t.get("latency_ms") or {})
+        new["failures"] = [
+            {"kind": _kind_of_v1(f)[0], "check": _kind_of_v1(f)[1], "message": f} for f in t.get("failures", [])
+        ]
         if mem:
-            new["memory"] = {"ram_bytes": mem.get("ram_bytes"), "flash_bytes": mem.get("flash_bytes"), "arena_bytes": mem.get("arena_bytes"), "details": mem}
+            keys = ("ram_bytes", "flash_bytes", "arena_bytes")
+            new["memory"] = {**{k: mem.get(k) for k in keys}, "details": mem}
         if t.get("npu"):
             n = t["npu"]
-            new["memory"] = {"ram_bytes": n["sram_bytes"], "flash_bytes": n["flash_bytes"] + n["dram_bytes"], "details": {}}
-            new["accelerator"] = {"name": "Ethos-U (Vela)", "ops_on": n["npu_ops"], "ops_total": n["npu_ops"] + n["cpu_ops"]}
-            new["sections"] = {"vela": {"check": "vela", "details": n}}
-        if t.get("edgetpu"):
-            e = t["edgetpu"]
-            new["accelerator"] = {"name": "Edge TPU", "ops_on": e["ops_on_tpu"], "ops_total": e["ops_on_tpu"] + e["ops_on_cpu"]}
-            new["sections"] = {"edgetpu": {"check": "edgetpu", "details": e}}
-        if t.get("gpu"):
-            total = sum(new["ops"].values())
-            new["accelerator"] = {"name": "GPU delegate", "ops_on": total - len(t["gpu"]["incompatible_ops"]), "ops_total": total}
-            new["sections"] = {"gpu": {"check": "gpu", "details": t["gpu"]}}
+            new["memory"] = {"ram_bytes": n["sram_bytes"], "flash_bytes": n["flash_bytes"] + n["dram_bytes"]}
+        accelerator = _accelerator_v1(t)
+        if accelerator:
+            check, new["accelerator"], details = accelerator
+            new["sections"] = {check: {"check": check, "details": details}}
         results.append(new)
-    keep = ("recipe", "recipe_file", "recipe_sha256", "data_digest", "eval_samples", "labels", "tool_versions", "timings_s", "passed", "compression")
-    return {"schema": SCHEMA, **{k: r[k] for k in keep if k in r}, "results": results}
+    optional = {k: r[k] for k in ("recipe_file", "recipe_sha256", "labels", "timings_s", "compression") if k in r}
+    return {"schema": SCHEMA, **{k: r[k] for k in _V1_TOP}, **optional, "results": results}
 
 
 MIGRATIONS = {"toolchain.build/1": migrate_v1}
@@ -238,7 +275,9 @@ def parse_record(data: dict, where: str = "build record") -> BuildRecord:
         if schema in MIGRATIONS:
             data = MIGRATIONS[schema](data)
         elif schema != SCHEMA:
-            raise InputError(f"{where}: unknown record schema {schema!r} (this toolchain reads {SCHEMA} and {', '.join(MIGRATIONS)})")
+            raise InputError(
+                f"{where}: unknown record schema {schema!r} (this toolchain reads {SCHEMA} and {', '.join(MIGRATIONS)})"
+            )
         return BuildRecord.model_validate(data)
     except (KeyError, TypeError, ValidationError) as exc:
         first = str(exc).splitlines()[0] if not isinstance(exc, KeyError) else f"missing key {exc}"

@@ -13,7 +13,21 @@ import numpy as np
 
 from toolchain.errors import InputError
 
-_TYPE_BYTES = {"float32": 4, "float16": 2, "float64": 8, "int32": 4, "uint8": 1, "int64": 8, "int16": 2, "int8": 1, "bool": 1, "uint32": 4, "uint16": 2, "uint64": 8, "int4": 1}
+_TYPE_BYTES = {
+    "float32": 4,
+    "float16": 2,
+    "float64": 8,
+    "int32": 4,
+    "uint8": 1,
+    "int64": 8,
+    "int16": 2,
+    "int8": 1,
+    "bool": 1,
+    "uint32": 4,
+    "uint16": 2,
+    "uint64": 8,
+    "int4": 1,
+}
 
 
 def _fb():
@@ -79,7 +93,11 @@ class TFLiteModel:
         except Exception as exc:
             raise InputError(f"{path or 'model'}: not a TFLite flatbuffer ({exc})") from None
         self.path, self.size = path, len(blob)
-        self.description = (m.description or b"").decode(errors="replace") if isinstance(m.description, bytes) else (m.description or "")
+        self.description = (
+            (m.description or b"").decode(errors="replace")
+            if isinstance(m.description, bytes)
+            else (m.description or "")
+        )
         self.subgraph_count = len(m.subgraphs or [])
         if not self.subgraph_count:
             raise InputError(f"{path or 'model'}: TFLite model has no subgraph")
@@ -96,24 +114,42 @@ class TFLiteModel:
         for oc in m.operatorCodes or []:
             code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
             custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
-            opnames.append(f"CUSTOM:{custom}" if code == fb.BuiltinOperator.CUSTOM else builtin.get(code, f"UNKNOWN_{code}"))
+            opnames.append(
+                f"CUSTOM:{custom}" if code == fb.BuiltinOperator.CUSTOM else builtin.get(code, f"UNKNOWN_{code}")
+            )
         types = _names(fb.TensorType)
         sg = m.subgraphs[0]
         self.tensors: list[Tensor] = []
         for i, t in enumerate(sg.tensors or []):
             q = t.quantization
             shape = [int(s) for s in (t.shape if t.shape is not None else [])]
-            sig = [int(s) for s in t.shapeSignature] if t.shapeSignature is not None and len(t.shapeSignature) else shape
+            sig = (
+                [int(s) for s in t.shapeSignature] if t.shapeSignature is not None and len(t.shapeSignature) else shape
+            )
             name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else (t.name or "")
-            self.tensors.append(Tensor(
-                i, name, shape, sig, types.get(t.type, f"type{t.type}").lower(), buffer_bytes(t.buffer),
-                [float(s) for s in (q.scale if q is not None and q.scale is not None else [])],
-                [int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else [])],
-                int(q.quantizedDimension) if q is not None else 0, bool(t.isVariable),
-            ))
+            self.tensors.append(
+                Tensor(
+                    i,
+                    name,
+                    shape,
+                    sig,
+                    types.get(t.type, f"type{t.type}").lower(),
+                    buffer_bytes(t.buffer),
+                    [float(s) for s in (q.scale if q is not None and q.scale is not None else [])],
+                    [int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else [])],
+                    int(q.quantizedDimension) if q is not None else 0,
+                    bool(t.isVariable),
+                )
+            )
         self.ops: list[Op] = [
-            Op(i, opnames[o.opcodeIndex], [int(x) for x in (o.inputs if o.inputs is not None else [])], [int(x) for x in (o.outputs if o.outputs is not None else [])],
-               o.builtinOptions, [int(x) for x in (o.intermediates if o.intermediates is not None else [])])
+            Op(
+                i,
+                opnames[o.opcodeIndex],
+                [int(x) for x in (o.inputs if o.inputs is not None else [])],
+                [int(x) for x in (o.outputs if o.outputs is not None else [])],
+                o.builtinOptions,
+                [int(x) for x in (o.intermediates if o.intermediates is not None else [])],
+            )
             for i, o in enumerate(sg.operators or [])
         ]
         self.inputs = [int(i) for i in sg.inputs]
@@ -125,7 +161,7 @@ class TFLiteModel:
         self.constant_bytes = sum(t.const_bytes for t in self.tensors)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "TFLiteModel":
+    def from_file(cls, path: str | Path) -> TFLiteModel:
         try:
             return cls(Path(path).read_bytes(), str(path))
         except OSError as exc:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import int8_model
+from toolchain.checks.edgetpu import check
 from toolchain.config.target import EdgeTpu
 from toolchain.convert import ConvertPlan, convert
-from toolchain.checks.edgetpu import check
 from toolchain.tflite_model import TFLiteModel
 
 
@@ -23,7 +23,16 @@ def conv_stack(keras):
     """conv -> conv -> flatten -> dense -> softmax: every op on Coral's list."""
     keras.utils.set_random_seed(0)
     L = keras.layers
-    return keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(4, 3, activation="relu"), L.Conv2D(4, 3), L.Flatten(), L.Dense(5), L.Softmax()])
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            L.Conv2D(4, 3, activation="relu"),
+            L.Conv2D(4, 3),
+            L.Flatten(),
+            L.Dense(5),
+            L.Softmax(),
+        ]
+    )
 
 
 def test_compliant_model_maps_entirely(conv_stack):
@@ -53,7 +62,15 @@ def test_rule_rank(keras):
     import tensorflow as tf
 
     L = keras.layers
-    model = keras.Sequential([keras.Input((8, 8, 4)), L.Conv2D(4, 1), L.Reshape((2, 4, 8, 4)), L.Lambda(lambda x: tf.reduce_max(x, axis=1)), L.Conv2D(2, 1)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 4)),
+            L.Conv2D(4, 1),
+            L.Reshape((2, 4, 8, 4)),
+            L.Lambda(lambda x: tf.reduce_max(x, axis=1)),
+            L.Conv2D(2, 1),
+        ]
+    )
     r = tpu(int8_model(model))
     first = next(p for p in r["placement"] if p["on"] == "cpu")
     assert first["op"] == "RESHAPE" and "unsupported rank" in first["reason"] and "[1, 2, 4, 8, 4]" in first["reason"]
@@ -65,7 +82,15 @@ def test_rule_supported_ops_and_single_partition(keras):
     import tensorflow as tf
 
     L = keras.layers
-    model = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(4, 3), L.Activation(tf.nn.relu6), L.Lambda(lambda x: x * tf.nn.relu6(x + 3) / 6), L.Conv2D(4, 3)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            L.Conv2D(4, 3),
+            L.Activation(tf.nn.relu6),
+            L.Lambda(lambda x: x * tf.nn.relu6(x + 3) / 6),
+            L.Conv2D(4, 3),
+        ]
+    )
     blob = int8_model(model)
     names = [op.name for op in TFLiteModel(blob).ops]
     assert "HARD_SWISH" in names
@@ -106,6 +131,7 @@ def test_committed_op_docs_are_generated_from_the_rules_and_the_table():
     from tests.conftest import REPO
     from toolchain.checks.edgetpu import SUPPORTED_OPS, docs
 
-    assert (REPO / "docs" / "edgetpu-ops.md").read_text() == docs(), \
+    assert (REPO / "docs" / "edgetpu-ops.md").read_text() == docs(), (
         "regenerate it: python -m toolchain.checks.edgetpu > docs/edgetpu-ops.md"
+    )
     assert "CONV_2D" in SUPPORTED_OPS and "HARD_SWISH" not in SUPPORTED_OPS

@@ -22,8 +22,10 @@ class HalfOpsCheck(Check):
 
     def run(self, ctx: CheckContext) -> Section:
         n = len(ctx.model.ops)
-        return self.section(accelerator=Accelerator(name="test accelerator", ops_on=n // 2, ops_total=n),
-                            details={"first_op": ctx.model.ops[0].name, "samples_seen": len(ctx.x_eval)})
+        return self.section(
+            accelerator=Accelerator(name="test accelerator", ops_on=n // 2, ops_total=n),
+            details={"first_op": ctx.model.ops[0].name, "samples_seen": len(ctx.x_eval)},
+        )
 
 
 @register
@@ -64,7 +66,9 @@ def test_registry_knows_builtins_and_refuses_unknown_names():
 def test_a_registered_check_runs_in_a_build(tiny_recipe, tmp_path, targets_dir, run_cli):
     profile(targets_dir, "half-npu", "[litert, test-half-ops]")
     out = tmp_path / "b"
-    code, stdout, err = run_cli("build", tiny_recipe(targets="[half-npu]", train="train: {epochs: 1}"), "--out", out, "--json")
+    code, stdout, err = run_cli(
+        "build", tiny_recipe(targets="[half-npu]", train="train: {epochs: 1}"), "--out", out, "--json"
+    )
     assert code == 0, err
     r = json.loads(stdout)["results"][0]
     section = r["sections"]["test-half-ops"]
@@ -87,14 +91,30 @@ def test_a_check_that_raises_fails_only_its_target(tiny_recipe, tmp_path, target
     profile(targets_dir, "broken-npu", "[litert, test-explodes]")
     profile(targets_dir, "cut-npu", "[litert, test-truncated-vela]")
     out = tmp_path / "b"
-    code, stdout, err = run_cli("build", tiny_recipe(targets="[phone-cpu, broken-npu, cut-npu]", train="train: {epochs: 1}"), "--out", out, "--json")
+    code, stdout, err = run_cli(
+        "build",
+        tiny_recipe(targets="[phone-cpu, broken-npu, cut-npu]", train="train: {epochs: 1}"),
+        "--out",
+        out,
+        "--json",
+    )
     assert code == 10
     results = {r["target"]: r for r in json.loads(stdout)["results"]}
     assert results["phone-cpu"]["passed"]
     boom = results["broken-npu"]["failures"]
-    assert boom == [{"kind": "runtime", "check": "test-explodes", "message": "test-explodes: ValueError: the accelerator driver is on fire"}]
+    assert boom == [
+        {
+            "kind": "runtime",
+            "check": "test-explodes",
+            "message": "test-explodes: ValueError: the accelerator driver is on fire",
+        }
+    ]
     cut = results["cut-npu"]["failures"]
-    assert len(cut) == 1 and cut[0]["kind"] == "runtime" and cut[0]["message"].startswith("test-truncated-vela: vela failed on truncated.tflite")
+    assert (
+        len(cut) == 1
+        and cut[0]["kind"] == "runtime"
+        and cut[0]["message"].startswith("test-truncated-vela: vela failed on truncated.tflite")
+    )
     assert results["cut-npu"]["metrics"] is not None  # LiteRT's section still stands
     record = json.loads((out / "tiny" / "build.json").read_text())
     assert [r["passed"] for r in record["results"]] == [True, False, False]

@@ -27,7 +27,9 @@ def test_outputs_match_litert(tiny_conv_int8):
 
 
 def test_tiny_arena_segfault_is_reported_not_fatal(tiny_conv_int8):
-    with pytest.raises(tflm.TflmCrash, match=r"killed by SIGSEGV during allocate \(arena 64 bytes\); last op 0 \(CONV_2D\)") as exc:
+    with pytest.raises(
+        tflm.TflmCrash, match=r"killed by SIGSEGV during allocate \(arena 64 bytes\); last op 0 \(CONV_2D\)"
+    ) as exc:
         tflm.run(tiny_conv_int8, 64, np.zeros((1, 8, 8, 1), np.float32))
     assert exc.value.exit_code == 10
 

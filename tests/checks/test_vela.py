@@ -5,9 +5,9 @@ import csv
 import pytest
 
 from tests.conftest import int8_model
+from toolchain.checks import vela
 from toolchain.config.target import Vela
 from toolchain.errors import CompatibilityError
-from toolchain.checks import vela
 
 U55 = Vela(accelerator_config="ethos-u55-128", system_config="Ethos_U55_High_End_Embedded", memory_mode="Shared_Sram")
 
@@ -28,12 +28,14 @@ def test_report_equals_vela_csv(tiny_conv_int8, tmp_path):
 def test_cpu_fallback_has_a_reason(keras, tmp_path):
     import tensorflow as tf
 
-    model = keras.Sequential([
-        keras.Input((8, 8, 4)),
-        keras.layers.Conv2D(8, 1),
-        keras.layers.Lambda(lambda x: tf.nn.depth_to_space(x, 2)),
-        keras.layers.Conv2D(4, 3),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 4)),
+            keras.layers.Conv2D(8, 1),
+            keras.layers.Lambda(lambda x: tf.nn.depth_to_space(x, 2)),
+            keras.layers.Conv2D(4, 3),
+        ]
+    )
     path = tmp_path / "d2s.tflite"
     int8_model(model, path)
     npu = vela.compile(path, U55, tmp_path / "out")

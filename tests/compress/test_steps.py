@@ -1,17 +1,14 @@
 """Compression steps on tiny models: each test checks the effect the step promises."""
 
-import gzip
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import int8_model, write_recipe
 from toolchain.compress import common, filters, qat
-from toolchain.errors import CompressionError, ConfigError
+from toolchain.errors import CompressionError
 
 
 def build(tiny_recipe, tmp_path, run_cli, compress: str, extra: str = ""):
@@ -33,7 +30,9 @@ def test_qat_inserts_fake_quant_and_converts_to_int8(tiny_recipe, tmp_path, run_
 def test_qat_names_the_unsupported_layer(keras):
     L = keras.layers
     model = keras.Sequential([keras.Input((8, 4)), L.LayerNormalization(name="norm"), L.Flatten(), L.Dense(3)])
-    with pytest.raises(CompressionError, match=r"qat: .*cannot quantize layer 'norm' \(LayerNormalization\); replace it") as exc:
+    with pytest.raises(
+        CompressionError, match=r"qat: .*cannot quantize layer 'norm' \(LayerNormalization\); replace it"
+    ) as exc:
         qat.quantize(model)
     assert exc.value.exit_code == 15
 
@@ -45,7 +44,12 @@ def test_qat_must_be_the_last_step(tiny_recipe, run_cli, tmp_path):
 
 
 def test_magnitude_pruning_reaches_its_sparsity(tiny_recipe, tmp_path, run_cli):
-    record = build(tiny_recipe, tmp_path, run_cli, "  - {step: prune, method: magnitude, target_sparsity: 0.5, schedule: constant, epochs: 2}")
+    record = build(
+        tiny_recipe,
+        tmp_path,
+        run_cli,
+        "  - {step: prune, method: magnitude, target_sparsity: 0.5, schedule: constant, epochs: 2}",
+    )
     step = record["compression"][0]
     sp = step["sparsity"]
     assert sp["layers"]["dense"] >= 0.49 and step["pruned_layers"] == 2 and step["pruned_layers_sparsity"] >= 0.49
@@ -54,10 +58,10 @@ def test_magnitude_pruning_reaches_its_sparsity(tiny_recipe, tmp_path, run_cli):
 
 
 def test_two_of_four(keras):
+    from types import SimpleNamespace
+
     from toolchain.compress.prune import two_of_four_share
     from toolchain.config.recipe import PruneStep
-
-    from types import SimpleNamespace
 
     L = keras.layers
     model = keras.Sequential([keras.Input((16,)), L.Dense(8, activation="relu"), L.Dense(4, activation="softmax")])
@@ -66,7 +70,13 @@ def test_two_of_four(keras):
     step = PruneStep(step="prune", method="2:4", epochs=1)
     from toolchain.compress import prune
 
-    pruned, report = prune.run(model, step, data, None, common.strategy(__import__("toolchain.config.recipe", fromlist=["Strategy"]).Strategy()))
+    pruned, report = prune.run(
+        model,
+        step,
+        data,
+        None,
+        common.strategy(__import__("toolchain.config.recipe", fromlist=["Strategy"]).Strategy()),
+    )
     w = pruned.layers[0].kernel.numpy()  # (16 inputs, 8 units): groups of 4 along the inputs
     assert np.all((w.reshape(4, 4, 8) != 0).sum(axis=1) <= 2)
     assert report["two_of_four"] == 1.0 and two_of_four_share(pruned) == 1.0
@@ -77,7 +87,16 @@ def test_two_of_four(keras):
 def zero_filter_model(keras):
     keras.utils.set_random_seed(4)
     L = keras.layers
-    model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(8, 3, name="producer"), L.ReLU(), L.Conv2D(4, 3, name="consumer"), L.Flatten(), L.Dense(5)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            L.Conv2D(8, 3, name="producer"),
+            L.ReLU(),
+            L.Conv2D(4, 3, name="consumer"),
+            L.Flatten(),
+            L.Dense(5),
+        ]
+    )
     w, b = model.get_layer("producer").get_weights()
     w[..., [1, 6]] = 0
     b[[1, 6]] = 0
@@ -89,7 +108,12 @@ def test_l1_filter_removes_zero_filters_without_changing_outputs(zero_filter_mod
     smaller, groups, keep = filters.prune_filters(zero_filter_model, 0.25, keep={"consumer": np.arange(4)})
     assert [g.producer for g in groups] == ["producer", "consumer"]  # consumer feeds Flatten -> Dense
     assert keep["producer"].tolist() == [0, 2, 3, 4, 5, 7]
-    assert smaller.get_layer("producer").filters == 6 and smaller.get_layer("consumer").get_weights()[0].shape == (3, 3, 6, 4)
+    assert smaller.get_layer("producer").filters == 6 and smaller.get_layer("consumer").get_weights()[0].shape == (
+        3,
+        3,
+        6,
+        4,
+    )
     x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype(np.float32)
     np.testing.assert_allclose(smaller.predict(x, verbose=0), zero_filter_model.predict(x, verbose=0), atol=1e-5)
     assert common.macs_and_params(smaller)["macs"] < common.macs_and_params(zero_filter_model)["macs"]
@@ -109,7 +133,11 @@ def test_l1_filter_respects_residual_connections(keras):
     model = keras.Model(inp, out)
     groups = {g.producer: g for g in filters.channel_groups(model)}
     assert set(groups) == {"expand"}  # into_add and project feed an Add
-    assert groups["expand"].passthrough == ["bn", "re_lu", "dw"] or set(groups["expand"].passthrough) == {"bn", "dw", groups["expand"].passthrough[1]}
+    assert groups["expand"].passthrough == ["bn", "re_lu", "dw"] or set(groups["expand"].passthrough) == {
+        "bn",
+        "dw",
+        groups["expand"].passthrough[1],
+    }
     smaller, _, keep = filters.prune_filters(model, 0.5)
     assert len(keep["expand"]) == 8 and smaller.get_layer("dw").get_weights()[0].shape == (3, 3, 8, 1)
     assert smaller.get_layer("project").get_weights()[0].shape == (1, 1, 8, 4)
@@ -124,12 +152,11 @@ def test_batchnorm_reestimation(keras):
     assert common.reestimate_batchnorm(model, x, batch_size=64) == 4
     mean, var = bn.get_weights()[2:]
     np.testing.assert_allclose(mean, x.mean(axis=0), atol=1e-4)
-    np.testing.assert_allclose(var, np.mean([x[i:i + 64].var(axis=0) for i in range(0, 256, 64)], axis=0), rtol=0.05)
+    np.testing.assert_allclose(var, np.mean([x[i : i + 64].var(axis=0) for i in range(0, 256, 64)], axis=0), rtol=0.05)
     assert bn.momentum == 0.99  # restored
 
 
 def test_distillation_loss():
-    import tensorflow as tf
 
     classes = 3
     q = np.array([[0.7, 0.2, 0.1]], np.float32)
@@ -138,21 +165,37 @@ def test_distillation_loss():
     y = np.concatenate([labels, soft], axis=1)
     ce = -np.log(0.7)
     assert float(common.distillation_loss(classes, 2.0, 0.0)(y, q)[0]) == pytest.approx(ce, rel=1e-5)
-    assert float(common.distillation_loss(classes, 2.0, 1.0)(y, q)[0]) == pytest.approx(0.0, abs=1e-5)  # student == teacher
+    assert float(common.distillation_loss(classes, 2.0, 1.0)(y, q)[0]) == pytest.approx(
+        0.0, abs=1e-5
+    )  # student == teacher
     other = np.concatenate([labels, common.soft_targets(np.array([[0.1, 0.2, 0.7]], np.float32), 2.0)], axis=1)
     assert float(common.distillation_loss(classes, 2.0, 1.0)(other, q)[0]) > 0.1
 
 
 def test_distilled_l1_filter_step_in_a_build(tiny_recipe, tmp_path, run_cli):
-    record = build(tiny_recipe, tmp_path, run_cli, "  - {step: prune, method: l1_filter, target_sparsity: 0.5, epochs: 1, learning_rate: 0.001, distill: {temperature: 2, alpha: 0.5}}")
+    record = build(
+        tiny_recipe,
+        tmp_path,
+        run_cli,
+        "  - {step: prune, method: l1_filter, target_sparsity: 0.5, epochs: 1, learning_rate: 0.001,"
+        " distill: {temperature: 2, alpha: 0.5}}",
+    )
     step = record["compression"][0]
     assert step["channels_removed"] == 4 and step["macs_after"] < step["macs_before"]
     assert step["top1_after"] > 0.5
 
 
 def test_mirrored_strategy_over_two_logical_cpus(tiny_recipe, tmp_path):
-    recipe = tiny_recipe(extra="compress:\n  - {step: prune, method: magnitude, target_sparsity: 0.5, epochs: 1}\nstrategy: {kind: mirrored, cpu_devices: 2}\nacceptance: {max_accuracy_drop: 100}")
-    proc = subprocess.run([sys.executable, "-m", "toolchain", "build", str(recipe), "--out", str(tmp_path / "b"), "--json"], capture_output=True, text=True, timeout=600)
+    recipe = tiny_recipe(
+        extra="compress:\n  - {step: prune, method: magnitude, target_sparsity: 0.5, epochs: 1}\n"
+        "strategy: {kind: mirrored, cpu_devices: 2}\nacceptance: {max_accuracy_drop: 100}"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolchain", "build", str(recipe), "--out", str(tmp_path / "b"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "strategy: MirroredStrategy over 2 replica(s)" in proc.stderr
     assert json.loads(proc.stdout)["compression"][0]["sparsity"]["overall"] > 0.3
@@ -173,7 +216,9 @@ def test_label_smoothing_makes_training_less_confident(keras):
 
     def confidence(ls):
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2, activation="softmax")])
+        model = keras.Sequential(
+            [keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2, activation="softmax")]
+        )
         fit(model, x, y, TrainSpec(epochs=30, learning_rate=0.05, label_smoothing=ls, batchnorm_momentum=None))
         return float(model.predict(x, verbose=0).max(axis=1).mean())
 

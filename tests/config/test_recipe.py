@@ -2,9 +2,9 @@
 
 import pytest
 
-from toolchain.config import load_recipe, load_target, list_targets
-from toolchain.errors import ConfigError, UnknownTargetError, CompatibilityError
 from tests.conftest import REPO, write_recipe
+from toolchain.config import list_targets, load_recipe, load_target
+from toolchain.errors import CompatibilityError, ConfigError, UnknownTargetError
 
 GOOD = """
 schema_version: 1
@@ -80,10 +80,19 @@ def test_plan_defaults_to_target_and_refuses_what_target_cannot_run(tmp_path, mo
     assert resolve_plan(r, load_target("phone-cpu")).mode == "int8"
     tdir = tmp_path / "targets"
     tdir.mkdir()
-    (tdir / "mcu.yaml").write_text((REPO / "targets" / "phone-cpu.yaml").read_text().replace("name: phone-cpu", "name: mcu").replace("modes: [float32, dynamic, float16, int8, int16x8]", "modes: [int8]"))
+    (tdir / "mcu.yaml").write_text(
+        (REPO / "targets" / "phone-cpu.yaml")
+        .read_text()
+        .replace("name: phone-cpu", "name: mcu")
+        .replace("modes: [float32, dynamic, float16, int8, int16x8]", "modes: [int8]")
+    )
     monkeypatch.setattr("toolchain.config.loader.TARGETS_DIR", tdir)
-    r16 = load_recipe(write_recipe(tmp_path, GOOD.replace("mode: int8", "mode: float16").replace("[phone-cpu]", "[mcu]")))
-    with pytest.raises(CompatibilityError, match=r":10: quantize.mode: mcu cannot run 'float16' \(it accepts int8\)") as exc:
+    r16 = load_recipe(
+        write_recipe(tmp_path, GOOD.replace("mode: int8", "mode: float16").replace("[phone-cpu]", "[mcu]"))
+    )
+    with pytest.raises(
+        CompatibilityError, match=r":10: quantize.mode: mcu cannot run 'float16' \(it accepts int8\)"
+    ) as exc:
         resolve_plan(r16, load_target("mcu"))
     assert exc.value.exit_code == 9
 

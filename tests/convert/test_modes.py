@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from toolchain.convert import ConvertPlan, convert
-from toolchain.errors import ConversionError
 from toolchain.checks.litert import LiteRT
 from toolchain.checks.metrics import compare
+from toolchain.convert import ConvertPlan, convert
+from toolchain.errors import ConversionError
 
 CASES = [
     # mode, io_type, expected input dtype, minimum cosine to the Keras outputs
@@ -53,7 +53,11 @@ def test_per_channel_off_gives_one_scale(tiny_conv):
 
     def weight_scales(per_channel):
         rt = LiteRT(convert(tiny_conv, ConvertPlan("int8", "int8", per_channel=per_channel, batch=1), x))
-        conv_w = [t for t in rt.interp.get_tensor_details() if len(t["shape"]) == 4 and t["dtype"] == np.int8 and t["shape"][0] == 8]
+        conv_w = [
+            t
+            for t in rt.interp.get_tensor_details()
+            if len(t["shape"]) == 4 and t["dtype"] == np.int8 and t["shape"][0] == 8
+        ]
         return len(conv_w[0]["quantization_parameters"]["scales"])
 
     assert weight_scales(True) == 8

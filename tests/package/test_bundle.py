@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from toolchain.errors import BundleMalformed, BundleTampered, PackagingError
+from toolchain.errors import BundleMalformed, BundleTampered
 from toolchain.package.bundle import package, verify
 
 
@@ -34,8 +34,16 @@ def test_bundle_contents_and_manifest(bundle):
         manifest = json.loads(tar.extractfile("tiny-1.0.0/manifest.json").read())
     assert names == sorted(names)
     assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in members)
-    for expected in ("cortex-m7/tiny_int8.tflite", "cortex-m7/model_data.cc", "cortex-m7/model_data.h", "cortex-m7/labels.txt",
-                     "ethos-u55-128/tiny_int8_vela.tflite", "ethos-u55-128/model_data.cc", "phone-cpu/report.json", "edgetpu/report.md"):
+    for expected in (
+        "cortex-m7/tiny_int8.tflite",
+        "cortex-m7/model_data.cc",
+        "cortex-m7/model_data.h",
+        "cortex-m7/labels.txt",
+        "ethos-u55-128/tiny_int8_vela.tflite",
+        "ethos-u55-128/model_data.cc",
+        "phone-cpu/report.json",
+        "edgetpu/report.md",
+    ):
         assert f"tiny-1.0.0/{expected}" in names
         assert len(manifest["files"][expected]) == 64
     assert not any(n.endswith(".log") for n in names)
@@ -47,7 +55,10 @@ def test_bundle_contents_and_manifest(bundle):
 def test_verify_passes(bundle, run_cli):
     code, out, _ = run_cli("verify", bundle)
     assert code == 0
-    assert "cortex-m7/tiny_int8.tflite: loads in tflite-micro" in out and "phone-cpu/tiny_int8.tflite: loads in litert" in out
+    assert (
+        "cortex-m7/tiny_int8.tflite: loads in tflite-micro" in out
+        and "phone-cpu/tiny_int8.tflite: loads in litert" in out
+    )
 
 
 def rewrite(src, dst, change):

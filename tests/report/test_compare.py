@@ -23,12 +23,14 @@ def test_best_values_and_pareto(all_targets):
     assert rows["cortex-m7"]["latency_measured"] is False and rows["phone-cpu"]["latency_measured"] is True
     front = table["pareto"]
     assert front
+
     # every target off the front is beaten by one on it in all three objectives
     def obj(x):
         return (-x["top1"], x["latency_ms"], x["ram_bytes"] if x["ram_bytes"] is not None else x["flash_bytes"])
+
     for x in table["rows"]:
         if x["target"] not in front:
-            assert any(all(a <= b for a, b in zip(obj(rows[f]), obj(x))) for f in front), x["target"]
+            assert any(all(a <= b for a, b in zip(obj(rows[f]), obj(x), strict=True)) for f in front), x["target"]
 
 
 def test_pareto_on_known_points():
@@ -63,14 +65,29 @@ def test_page_shows_the_table_in_headless_chromium(all_targets, tmp_path, run_cl
     assert code == 0
     page = out / "tiny" / "compare.html"
     assert stdout.strip() == str(page)
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([chromium(), *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        [chromium(), *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     assert '<table id="comparison">' in dom
     for target in ("phone-cpu", "cortex-m7", "ethos-u55-128", "edgetpu"):
         assert f">{target}</td>" in dom
     shot = tmp_path / "page.png"
-    subprocess.run([chromium(), *flags, "--window-size=1400,1400", f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [chromium(), *flags, "--window-size=1400,1400", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.stat().st_size > 20_000  # a rendered page with plots, not a blank one
 
 
@@ -80,5 +97,16 @@ def test_compare_json_and_md(all_targets, run_cli):
     assert code == 0
     table = json.loads(stdout)
     assert table["schema"] == "toolchain.compare/1" and len(table["rows"]) == 5
-    code, stdout, _ = run_cli("compare", record.recipe_file, "--format", "md", "--build-dir", out, "--target", "cortex-m7", "--target", "edgetpu")
+    code, stdout, _ = run_cli(
+        "compare",
+        record.recipe_file,
+        "--format",
+        "md",
+        "--build-dir",
+        out,
+        "--target",
+        "cortex-m7",
+        "--target",
+        "edgetpu",
+    )
     assert code == 0 and stdout.count("\n| ") == 3 and (out / "tiny" / "compare.md").exists()

@@ -2,8 +2,9 @@
 
 Source: coral.ai/docs/edgetpu/models-intro ("Model requirements", "Supported operations") and the
 compiler page ("Parameter data caching"); the op table is data (``edgetpu_ops.yaml``). Each rule is a
-small function returning ``(ok, detail)``; its docstring is the message the user sees, so rule, message and docs cannot drift. The real compiler
-may still refuse ops "due to some unspecified limitation": this checker gives an upper bound.
+small function returning ``(ok, detail)``; its docstring is the message the user sees, so rule, message
+and docs cannot drift. The real compiler may still refuse ops "due to some unspecified limitation": this
+checker gives an upper bound.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ MODEL_RULES = (rule_static_shapes, rule_quantized, rule_single_subgraph)
 
 # --- op-level rules: a failing op and everything after it run on the CPU -------------------------
 
+
 def _tensors(m: TFLiteModel, indices):
     return [(pos, m.tensors[i]) for pos, i in enumerate(indices) if i >= 0]
 
@@ -59,13 +61,21 @@ def rule_supported_op(m: TFLiteModel, op: Op) -> tuple[bool, str]:
 
 def rule_eight_bit(m: TFLiteModel, op: Op) -> tuple[bool, str]:
     """Operation is working on an unsupported data type (activations must be int8/uint8)."""
-    bad = [f"{t.name} is {t.dtype}" for _, t in _tensors(m, op.inputs + op.outputs) if not t.is_constant and t.dtype not in EIGHT_BIT]
+    bad = [
+        f"{t.name} is {t.dtype}"
+        for _, t in _tensors(m, op.inputs + op.outputs)
+        if not t.is_constant and t.dtype not in EIGHT_BIT
+    ]
     return not bad, "; ".join(bad[:2])
 
 
 def rule_rank(m: TFLiteModel, op: Op) -> tuple[bool, str]:
-    """Tensor has unsupported rank: tensors may have at most 3 dimensions, or else only the 3 innermost larger than 1."""
-    bad = [f"{t.name} {t.shape}" for _, t in _tensors(m, op.inputs + op.outputs) if not t.is_constant and len(t.shape) > 3 and any(d > 1 for d in t.shape[:-3])]
+    """Tensor has unsupported rank: at most 3 dimensions, or else only the 3 innermost larger than 1."""
+    bad = [
+        f"{t.name} {t.shape}"
+        for _, t in _tensors(m, op.inputs + op.outputs)
+        if not t.is_constant and len(t.shape) > 3 and any(d > 1 for d in t.shape[:-3])
+    ]
     return not bad, "; ".join(bad[:2])
 
 
@@ -116,8 +126,17 @@ def rule_concat_constant(m: TFLiteModel, op: Op) -> tuple[bool, str]:
     return not consts or len(op.inputs) == 2, f"{len(op.inputs)} inputs, {len(consts)} constant"
 
 
-OP_RULES = (rule_supported_op, rule_eight_bit, rule_rank, rule_no_fused_activation, rule_same_dilation,
-            rule_softmax_1d, rule_fully_connected_format, rule_strided_slice_masks, rule_concat_constant)
+OP_RULES = (
+    rule_supported_op,
+    rule_eight_bit,
+    rule_rank,
+    rule_no_fused_activation,
+    rule_same_dilation,
+    rule_softmax_1d,
+    rule_fully_connected_format,
+    rule_strided_slice_masks,
+    rule_concat_constant,
+)
 
 
 def _first_line(fn) -> str:
@@ -137,15 +156,36 @@ def check(m: TFLiteModel, spec: EdgeTpu) -> dict:
     placement, cut = [], None
     for op in m.ops:
         if refusals:
-            placement.append({"index": op.index, "op": op.name, "on": "cpu", "reason": "the compiler refuses the model"})
+            placement.append(
+                {"index": op.index, "op": op.name, "on": "cpu", "reason": "the compiler refuses the model"}
+            )
             continue
         if _boundary(m, op):
-            placement.append({"index": op.index, "op": op.name, "on": "cpu", "reason": "float input/output conversion stays on the CPU"})
+            placement.append(
+                {
+                    "index": op.index,
+                    "op": op.name,
+                    "on": "cpu",
+                    "reason": "float input/output conversion stays on the CPU",
+                }
+            )
             continue
         if cut is not None:
-            placement.append({"index": op.index, "op": op.name, "on": "cpu", "reason": f"after the first unmapped op {cut} (the compiler makes one TPU partition)"})
+            placement.append(
+                {
+                    "index": op.index,
+                    "op": op.name,
+                    "on": "cpu",
+                    "reason": f"after the first unmapped op {cut} (the compiler makes one TPU partition)",
+                }
+            )
             continue
-        failed = [f"{_first_line(rule)} ({detail})" if detail else _first_line(rule) for rule in OP_RULES for ok, detail in [rule(m, op)] if not ok]
+        failed = [
+            f"{_first_line(rule)} ({detail})" if detail else _first_line(rule)
+            for rule in OP_RULES
+            for ok, detail in [rule(m, op)]
+            if not ok
+        ]
         if failed:
             cut = f"#{op.index} {op.name}"
             placement.append({"index": op.index, "op": op.name, "on": "cpu", "reason": "; ".join(failed)})
@@ -173,7 +213,13 @@ def check(m: TFLiteModel, spec: EdgeTpu) -> dict:
         "streamed_param_bytes": params - cached,
         "macs_on_tpu": tpu_macs,
         "macs_on_cpu": cpu_macs,
-        "estimate_ms": {"invoke_and_io": io_ms, "tpu": tpu_ms, "param_streaming": stream_ms, "cpu": cpu_ms, "total": io_ms + tpu_ms + stream_ms + cpu_ms},
+        "estimate_ms": {
+            "invoke_and_io": io_ms,
+            "tpu": tpu_ms,
+            "param_streaming": stream_ms,
+            "cpu": cpu_ms,
+            "total": io_ms + tpu_ms + stream_ms + cpu_ms,
+        },
         "placement": placement,
     }
 
@@ -192,19 +238,32 @@ class EdgeTpuCheck(Check):
         if ctx.target.edgetpu is None:
             raise CompatibilityError(f"target {ctx.target.name} runs the 'edgetpu' check but has no 'edgetpu:' section")
         tpu = check(ctx.model, ctx.target.edgetpu)
-        failures = [Failure(kind="compat", check=self.name, message=f"edgetpu: the compiler would refuse the model: {r}") for r in tpu["refusals"]]
-        latency = Latency(ms=tpu["estimate_ms"]["total"], kind="estimate",
-                          source="estimate: Coral Edge TPU rules (MACs at assumed utilization + I/O + streamed parameters + CPU ops)")
-        accelerator = Accelerator(name="Edge TPU", ops_on=tpu["ops_on_tpu"], ops_total=tpu["ops_on_tpu"] + tpu["ops_on_cpu"])
+        failures = [
+            Failure(kind="compat", check=self.name, message=f"edgetpu: the compiler would refuse the model: {r}")
+            for r in tpu["refusals"]
+        ]
+        latency = Latency(
+            ms=tpu["estimate_ms"]["total"],
+            kind="estimate",
+            source="estimate: Coral Edge TPU rules (MACs at assumed utilization + I/O + streamed parameters + CPU ops)",
+        )
+        accelerator = Accelerator(
+            name="Edge TPU", ops_on=tpu["ops_on_tpu"], ops_total=tpu["ops_on_tpu"] + tpu["ops_on_cpu"]
+        )
         return self.section(latency=latency, accelerator=accelerator, failures=failures, details=tpu)
 
 
 def docs() -> str:
     """``docs/edgetpu-ops.md``: the rules (their docstrings are the messages) and the op table."""
-    lines = ["# Edge TPU rules checked by toolchain", "",
-             f"Generated by `python -m toolchain.checks.edgetpu` from `toolchain/checks/edgetpu.py` and `edgetpu_ops.yaml` "
-             f"(table version {OPS_TABLE['version']}, source: {OPS_TABLE['source']}). Do not edit by hand.", "",
-             "## Model rules (the compiler refuses the whole model)", ""]
+    lines = [
+        "# Edge TPU rules checked by toolchain",
+        "",
+        f"Generated by `python -m toolchain.checks.edgetpu` from `toolchain/checks/edgetpu.py` and `edgetpu_ops.yaml` "
+        f"(table version {OPS_TABLE['version']}, source: {OPS_TABLE['source']}). Do not edit by hand.",
+        "",
+        "## Model rules (the compiler refuses the whole model)",
+        "",
+    ]
     lines += [f"- `{r.__name__}`: {r.__doc__.strip()}" for r in MODEL_RULES]
     lines += ["", "## Op rules (a failing op and every op after it run on the CPU)", ""]
     lines += [f"- `{r.__name__}`: {r.__doc__.strip()}" for r in OP_RULES]

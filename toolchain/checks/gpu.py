@@ -42,7 +42,16 @@ class GpuCheck(Check):
     def run(self, ctx: CheckContext) -> Section:
         gpu = compatibility(ctx.artifact)
         total = len(ctx.model.ops)
-        failures = [Failure(kind="compat", check=self.name, message=f"gpu: op #{i['index']} {i['op']} falls off the GPU delegate: {i['reason']}")
-                    for i in gpu["incompatible_ops"]]
-        return self.section(accelerator=Accelerator(name="GPU delegate", ops_on=total - len(gpu["incompatible_ops"]), ops_total=total),
-                            failures=failures, details=gpu)
+        failures = [
+            Failure(
+                kind="compat",
+                check=self.name,
+                message=f"gpu: op #{i['index']} {i['op']} falls off the GPU delegate: {i['reason']}",
+            )
+            for i in gpu["incompatible_ops"]
+        ]
+        return self.section(
+            accelerator=Accelerator(name="GPU delegate", ops_on=total - len(gpu["incompatible_ops"]), ops_total=total),
+            failures=failures,
+            details=gpu,
+        )

@@ -75,7 +75,12 @@ class LiteRT:
     def io(self) -> dict:
         def desc(d):
             scale, zero = d["quantization"]
-            return {"shape": [int(s) for s in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+            return {
+                "shape": [int(s) for s in d["shape_signature"]],
+                "dtype": np.dtype(d["dtype"]).name,
+                "scale": float(scale),
+                "zero_point": int(zero),
+            }
 
         return {"input": desc(self.input), "output": desc(self.output)}
 
@@ -99,5 +104,17 @@ class LiteRTCheck(Check):
         lite = LiteRT(ctx.artifact, threads=ctx.target.threads)
         ctx.outputs[self.name] = out = lite.predict(ctx.x_eval)
         lat = lite.latency_ms(ctx.x_eval[0])
-        latency = Latency(ms=lat["median"], kind="measured", source="measured: host LiteRT/XNNPACK", threads=ctx.target.threads, measured_at=today(), **lat)
-        return self.section(runtime="ai-edge-litert", metrics=compare(ctx.reference, out, ctx.y_eval), latency=latency, reload=Reload(runtime="litert"))
+        latency = Latency(
+            ms=lat["median"],
+            kind="measured",
+            source="measured: host LiteRT/XNNPACK",
+            threads=ctx.target.threads,
+            measured_at=today(),
+            **lat,
+        )
+        return self.section(
+            runtime="ai-edge-litert",
+            metrics=compare(ctx.reference, out, ctx.y_eval),
+            latency=latency,
+            reload=Reload(runtime="litert"),
+        )

@@ -45,7 +45,13 @@ class Outcome:
         return None
 
     def describe(self) -> str:
-        what = f"killed by {self.signal}" if self.signal else next((l[7:] for l in self.stdout.splitlines() if l.startswith("error: ")), f"exit {self.returncode}")
+        what = (
+            f"killed by {self.signal}"
+            if self.signal
+            else next(
+                (line[7:] for line in self.stdout.splitlines() if line.startswith("error: ")), f"exit {self.returncode}"
+            )
+        )
         node = re.search(r"Node (\w+) \(number (\d+)\)", self.stderr)
         where = f" at op {node.group(2)} ({node.group(1)})" if node else ""
         return f"{what} during {self.stage}{where}"
@@ -53,10 +59,15 @@ class Outcome:
 
 def _worker(*args: str, timeout: float = 600) -> Outcome:
     try:
-        proc = subprocess.run([sys.executable, "-m", "toolchain.checks.tflm_worker", *args], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "toolchain.checks.tflm_worker", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return Outcome(False, -9, "timeout", "", "")
-    stages = [l[7:] for l in proc.stdout.splitlines() if l.startswith("stage: ")]
+    stages = [line[7:] for line in proc.stdout.splitlines() if line.startswith("stage: ")]
     return Outcome(proc.returncode == 0, proc.returncode, stages[-1] if stages else "start", proc.stdout, proc.stderr)
 
 
@@ -124,7 +135,11 @@ def truncated(model: bytes, n_ops: int) -> bytes:
 
 def _culprit(model_path: Path, arena: int, failure: Outcome) -> str:
     """For a crash with no op named: bisect on truncated models for the first op that crashes."""
-    if re.search(r"Node \w+ \(number \d+\)", failure.stderr) or failure.stage.startswith("invoke") and failure.stage != "invoke 0":
+    if (
+        re.search(r"Node \w+ \(number \d+\)", failure.stderr)
+        or failure.stage.startswith("invoke")
+        and failure.stage != "invoke 0"
+    ):
         return ""
     model = Path(model_path).read_bytes()
     ops = TFLiteModel(model).ops
@@ -171,7 +186,9 @@ class TflmNumericsCheck(Check):
             outputs, host_ms = run(ctx.artifact_path, _generous_arena(ctx.artifact_path), ctx.x_eval[:n])
         except TflmCrash as exc:
             return self.section(runtime="tflite-micro", reload=Reload(runtime="tflite-micro"), failures=[crash(exc)])
-        return self.section(runtime="tflite-micro", reload=Reload(runtime="tflite-micro"), **self.numerics(ctx, outputs, n, host_ms))
+        return self.section(
+            runtime="tflite-micro", reload=Reload(runtime="tflite-micro"), **self.numerics(ctx, outputs, n, host_ms)
+        )
 
     def numerics(self, ctx: CheckContext, outputs: np.ndarray, n: int, host_ms: float) -> dict:
         ctx.outputs[self.name] = outputs
@@ -195,8 +212,12 @@ class TflmCheck(TflmNumericsCheck):
     provides = ("metrics", "latency", "memory", "reload", "firmware")
 
     def settings(self, target) -> dict:
-        return {"mcu": target.mcu.model_dump(mode="json") if target.mcu else None, "clock_mhz": target.clock_mhz,
-                "arena_kb": target.memory.arena_kb, "arena_margin": target.memory.arena_margin}
+        return {
+            "mcu": target.mcu.model_dump(mode="json") if target.mcu else None,
+            "clock_mhz": target.clock_mhz,
+            "arena_kb": target.memory.arena_kb,
+            "arena_margin": target.memory.arena_margin,
+        }
 
     def run(self, ctx: CheckContext) -> Section:
         t, m, path = ctx.target, ctx.model, ctx.artifact_path
@@ -204,12 +225,23 @@ class TflmCheck(TflmNumericsCheck):
         fixed = int(t.memory.arena_kb * 1024) if t.memory.arena_kb else None
         macs = m.total_macs()
         cycles = t.mcu.cycles_per_mac if t.mcu else None
-        latency = Latency(ms=macs * cycles / (t.clock_mhz * 1e6) * 1e3, kind="estimate",
-                          source=f"estimate: {macs:,} MACs x {cycles} cycles/MAC / {t.clock_mhz:g} MHz") if cycles and t.clock_mhz else None
+        latency = (
+            Latency(
+                ms=macs * cycles / (t.clock_mhz * 1e6) * 1e3,
+                kind="estimate",
+                source=f"estimate: {macs:,} MACs x {cycles} cycles/MAC / {t.clock_mhz:g} MHz",
+            )
+            if cycles and t.clock_mhz
+            else None
+        )
         size = path.stat().st_size
         memory = Memory(flash_bytes=size, details={"fixed_arena_bytes": fixed})
         common = {"runtime": "tflite-micro", "latency": latency, "reload": Reload(runtime="tflite-micro")}
-        log.info("tflite-micro: bisecting the minimum arena, then running %d eval samples%s", n, f" in the fixed {fixed}-byte arena" if fixed else "")
+        log.info(
+            "tflite-micro: bisecting the minimum arena, then running %d eval samples%s",
+            n,
+            f" in the fixed {fixed}-byte arena" if fixed else "",
+        )
         try:
             memory.details["arena_recorded_bytes"] = recorded_arena(path, _generous_arena(path))
             memory.arena_bytes, memory.details["arena_probes"] = min_arena(path, memory.details["arena_recorded_bytes"])

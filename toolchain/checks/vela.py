@@ -31,18 +31,29 @@ def compile(model_path: Path, spec: Vela, out_dir: Path) -> dict:
     """Compile ``model_path`` into ``out_dir``; returns the ``npu`` section of a result."""
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-c", VELA, str(model_path),
-        "--accelerator-config", spec.accelerator_config,
-        "--config", str(config_file()),
-        "--system-config", spec.system_config,
-        "--memory-mode", spec.memory_mode,
-        "--output-dir", str(out_dir),
+        sys.executable,
+        "-c",
+        VELA,
+        str(model_path),
+        "--accelerator-config",
+        spec.accelerator_config,
+        "--config",
+        str(config_file()),
+        "--system-config",
+        spec.system_config,
+        "--memory-mode",
+        spec.memory_mode,
+        "--output-dir",
+        str(out_dir),
         "--show-cpu-operations",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     (out_dir / "vela.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        last = next((l for l in reversed((proc.stdout + proc.stderr).splitlines()) if l.strip()), f"exit {proc.returncode}")
+        last = next(
+            (line for line in reversed((proc.stdout + proc.stderr).splitlines()) if line.strip()),
+            f"exit {proc.returncode}",
+        )
         if "Error" in last and ("config" in last.lower() or "option" in last.lower()):
             raise CompatibilityError(f"vela refused the target's configuration: {last.strip()}")
         raise RuntimeValidationError(f"vela failed on {model_path.name}: {last.strip()}")
@@ -52,7 +63,9 @@ def compile(model_path: Path, spec: Vela, out_dir: Path) -> dict:
     counts = {k.lower(): int(n) for k, n in re.findall(r"^(CPU|NPU) operators = (\d+)", proc.stdout, re.M)}
     fallbacks = [
         {"op": op, "tensor": ofm, "reason": reason.strip()}
-        for op, ofm, reason in re.findall(r"Warning \(supported operators\) operator: (\w+), ofm: '([^']*)'\s*\nReason: (.*)", proc.stdout)
+        for op, ofm, reason in re.findall(
+            r"Warning \(supported operators\) operator: (\w+), ofm: '([^']*)'\s*\nReason: (.*)", proc.stdout
+        )
     ]
     cpu_ops = re.findall(r"^\s+CPU: (\S+) = (.*?) \(outputs", proc.stdout, re.M)
     f = lambda k: float(row[k])  # noqa: E731
@@ -70,7 +83,8 @@ def compile(model_path: Path, spec: Vela, out_dir: Path) -> dict:
         "macs": int(f("nn_macs")),
         "npu_ops": counts.get("npu", 0),
         "cpu_ops": counts.get("cpu", 0),
-        "cpu_fallbacks": fallbacks or [{"op": op, "tensor": name, "reason": "placed on CPU by Vela"} for op, name in cpu_ops],
+        "cpu_fallbacks": fallbacks
+        or [{"op": op, "tensor": name, "reason": "placed on CPU by Vela"} for op, name in cpu_ops],
         "vela_model": f"{model_path.stem}_vela.tflite",
         "summary_csv": summary.name,
         "csv": row,
@@ -86,18 +100,29 @@ class VelaCheck(Check):
     provides = ("latency", "memory", "accelerator", "firmware")
 
     def settings(self, target) -> dict:
-        return {"vela": target.vela.model_dump(mode="json") if target.vela else None, "arena_margin": target.memory.arena_margin}
+        return {
+            "vela": target.vela.model_dump(mode="json") if target.vela else None,
+            "arena_margin": target.memory.arena_margin,
+        }
 
     def run(self, ctx: CheckContext) -> Section:
         if ctx.target.vela is None:
             raise CompatibilityError(f"target {ctx.target.name} runs the 'vela' check but has no 'vela:' section")
         npu = compile(ctx.artifact_path, ctx.target.vela, ctx.workdir)
         return self.section(
-            latency=Latency(ms=npu["inference_ms"], kind="estimate",
-                            source=f"estimate: Vela performance model ({npu['accelerator']}, {npu['system_config']}, {npu['memory_mode']})"),
+            latency=Latency(
+                ms=npu["inference_ms"],
+                kind="estimate",
+                source=f"estimate: Vela performance model ({npu['accelerator']}, {npu['system_config']}, "
+                f"{npu['memory_mode']})",
+            ),
             memory=Memory(ram_bytes=npu["sram_bytes"], flash_bytes=npu["flash_bytes"] + npu["dram_bytes"]),
-            accelerator=Accelerator(name=f"Ethos-U ({npu['accelerator']})", ops_on=npu["npu_ops"], ops_total=npu["npu_ops"] + npu["cpu_ops"]),
-            firmware=Firmware(model_file=npu["vela_model"], arena_bytes=with_margin(npu["sram_bytes"], ctx.target.memory.arena_margin)),
+            accelerator=Accelerator(
+                name=f"Ethos-U ({npu['accelerator']})", ops_on=npu["npu_ops"], ops_total=npu["npu_ops"] + npu["cpu_ops"]
+            ),
+            firmware=Firmware(
+                model_file=npu["vela_model"], arena_bytes=with_margin(npu["sram_bytes"], ctx.target.memory.arena_margin)
+            ),
             files=[npu["vela_model"], npu["summary_csv"], "vela.log"],
             details=npu,
         )

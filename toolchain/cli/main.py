@@ -42,11 +42,33 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 @cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-t", "--target", "targets", multiple=True, help="Build only this target (repeatable); default: the recipe's targets.")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), show_default=True, help="Build folder; artifacts go to OUT/<recipe>/<target>/.")
-@click.option("--json", "as_json", is_flag=True, help="Print the build record (schema toolchain.build/2, docs/build-record.schema.json) on stdout and nothing else.")
+@click.option(
+    "-t",
+    "--target",
+    "targets",
+    multiple=True,
+    help="Build only this target (repeatable); default: the recipe's targets.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("build"),
+    show_default=True,
+    help="Build folder; artifacts go to OUT/<recipe>/<target>/.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the build record (schema toolchain.build/2, docs/build-record.schema.json) on stdout and nothing else.",
+)
 @click.option("--no-cache", is_flag=True, help="Rebuild every stage even if its inputs are unchanged.")
-@click.option("--remeasure", is_flag=True, help="Run the target checks again (host latency is otherwise kept from the run that measured it).")
+@click.option(
+    "--remeasure",
+    is_flag=True,
+    help="Run the target checks again (host latency is otherwise kept from the run that measured it).",
+)
 def build(recipe: Path, targets: tuple[str, ...], out: Path, as_json: bool, no_cache: bool, remeasure: bool) -> None:
     """Build RECIPE for each target: data, model, training, conversion, the target's checks and gates.
 
@@ -131,8 +153,21 @@ def _build_dir(source: Path, out: Path) -> Path:
 @cli.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--version", "version", help="Release version in the file name; default: dev-<hash of the contents>.")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("dist"), show_default=True, help="Where the tarball goes.")
-@click.option("--build-out", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), show_default=True, help="Build folder when SOURCE is a recipe.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("dist"),
+    show_default=True,
+    help="Where the tarball goes.",
+)
+@click.option(
+    "--build-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("build"),
+    show_default=True,
+    help="Build folder when SOURCE is a recipe.",
+)
 @click.option("--allow-failed", is_flag=True, help="Package even if a gate failed (the manifest records which).")
 def package(source: Path, version: str | None, out: Path, build_out: Path, allow_failed: bool) -> None:
     """Bundle a build into OUT/<name>-<version>.tar.gz. SOURCE is a build folder, or a recipe: its existing
@@ -167,14 +202,37 @@ def verify(bundle: Path) -> None:
 
 @cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-t", "--target", "targets", multiple=True, help="Compare only these targets (repeatable); default: every target of the build.")
+@click.option(
+    "-t",
+    "--target",
+    "targets",
+    multiple=True,
+    help="Compare only these targets (repeatable); default: every target of the build.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "md", "html"]), default="table", show_default=True)
-@click.option("--build-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build"), show_default=True,
-              help="Where the recipe's build is (BUILD_DIR/<recipe>/build.json).")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the md/html report goes; default: BUILD_DIR/<recipe>/.")
-@click.option("--build", "do_build", is_flag=True, help="Build the recipe first when BUILD_DIR has no build of it (may train: minutes).")
-def compare(recipe: Path, targets: tuple[str, ...], fmt: str, build_dir: Path, out: Path | None, do_build: bool) -> None:
+@click.option(
+    "--build-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("build"),
+    show_default=True,
+    help="Where the recipe's build is (BUILD_DIR/<recipe>/build.json).",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the md/html report goes; default: BUILD_DIR/<recipe>/.",
+)
+@click.option(
+    "--build",
+    "do_build",
+    is_flag=True,
+    help="Build the recipe first when BUILD_DIR has no build of it (may train: minutes).",
+)
+def compare(
+    recipe: Path, targets: tuple[str, ...], fmt: str, build_dir: Path, out: Path | None, do_build: bool
+) -> None:
     """Compare RECIPE's model and plan across device profiles, side by side, from its build record.
 
     Reads BUILD_DIR/<recipe>/build.json and re-runs nothing; with no build there it says so and exits
@@ -190,8 +248,10 @@ def compare(recipe: Path, targets: tuple[str, ...], fmt: str, build_dir: Path, o
     record_path = build_dir / r.name / "build.json"
     if not record_path.exists():
         if not do_build:
-            raise MissingBuildError(f"no build of {r.name} in {build_dir} ({record_path} is missing); run 'toolchain build {recipe}' "
-                                    f"or pass --build (or --build-dir where it was built)")
+            raise MissingBuildError(
+                f"no build of {r.name} in {build_dir} ({record_path} is missing); run 'toolchain build {recipe}' "
+                f"or pass --build (or --build-dir where it was built)"
+            )
         from toolchain.pipeline import build as run_build
 
         run_build(r, list(targets) or None, build_dir)

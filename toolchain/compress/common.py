@@ -29,13 +29,22 @@ def strategy(spec: Strategy):
         cpus = t.config.list_physical_devices("CPU")
         if spec.cpu_devices:
             try:
-                t.config.set_logical_device_configuration(cpus[0], [t.config.LogicalDeviceConfiguration()] * spec.cpu_devices)
+                t.config.set_logical_device_configuration(
+                    cpus[0], [t.config.LogicalDeviceConfiguration()] * spec.cpu_devices
+                )
             except RuntimeError:
-                raise ConfigError("strategy.cpu_devices: TensorFlow is already initialized in this process; set it before the first build") from None
-        devices = [d.name for d in t.config.list_logical_devices("GPU")] or [d.name for d in t.config.list_logical_devices("CPU")]
+                raise ConfigError(
+                    "strategy.cpu_devices: TensorFlow is already initialized in this process; set it before "
+                    "the first build"
+                ) from None
+        devices = [d.name for d in t.config.list_logical_devices("GPU")] or [
+            d.name for d in t.config.list_logical_devices("CPU")
+        ]
         s = t.distribute.MirroredStrategy(devices=devices)
     else:
-        os.environ["TF_CONFIG"] = json.dumps({"cluster": spec.cluster, "task": {"type": "worker", "index": spec.task_index}})
+        os.environ["TF_CONFIG"] = json.dumps(
+            {"cluster": spec.cluster, "task": {"type": "worker", "index": spec.task_index}}
+        )
         s = t.distribute.MultiWorkerMirroredStrategy()
     log.info("strategy: %s over %d replica(s)", type(s).__name__, s.num_replicas_in_sync)
     _strategies[key] = s
@@ -59,7 +68,14 @@ def distillation_loss(classes: int, temperature: float, alpha: float):
         q = t.clip_by_value(q, 1e-7, 1.0)
         hard = -t.reduce_sum(labels * t.math.log(q), axis=-1)
         soft_student = t.nn.softmax(t.math.log(q) / temperature, axis=-1)
-        kl = t.reduce_sum(soft_teacher * (t.math.log(t.clip_by_value(soft_teacher, 1e-7, 1.0)) - t.math.log(t.clip_by_value(soft_student, 1e-7, 1.0))), axis=-1)
+        kl = t.reduce_sum(
+            soft_teacher
+            * (
+                t.math.log(t.clip_by_value(soft_teacher, 1e-7, 1.0))
+                - t.math.log(t.clip_by_value(soft_student, 1e-7, 1.0))
+            ),
+            axis=-1,
+        )
         return alpha * temperature**2 * kl + (1 - alpha) * hard
 
     return loss
@@ -72,7 +88,16 @@ def soft_targets(teacher_probs: np.ndarray, temperature: float) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def finetune(model, spec: FineTune, x: np.ndarray, y: np.ndarray, teacher_train: np.ndarray | None, scope, name: str, callbacks=()) -> dict:
+def finetune(
+    model,
+    spec: FineTune,
+    x: np.ndarray,
+    y: np.ndarray,
+    teacher_train: np.ndarray | None,
+    scope,
+    name: str,
+    callbacks=(),
+) -> dict:
     """Compile (in the strategy scope) and fit; with ``spec.distill`` against the teacher's outputs too."""
     k = keras()
     k.utils.set_random_seed(spec.seed)
@@ -81,14 +106,20 @@ def finetune(model, spec: FineTune, x: np.ndarray, y: np.ndarray, teacher_train:
     schedule = spec.lr_schedule or ("constant" if getattr(spec, "method", None) in ("magnitude", "2:4") else "cosine")
     lr = spec.learning_rate
     if schedule == "cosine":
-        lr = k.optimizers.schedules.CosineDecay(spec.learning_rate, max(1, spec.epochs * int(np.ceil(len(x) / spec.batch_size))))
+        lr = k.optimizers.schedules.CosineDecay(
+            spec.learning_rate, max(1, spec.epochs * int(np.ceil(len(x) / spec.batch_size)))
+        )
     with scope.scope():
         if spec.distill:
             d = spec.distill
             if teacher_train is None:
                 raise CompressionError(f"{name}: distillation needs the float teacher's outputs")
-            target = np.concatenate([np.eye(classes, dtype=np.float32)[y], soft_targets(teacher_train, d.temperature)], axis=1)
-            acc = k.metrics.MeanMetricWrapper(lambda yt, q: k.metrics.categorical_accuracy(yt[:, :classes], q), name="accuracy")
+            target = np.concatenate(
+                [np.eye(classes, dtype=np.float32)[y], soft_targets(teacher_train, d.temperature)], axis=1
+            )
+            acc = k.metrics.MeanMetricWrapper(
+                lambda yt, q: k.metrics.categorical_accuracy(yt[:, :classes], q), name="accuracy"
+            )
             model.compile(k.optimizers.Adam(lr), distillation_loss(classes, d.temperature, d.alpha), [acc])
         else:
             target = y
@@ -97,11 +128,26 @@ def finetune(model, spec: FineTune, x: np.ndarray, y: np.ndarray, teacher_train:
     class Progress(k.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            log.info("%s: fine-tune epoch %d/%d loss %.4f acc %.3f", name, epoch + 1, spec.epochs, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")))
+            log.info(
+                "%s: fine-tune epoch %d/%d loss %.4f acc %.3f",
+                name,
+                epoch + 1,
+                spec.epochs,
+                logs.get("loss", float("nan")),
+                logs.get("accuracy", float("nan")),
+            )
 
     if spec.epochs == 0:
         return {}
-    hist = model.fit(x, target, batch_size=spec.batch_size, epochs=spec.epochs, verbose=0, shuffle=True, callbacks=[*callbacks, Progress()])
+    hist = model.fit(
+        x,
+        target,
+        batch_size=spec.batch_size,
+        epochs=spec.epochs,
+        verbose=0,
+        shuffle=True,
+        callbacks=[*callbacks, Progress()],
+    )
     return {key: [float(v) for v in vals] for key, vals in hist.history.items()}
 
 
@@ -109,19 +155,19 @@ def reestimate_batchnorm(model, x: np.ndarray, batch_size: int = 64) -> int:
     """Recompute every BatchNorm's moving statistics as the average over ``x`` (forward passes in training
     mode, weights unchanged), so a pruned model is not evaluated on stale statistics. Returns batches used."""
     k = keras()
-    layers = [l for l in model.submodules if isinstance(l, k.layers.BatchNormalization)]
+    layers = [layer for layer in model.submodules if isinstance(layer, k.layers.BatchNormalization)]
     if not layers:
         return 0
-    saved = [l.momentum for l in layers]
+    saved = [layer.momentum for layer in layers]
     batches = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
     try:
         for i, xb in enumerate(batches):
-            for l in layers:
-                l.momentum = i / (i + 1)  # cumulative average: moving = mean of the batch statistics so far
+            for layer in layers:
+                layer.momentum = i / (i + 1)  # cumulative average: moving = mean of the batch statistics so far
             model(xb, training=True)
     finally:
-        for l, m in zip(layers, saved):
-            l.momentum = m
+        for layer, m in zip(layers, saved, strict=True):
+            layer.momentum = m
     return len(batches)
 
 

@@ -31,12 +31,24 @@ def _channelwise(layer) -> bool:
     L = keras().layers
     if isinstance(layer, L.DepthwiseConv2D):
         return layer.depth_multiplier == 1
-    return isinstance(layer, (L.BatchNormalization, L.Activation, L.ReLU, L.ZeroPadding2D, L.MaxPooling2D, L.AveragePooling2D,
-                              L.GlobalAveragePooling2D, L.GlobalMaxPooling2D, L.Dropout))
+    return isinstance(
+        layer,
+        (
+            L.BatchNormalization,
+            L.Activation,
+            L.ReLU,
+            L.ZeroPadding2D,
+            L.MaxPooling2D,
+            L.AveragePooling2D,
+            L.GlobalAveragePooling2D,
+            L.GlobalMaxPooling2D,
+            L.Dropout,
+        ),
+    )
 
 
 def _consumers(model, layer) -> list:
-    names = {l.name for l in model.layers}
+    names = {layer.name for layer in model.layers}
     return [node.outbound_layer for node in layer._outbound_nodes if node.outbound_layer.name in names]
 
 
@@ -65,7 +77,11 @@ def channel_groups(model) -> list[Group]:
                     frontier.append(c)
                 elif type(c) in (L.Conv2D, L.Dense) and (not isinstance(c, L.Conv2D) or c.groups == 1):
                     group.consumers.append(c.name)
-                elif isinstance(c, L.Flatten) and len(c.input.shape) == 4 and [type(d) for d in _consumers(model, c)] == [L.Dense]:
+                elif (
+                    isinstance(c, L.Flatten)
+                    and len(c.input.shape) == 4
+                    and [type(d) for d in _consumers(model, c)] == [L.Dense]
+                ):
                     dense = _consumers(model, c)[0]
                     group.passthrough.append(c.name)
                     group.consumers.append(dense.name)
@@ -114,10 +130,12 @@ def prune_filters(model, ratio: float, multiple: int = 1, keep: dict[str, np.nda
 
     ``keep`` may fix the kept channels per producer instead (tests use it). Returns (model, groups, keep).
     """
-    k = keras()
     groups = channel_groups(model)
     if not groups:
-        raise CompressionError("prune l1_filter: no convolution's output channels can be removed without touching a residual, concatenation or output")
+        raise CompressionError(
+            "prune l1_filter: no convolution's output channels can be removed without touching a residual, "
+            "concatenation or output"
+        )
     keep = dict(keep or {})
     for g in groups:
         keep.setdefault(g.producer, keep_indices(model.get_layer(g.producer).get_weights()[0], ratio, multiple))

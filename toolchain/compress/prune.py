@@ -25,18 +25,32 @@ def run(model, step: PruneStep, data, teacher_train, scope) -> tuple[object, dic
     elif step.schedule == "constant":
         schedule = sp.ConstantSparsity(step.target_sparsity, begin_step=0, frequency=frequency)
     else:  # reach the target by 3/4 of the fine-tuning, then train at that sparsity
-        schedule = sp.PolynomialDecay(0.0, step.target_sparsity, begin_step=0, end_step=max(1, int(total * 0.75)), frequency=frequency)
+        schedule = sp.PolynomialDecay(
+            0.0, step.target_sparsity, begin_step=0, end_step=max(1, int(total * 0.75)), frequency=frequency
+        )
     with scope.scope():
         try:
             pruned = sp.prune_low_magnitude(clone(model), pruning_schedule=schedule, **kwargs)
         except ValueError as exc:
             raise CompressionError(f"prune {step.method}: {str(exc).splitlines()[0]}") from None
-    # tfmot wraps every layer but prunes only those with prunable weights (not depthwise kernels: its registry lists none)
-    wrapped = [layer.layer.name for layer in pruned.submodules if type(layer).__name__ == "PruneLowMagnitude" and layer.prunable_weights]
-    history = finetune(pruned, step, data.x_train, data.y_train, teacher_train, scope, f"prune {step.method}", [sp.UpdatePruningStep()])
+    # tfmot wraps every layer but prunes only those with prunable weights
+    # (not depthwise kernels: its registry lists none)
+    wrapped = [
+        layer.layer.name
+        for layer in pruned.submodules
+        if type(layer).__name__ == "PruneLowMagnitude" and layer.prunable_weights
+    ]
+    history = finetune(
+        pruned, step, data.x_train, data.y_train, teacher_train, scope, f"prune {step.method}", [sp.UpdatePruningStep()]
+    )
     stripped = sp.strip_pruning(pruned)
     reestimate_batchnorm(stripped, data.x_train)
-    report = {"sparsity": sparsity(stripped), "pruned_layers": len(wrapped), "pruned_layers_sparsity": sparsity(stripped, wrapped)["overall"], "history": history}
+    report = {
+        "sparsity": sparsity(stripped),
+        "pruned_layers": len(wrapped),
+        "pruned_layers_sparsity": sparsity(stripped, wrapped)["overall"],
+        "history": history,
+    }
     if step.method == "2:4":
         report["two_of_four"] = two_of_four_share(stripped)
     return stripped, report
@@ -44,9 +58,9 @@ def run(model, step: PruneStep, data, teacher_train, scope) -> tuple[object, dic
 
 def two_of_four_share(model) -> float:
     """Share of pruned groups of 4 consecutive input weights that hold at most 2 non-zeros."""
-    from toolchain.compress.common import kernels
-
     import numpy as np
+
+    from toolchain.compress.common import kernels
 
     ok = total = 0
     for w in kernels(model).values():

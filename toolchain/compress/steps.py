@@ -21,7 +21,14 @@ def run(model, recipe: Recipe, data, teacher) -> tuple[object, list[dict]]:
     reports = []
     for i, step in enumerate(recipe.compress):
         name = step.step if step.step == "qat" else f"prune {step.method}"
-        log.info("compress %d/%d: %s (%d fine-tune epochs%s)", i + 1, len(recipe.compress), name, step.epochs, ", distilled" if step.distill else "")
+        log.info(
+            "compress %d/%d: %s (%d fine-tune epochs%s)",
+            i + 1,
+            len(recipe.compress),
+            name,
+            step.epochs,
+            ", distilled" if step.distill else "",
+        )
         t0 = time.perf_counter()
         before = top1(model, data.x_eval, data.y_eval)
         if step.step == "qat":
@@ -31,10 +38,25 @@ def run(model, recipe: Recipe, data, teacher) -> tuple[object, list[dict]]:
         else:
             model, report = prune.run(model, step, data, teacher_train, scope)
         after = top1(model, data.x_eval, data.y_eval)
-        report = {"step": step.step, **step.model_dump(mode="json", exclude={"step"}), "top1_before": before, "top1_after": after,
-                  **macs_and_params(model), "seconds": round(time.perf_counter() - t0, 2), **report}
+        report = {
+            "step": step.step,
+            **step.model_dump(mode="json", exclude={"step"}),
+            "top1_before": before,
+            "top1_after": after,
+            **macs_and_params(model),
+            "seconds": round(time.perf_counter() - t0, 2),
+            **report,
+        }
         if "sparsity" not in report:
             report["sparsity"] = sparsity(model)
-        log.info("compress %s: top-1 %.4f -> %.4f, %s MACs, %s parameters, sparsity %.1f%%", name, before, after, f"{report['macs']:,}", f"{report['params']:,}", 100 * report["sparsity"]["overall"])
+        log.info(
+            "compress %s: top-1 %.4f -> %.4f, %s MACs, %s parameters, sparsity %.1f%%",
+            name,
+            before,
+            after,
+            f"{report['macs']:,}",
+            f"{report['params']:,}",
+            100 * report["sparsity"]["overall"],
+        )
         reports.append(report)
     return model, reports

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 def set_batchnorm_momentum(model, momentum: float) -> int:
     """Set the momentum of every BatchNormalization layer; returns how many were changed."""
     k = keras()
-    layers = [l for l in model.submodules if isinstance(l, k.layers.BatchNormalization)]
+    layers = [layer for layer in model.submodules if isinstance(layer, k.layers.BatchNormalization)]
     for layer in layers:
         layer.momentum = momentum
     return len(layers)
@@ -36,7 +36,9 @@ def fit(model, x: np.ndarray, y: np.ndarray, spec: TrainSpec, x_val=None, y_val=
         classes = model.output_shape[-1]
         y = np.eye(classes, dtype=np.float32)[y]
         y_val = np.eye(classes, dtype=np.float32)[y_val] if y_val is not None else None
-        model.compile(k.optimizers.Adam(lr), k.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing), ["accuracy"])
+        model.compile(
+            k.optimizers.Adam(lr), k.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing), ["accuracy"]
+        )
     else:
         model.compile(k.optimizers.Adam(lr), "sparse_categorical_crossentropy", ["accuracy"])
 
@@ -44,8 +46,24 @@ def fit(model, x: np.ndarray, y: np.ndarray, spec: TrainSpec, x_val=None, y_val=
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             val = f", eval acc {logs['val_accuracy']:.3f}" if "val_accuracy" in logs else ""
-            log.info("train: epoch %d/%d loss %.4f acc %.3f%s", epoch + 1, spec.epochs, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")), val)
+            log.info(
+                "train: epoch %d/%d loss %.4f acc %.3f%s",
+                epoch + 1,
+                spec.epochs,
+                logs.get("loss", float("nan")),
+                logs.get("accuracy", float("nan")),
+                val,
+            )
 
     val = (x_val, y_val) if x_val is not None else None
-    hist = model.fit(x, y, batch_size=spec.batch_size, epochs=spec.epochs, validation_data=val, verbose=0, shuffle=True, callbacks=[Progress()])
+    hist = model.fit(
+        x,
+        y,
+        batch_size=spec.batch_size,
+        epochs=spec.epochs,
+        validation_data=val,
+        verbose=0,
+        shuffle=True,
+        callbacks=[Progress()],
+    )
     return {k_: [float(v) for v in vals] for k_, vals in hist.history.items()}

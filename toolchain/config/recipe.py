@@ -88,7 +88,9 @@ class TrainSpec(Strict):
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     lr_schedule: Literal["cosine", "constant"] = "cosine"
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="softer targets: less over-confident logits quantize better")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="softer targets: less over-confident logits quantize better"
+    )
     seed: int = 0
     # Keras applications default to 0.999, which leaves moving statistics untrained after a short
     # fit (the model then predicts at chance in inference mode). None keeps the model's own value.
@@ -107,7 +109,10 @@ class FineTune(Strict):
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(2e-4, gt=0)
     lr_schedule: Literal["cosine", "constant"] | None = Field(
-        None, description="default: constant for magnitude/2:4 pruning (late masks need a learning rate to recover), cosine otherwise")
+        None,
+        description="default: constant for magnitude/2:4 pruning (late masks need a learning rate to recover), "
+        "cosine otherwise",
+    )
     seed: int = 0
     distill: Distill | None = None
 
@@ -123,7 +128,9 @@ class PruneStep(FineTune):
 
     step: Literal["prune"]
     method: Literal["magnitude", "2:4", "l1_filter"]
-    target_sparsity: float = Field(0.5, gt=0, lt=1, description="magnitude: share of zero weights; l1_filter: share of filters removed")
+    target_sparsity: float = Field(
+        0.5, gt=0, lt=1, description="magnitude: share of zero weights; l1_filter: share of filters removed"
+    )
     schedule: Literal["constant", "polynomial"] = "polynomial"
     channel_multiple: int = Field(1, ge=1, description="l1_filter: keep a multiple of this many channels")
 
@@ -182,7 +189,9 @@ class Recipe(Strict):
     def _one_qat_last(self):
         qat = [i for i, s in enumerate(self.compress) if s.step == "qat"]
         if len(qat) > 1 or (qat and qat[0] != len(self.compress) - 1):
-            raise ValueError("compress: 'qat' can appear once, as the last step (fake-quant nodes must see the final weights)")
+            raise ValueError(
+                "compress: 'qat' can appear once, as the last step (fake-quant nodes must see the final weights)"
+            )
         return self
 
     def line_of(self, *path: str | int) -> str:

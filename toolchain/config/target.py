@@ -28,7 +28,9 @@ class Memory(Strict):
     ram_kb: float | None = Field(None, gt=0, description="RAM for the tensor arena and I/O")
     flash_kb: float | None = Field(None, gt=0, description="flash/storage for the model")
     arena_margin: float = Field(0.1, ge=0, description="safety margin added to the measured minimum arena")
-    arena_kb: float | None = Field(None, gt=0, description="a fixed arena the firmware reserves: validate with it instead of the measured one")
+    arena_kb: float | None = Field(
+        None, gt=0, description="a fixed arena the firmware reserves: validate with it instead of the measured one"
+    )
 
 
 class Mcu(Strict):
@@ -52,7 +54,12 @@ class EdgeTpu(Strict):
 
 
 #: What the ``runtime`` field of early profiles meant, as check lists.
-LEGACY_RUNTIMES = {"litert": ["litert"], "tflm": ["litert", "tflm"], "vela": ["litert", "tflm-numerics", "vela"], "edgetpu": ["litert", "edgetpu"]}
+LEGACY_RUNTIMES = {
+    "litert": ["litert"],
+    "tflm": ["litert", "tflm"],
+    "vela": ["litert", "tflm-numerics", "vela"],
+    "edgetpu": ["litert", "edgetpu"],
+}
 
 
 class Target(Strict):
@@ -60,8 +67,11 @@ class Target(Strict):
     name: str
     kind: Literal["phone", "mcu", "npu", "tpu"]
     description: str
-    checks: list[str] = Field(min_length=1, description="the checks run on the artifact, in order (see toolchain.checks); "
-                              "a headline value (metrics, latency, memory ...) comes from the last check that provides it")
+    checks: list[str] = Field(
+        min_length=1,
+        description="the checks run on the artifact, in order (see toolchain.checks); "
+        "a headline value (metrics, latency, memory ...) comes from the last check that provides it",
+    )
     batch: int | None = Field(None, description="fixed batch size; null keeps the batch axis dynamic")
     numerics: Numerics
     memory: Memory = Memory()

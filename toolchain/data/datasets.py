@@ -43,7 +43,7 @@ class Dataset:
         np.savez(path, labels=np.array(self.labels), **arrays)
 
     @classmethod
-    def load(cls, path: Path) -> "Dataset":
+    def load(cls, path: Path) -> Dataset:
         with np.load(path) as z:
             return cls(**{k: z[k] for k in z.files if k != "labels"}, labels=tuple(str(s) for s in z["labels"]))
 
@@ -73,9 +73,7 @@ def load_dataset(spec: DataSpec, input_shape: tuple[int, int, int], classes: int
     else:
         x, y, labels = _load_folder(spec.folder)
     if len(labels) > classes or (y.size and int(y.max()) >= classes):
-        raise DataShapeError(
-            f"data has {max(len(labels), int(y.max()) + 1)} classes but the model outputs {classes}"
-        )
+        raise DataShapeError(f"data has {max(len(labels), int(y.max()) + 1)} classes but the model outputs {classes}")
     x = _fit_to_input(x, input_shape)
     x = ((x - spec.normalization.mean) / spec.normalization.std).astype(np.float32)
     return _split(x, y, labels, spec)
@@ -154,7 +152,13 @@ def _fit_to_input(x: np.ndarray, input_shape: tuple[int, int, int]) -> np.ndarra
     if x.shape[1:3] != (h, w):
         x = np.stack(
             [
-                np.stack([np.asarray(Image.fromarray(img[..., ch]).resize((w, h), Image.BILINEAR)) for ch in range(img.shape[-1])], -1)
+                np.stack(
+                    [
+                        np.asarray(Image.fromarray(img[..., ch]).resize((w, h), Image.BILINEAR))
+                        for ch in range(img.shape[-1])
+                    ],
+                    -1,
+                )
                 for img in x
             ]
         )

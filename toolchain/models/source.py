@@ -47,7 +47,9 @@ def load_model_file(path: Path, spec: ModelSpec):
     if spec.input_shape is not None and shape != tuple(spec.input_shape):
         raise DataShapeError(f"model.input_shape: recipe says {tuple(spec.input_shape)} but {path.name} takes {shape}")
     if model.output_shape[-1] != spec.classes:
-        raise DataShapeError(f"model.classes: recipe says {spec.classes} but {path.name} outputs {model.output_shape[-1]}")
+        raise DataShapeError(
+            f"model.classes: recipe says {spec.classes} but {path.name} outputs {model.output_shape[-1]}"
+        )
     return model
 
 

@@ -32,7 +32,10 @@ def collect(build_dir: Path, allow_failed: bool = False) -> tuple[dict, dict[str
     record = load_record(build_dir)
     failed = [f"{r.target}: {f.message}" for r in record.results for f in r.failures]
     if failed and not allow_failed:
-        raise PackagingError(f"refusing to package a build whose gates failed ({'; '.join(failed)}); pass --allow-failed to package it anyway")
+        raise PackagingError(
+            f"refusing to package a build whose gates failed ({'; '.join(failed)}); pass --allow-failed to "
+            "package it anyway"
+        )
     files: dict[str, bytes] = {}
     recipe = Path(record.recipe_file) if record.recipe_file else None
     if recipe and recipe.exists():
@@ -50,11 +53,18 @@ def collect(build_dir: Path, allow_failed: bool = False) -> tuple[dict, dict[str
             files[f"{r.target}/{p.name}"] = p.read_bytes()
         files[f"{r.target}/labels.txt"] = labels
         reload = r.reload or Reload(runtime="litert")  # how verify proves the artifact loads: the target's runtime
-        targets.append({
-            "target": r.target, "kind": r.kind, "mode": r.mode, "io_type": r.io_type,
-            "artifact": f"{r.target}/{Path(r.artifact).name}",
-            "passed": r.passed, "failures": [f.message for f in r.failures], "check": reload.model_dump(),
-        })
+        targets.append(
+            {
+                "target": r.target,
+                "kind": r.kind,
+                "mode": r.mode,
+                "io_type": r.io_type,
+                "artifact": f"{r.target}/{Path(r.artifact).name}",
+                "passed": r.passed,
+                "failures": [f.message for f in r.failures],
+                "check": reload.model_dump(),
+            }
+        )
     manifest = {
         "schema": BUNDLE_SCHEMA,
         "name": record.recipe,

@@ -62,8 +62,10 @@ def pareto(rows: list[dict]) -> list[str]:
     for a in ranked:
         oa = objectives(a)
         dominated = any(
-            all(b_ <= a_ for a_, b_ in zip(oa, objectives(b))) and any(b_ < a_ for a_, b_ in zip(oa, objectives(b)))
-            for b in ranked if b is not a
+            all(b_ <= a_ for a_, b_ in zip(oa, objectives(b), strict=True))
+            and any(b_ < a_ for a_, b_ in zip(oa, objectives(b), strict=True))
+            for b in ranked
+            if b is not a
         )
         if not dominated:
             front.append(a["target"])
@@ -75,7 +77,10 @@ def compare(record: BuildRecord, targets: list[str] | None = None) -> dict:
     if targets:
         missing = [t for t in targets if t not in {r.target for r in record.results}]
         if missing:
-            raise MissingBuildError(f"the build of {record.recipe} has no target {missing[0]!r} (built: {', '.join(r.target for r in record.results)})")
+            raise MissingBuildError(
+                f"the build of {record.recipe} has no target {missing[0]!r} (built: "
+                f"{', '.join(r.target for r in record.results)})"
+            )
     rows = [row(r) for r in record.results if not targets or r.target in targets]
     best = {}
     for key, _, better in COLUMNS:
@@ -120,7 +125,10 @@ def print_table(table: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{table['recipe']}: {table['eval_samples']} eval samples   (* best in column, P = Pareto front: accuracy vs latency vs memory)")
+    t = Table(
+        title=f"{table['recipe']}: {table['eval_samples']} eval samples   "
+        "(* best in column, P = Pareto front: accuracy vs latency vs memory)"
+    )
     t.add_column("P")
     for c in table["columns"]:
         t.add_column(c["heading"], justify="left" if c["better"] is None else "right")
@@ -132,10 +140,17 @@ def print_table(table: dict) -> None:
 
 def markdown(table: dict) -> str:
     heads = ["Pareto"] + [c["heading"] for c in table["columns"]]
-    lines = [f"# {table['recipe']}: targets compared", "", f"{table['eval_samples']} eval samples. `*` best in column; Pareto: accuracy vs latency vs memory.", ""]
+    lines = [
+        f"# {table['recipe']}: targets compared",
+        "",
+        f"{table['eval_samples']} eval samples. `*` best in column; Pareto: accuracy vs latency vs memory.",
+        "",
+    ]
     lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for x in table["rows"]:
-        cells = ["yes" if x["target"] in table["pareto"] else ""] + [cell(table, x, c["key"]).replace("|", "\\|") for c in table["columns"]]
+        cells = ["yes" if x["target"] in table["pareto"] else ""] + [
+            cell(table, x, c["key"]).replace("|", "\\|") for c in table["columns"]
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Latency sources:", ""] + [f"- {x['target']}: {x['latency_source']}" for x in table["rows"]]
     return "\n".join(lines) + "\n"

@@ -28,8 +28,16 @@ def _plots(table: dict) -> list[tuple[str, str]]:
         if x["top1"] is None or x["latency_ms"] is None:
             continue
         marker = "o" if x["latency_measured"] else "^"
-        ax.scatter(x["latency_ms"], x["top1"] * 100, marker=marker, s=60, edgecolors="black" if x["target"] in table["pareto"] else "none")
-        ax.annotate(x["target"], (x["latency_ms"], x["top1"] * 100), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.scatter(
+            x["latency_ms"],
+            x["top1"] * 100,
+            marker=marker,
+            s=60,
+            edgecolors="black" if x["target"] in table["pareto"] else "none",
+        )
+        ax.annotate(
+            x["target"], (x["latency_ms"], x["top1"] * 100), textcoords="offset points", xytext=(5, 4), fontsize=8
+        )
     ax.set_xscale("log")
     ax.set_xlabel("latency per inference, ms (o measured on host, ^ estimate)")
     ax.set_ylabel("top-1 %")
@@ -39,14 +47,18 @@ def _plots(table: dict) -> list[tuple[str, str]]:
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, (used, budget, title) in zip(axes, (("ram_bytes", "ram_budget_bytes", "RAM"), ("flash_bytes", "flash_budget_bytes", "flash"))):
+    for ax, (used, budget, title) in zip(
+        axes, (("ram_bytes", "ram_budget_bytes", "RAM"), ("flash_bytes", "flash_budget_bytes", "flash")), strict=True
+    ):
         names = [x["target"] for x in rows]
         share = [(x[used] / x[budget] * 100) if x[used] is not None and x[budget] else 0 for x in rows]
         colors = ["tab:red" if s > 100 else "tab:green" for s in share]
         ax.barh(names, share, color=colors)
         ax.axvline(100, color="black", linestyle="--", linewidth=1)
         for i, x in enumerate(rows):
-            label = f"{x[used] / 1024:,.0f} / {x[budget] / 1024:,.0f} KB" if x[used] is not None and x[budget] else "n/a"
+            label = (
+                f"{x[used] / 1024:,.0f} / {x[budget] / 1024:,.0f} KB" if x[used] is not None and x[budget] else "n/a"
+            )
             ax.text(max(share[i], 0) + 2, i, label, va="center", fontsize=7)
         ax.set_xlabel(f"{title} used, % of the target's budget")
         ax.set_title(f"{title} vs budget")
@@ -74,21 +86,25 @@ def render(table: dict) -> str:
                 classes.append("best")
             if c["key"] in ("fits", "passed") and not x[c["key"]]:
                 classes.append("fail")
-            cells.append(f"<td class=\"{' '.join(classes)}\">{escape(cell(table, x, c['key']).removesuffix(' *'))}</td>")
+            cells.append(f'<td class="{" ".join(classes)}">{escape(cell(table, x, c["key"]).removesuffix(" *"))}</td>')
         cls = "pareto" if x["target"] in table["pareto"] else ""
-        body.append(f"<tr class=\"{cls}\">{''.join(cells)}</tr>")
+        body.append(f'<tr class="{cls}">{"".join(cells)}</tr>')
     failures = "".join(f"<li>{escape(x['target'])}: {escape(f)}</li>" for x in table["rows"] for f in x["failures"])
     sources = "".join(f"<li>{escape(x['target'])}: {escape(x['latency_source'])}</li>" for x in table["rows"])
-    plots = "".join(f"<h2>{escape(title)}</h2><img alt=\"{escape(title)}\" src=\"data:image/png;base64,{data}\">" for title, data in _plots(table))
+    plots = "".join(
+        f'<h2>{escape(title)}</h2><img alt="{escape(title)}" src="data:image/png;base64,{data}">'
+        for title, data in _plots(table)
+    )
     recipe = escape(table["recipe"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{recipe}: targets compared</title><style>{CSS}</style></head>
 <body><h1>{recipe}: targets compared</h1>
-<p><small>{table['eval_samples']} eval samples. Bold: best in column. Green left edge: Pareto front (accuracy vs latency vs memory).
-Pareto front: {escape(', '.join(table['pareto']))}.</small></p>
-<table id="comparison"><thead><tr>{heads}</tr></thead><tbody>{''.join(body)}</tbody></table>
+<p><small>{table["eval_samples"]} eval samples. Bold: best in column.
+Green left edge: Pareto front (accuracy vs latency vs memory).
+Pareto front: {escape(", ".join(table["pareto"]))}.</small></p>
+<table id="comparison"><thead><tr>{heads}</tr></thead><tbody>{"".join(body)}</tbody></table>
 <h3>Latency sources</h3><ul>{sources}</ul>
-{f'<h3 class="fail">Failures</h3><ul>{failures}</ul>' if failures else ''}
+{f'<h3 class="fail">Failures</h3><ul>{failures}</ul>' if failures else ""}
 {plots}
 </body></html>
 """

@@ -10,11 +10,23 @@ def _quant(t: Tensor) -> dict | None:
         return None
     if len(t.scales) == 1:
         return {"scale": t.scales[0], "zero_point": t.zero_points[0] if t.zero_points else 0}
-    return {"per_channel_axis": t.quantized_dimension, "channels": len(t.scales), "scale_min": min(t.scales), "scale_max": max(t.scales)}
+    return {
+        "per_channel_axis": t.quantized_dimension,
+        "channels": len(t.scales),
+        "scale_min": min(t.scales),
+        "scale_max": max(t.scales),
+    }
 
 
 def _tensor(t: Tensor) -> dict:
-    return {"index": t.index, "name": t.name, "dtype": t.dtype, "shape": t.shape_signature, "quantization": _quant(t), "constant_bytes": t.const_bytes}
+    return {
+        "index": t.index,
+        "name": t.name,
+        "dtype": t.dtype,
+        "shape": t.shape_signature,
+        "quantization": _quant(t),
+        "constant_bytes": t.const_bytes,
+    }
 
 
 def inspect_model(m: TFLiteModel) -> dict:
@@ -49,7 +61,9 @@ def _fmt_quant(q: dict | None) -> str:
         return "-"
     if "scale" in q:
         return f"scale {q['scale']:.6g}, zp {q['zero_point']}"
-    return f"per-channel axis {q['per_channel_axis']} ({q['channels']} scales {q['scale_min']:.3g}..{q['scale_max']:.3g})"
+    return (
+        f"per-channel axis {q['per_channel_axis']} ({q['channels']} scales {q['scale_min']:.3g}..{q['scale_max']:.3g})"
+    )
 
 
 def print_inspection(info: dict) -> None:
@@ -57,7 +71,10 @@ def print_inspection(info: dict) -> None:
     from rich.table import Table
 
     console = Console() if Console().is_terminal else Console(width=160)
-    console.print(f"[bold]{info['file']}[/bold]: {info['size_bytes']:,} bytes, {info['subgraphs']} subgraph(s), {sum(info['ops'].values())} ops, {info['macs']:,} MACs")
+    console.print(
+        f"[bold]{info['file']}[/bold]: {info['size_bytes']:,} bytes, {info['subgraphs']} subgraph(s), "
+        f"{sum(info['ops'].values())} ops, {info['macs']:,} MACs"
+    )
     for kind in ("inputs", "outputs"):
         for t in info[kind]:
             console.print(f"  {kind[:-1]:6} {t['name']}: {t['dtype']} {t['shape']} ({_fmt_quant(t['quantization'])})")
@@ -78,5 +95,12 @@ def print_inspection(info: dict) -> None:
     for col in ("#", "name", "dtype", "shape", "quantization", "const bytes"):
         tensors.add_column(col, justify="right" if col in ("#", "const bytes") else "left")
     for t in info["tensors"]:
-        tensors.add_row(str(t["index"]), t["name"], t["dtype"], str(t["shape"]), _fmt_quant(t["quantization"]), f"{t['constant_bytes']:,}")
+        tensors.add_row(
+            str(t["index"]),
+            t["name"],
+            t["dtype"],
+            str(t["shape"]),
+            _fmt_quant(t["quantization"]),
+            f"{t['constant_bytes']:,}",
+        )
     console.print(tensors)

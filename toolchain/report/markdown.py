@@ -25,7 +25,9 @@ def _fmt(v) -> str:
 
 def _table(rows: list[dict]) -> list[str]:
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    return ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)] + ["| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in rows]
+    return ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)] + [
+        "| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in rows
+    ]
 
 
 def _data_lines(data: dict) -> tuple[list[str], list[str]]:
@@ -48,9 +50,13 @@ def section_markdown(s: Section) -> list[str]:
     if s.latency:
         data["latency"] = {k: v for k, v in s.latency.model_dump().items() if v is not None}
     if s.memory:
-        data["memory"] = {k: v for k, v in s.memory.model_dump(exclude={"details"}).items() if v is not None} | s.memory.details
+        data["memory"] = {
+            k: v for k, v in s.memory.model_dump(exclude={"details"}).items() if v is not None
+        } | s.memory.details
     if s.accelerator:
-        data["ops on accelerator"] = f"{s.accelerator.ops_on}/{s.accelerator.ops_total} ({s.accelerator.share:.0%}, {s.accelerator.name})"
+        data["ops on accelerator"] = (
+            f"{s.accelerator.ops_on}/{s.accelerator.ops_total} ({s.accelerator.share:.0%}, {s.accelerator.name})"
+        )
     data.update(s.details)
     data["failures"] = [f.model_dump() for f in s.failures]
     rows, tables = _data_lines(data)
@@ -63,7 +69,8 @@ def target_markdown(recipe: str, r: TargetResult) -> str:
     lines = [
         f"# {recipe} on {r.target}",
         "",
-        f"**{'PASSED' if r.passed else 'FAILED'}** — `{r.artifact}` ({r.mode}, I/O {r.io_type}), checks: {', '.join(r.checks)}; "
+        f"**{'PASSED' if r.passed else 'FAILED'}** — `{r.artifact}` ({r.mode}, I/O {r.io_type}), checks: "
+        f"{', '.join(r.checks)}; "
         f"metrics from {r.runtime or 'no runtime'}.",
         "",
         "| metric | value |",
@@ -82,10 +89,17 @@ def target_markdown(recipe: str, r: TargetResult) -> str:
     else:
         lines.append(_row("metrics", "none: the runtime could not run the artifact"))
     if lat and lat.ms is not None:
-        spread = f" (median; p90 {lat.p90:.3f} ms, {lat.threads} threads, measured {lat.measured_at})" if lat.kind == "measured" else ""
+        spread = (
+            f" (median; p90 {lat.p90:.3f} ms, {lat.threads} threads, measured {lat.measured_at})"
+            if lat.kind == "measured"
+            else ""
+        )
         lines.append(_row(f"latency ({lat.kind})", f"{lat.ms:.3f} ms{spread} — {lat.source}"))
     if mem:
-        for name, v, b in (("RAM", mem.ram_bytes, r.budget.get("ram_bytes")), ("flash", mem.flash_bytes, r.budget.get("flash_bytes"))):
+        for name, v, b in (
+            ("RAM", mem.ram_bytes, r.budget.get("ram_bytes")),
+            ("flash", mem.flash_bytes, r.budget.get("flash_bytes")),
+        ):
             if v is not None:
                 lines.append(_row(name, f"{v:,} bytes" + (f" of {b:,}" if b else "")))
     if r.accelerator:

@@ -14,7 +14,9 @@ class Build:
     recipe: Recipe
     out: Path
     cache: Cache
-    remeasure: bool = False  # run the target checks again (host latency is otherwise kept from the run that measured it)
+    remeasure: bool = (
+        False  # run the target checks again (host latency is otherwise kept from the run that measured it)
+    )
 
     @property
     def dir(self) -> Path:

@@ -61,7 +61,13 @@ def stage_convert(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) ->
     def compute(tmp: Path):
         from toolchain.convert.tflite import convert
 
-        log.info("convert: %s, I/O %s, batch %s%s", plan.mode, plan.io_type, plan.batch or "dynamic", f", calibrating on {n_cal} samples" if quantized else "")
+        log.info(
+            "convert: %s, I/O %s, batch %s%s",
+            plan.mode,
+            plan.io_type,
+            plan.batch or "dynamic",
+            f", calibrating on {n_cal} samples" if quantized else "",
+        )
         with capture_fds(tmp / "convert.log"):
             blob = convert(model.keras(), plan, data.x_calib[:n_cal])
         (tmp / "model.tflite").write_bytes(blob)
@@ -80,8 +86,13 @@ def describe(blob: bytes) -> dict:
 
     def tensor(i: int) -> dict:
         t = m.tensors[i]
-        return {"name": t.name, "shape": t.shape_signature, "dtype": t.dtype, "scale": t.scales[0] if t.scales else 0.0,
-                "zero_point": t.zero_points[0] if t.zero_points else 0}
+        return {
+            "name": t.name,
+            "shape": t.shape_signature,
+            "dtype": t.dtype,
+            "scale": t.scales[0] if t.scales else 0.0,
+            "zero_point": t.zero_points[0] if t.zero_points else 0,
+        }
 
     io = {"input": tensor(m.inputs[0]), "output": tensor(m.outputs[0])}
     return {"gzip_bytes": len(gzip.compress(blob, mtime=0)), "ops": m.op_counts(), "io": io}

@@ -40,8 +40,15 @@ def _meta(d: Dataset) -> dict:
 def stage_data(b: Build) -> Data:
     spec, model = b.recipe.data, b.recipe.model
     # the model's input shape when the recipe says it; else the model file decides it (read only on a miss)
-    shape_key = list(model.input_shape) if model.input_shape else ("file", sha256_tree(model.file) if model.file else None)
-    inputs = {"spec": spec.model_dump(mode="json"), "source": source_digest(spec), "shape": shape_key, "classes": model.classes}
+    shape_key = (
+        list(model.input_shape) if model.input_shape else ("file", sha256_tree(model.file) if model.file else None)
+    )
+    inputs = {
+        "spec": spec.model_dump(mode="json"),
+        "source": source_digest(spec),
+        "shape": shape_key,
+        "classes": model.classes,
+    }
 
     def compute(tmp):
         from toolchain.models.source import input_shape_of
@@ -63,5 +70,11 @@ def stage_data(b: Build) -> Data:
     value, entry = b.cache.run(STAGE, inputs, compute, load)
     data = Data(entry.meta, value if callable(value) else lambda: value)
     n = data.sizes
-    log.info("data: %d train / %d calibration / %d eval samples%s", n["train"], n["calib"], n["eval"], " (cached)" if entry.hit else "")
+    log.info(
+        "data: %d train / %d calibration / %d eval samples%s",
+        n["train"],
+        n["calib"],
+        n["eval"],
+        " (cached)" if entry.hit else "",
+    )
     return data

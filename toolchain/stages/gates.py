@@ -11,9 +11,18 @@ from toolchain.record import Failure, Memory, Metrics
 def fit(target: str, memory: Memory, budget: dict[str, int | None]) -> list[Failure]:
     """The target's memory budgets: one failure per budget exceeded (bytes in, KB in the message)."""
     out = []
-    for what, need, has in (("RAM", memory.ram_bytes, budget.get("ram_bytes")), ("flash", memory.flash_bytes, budget.get("flash_bytes"))):
+    for what, need, has in (
+        ("RAM", memory.ram_bytes, budget.get("ram_bytes")),
+        ("flash", memory.flash_bytes, budget.get("flash_bytes")),
+    ):
         if need is not None and has is not None and need > has:
-            out.append(Failure(kind="fit", check="fit", message=f"does not fit {target}: needs {need / 1024:.0f} KB {what}, has {has / 1024:.0f} KB"))
+            out.append(
+                Failure(
+                    kind="fit",
+                    check="fit",
+                    message=f"does not fit {target}: needs {need / 1024:.0f} KB {what}, has {has / 1024:.0f} KB",
+                )
+            )
     return out
 
 
@@ -31,12 +40,24 @@ def check(acceptance: Acceptance, m: Metrics | None, size_bytes: int) -> list[Fa
     if m is not None:  # None: the runtime could not run the model (already a failure)
         drop = (m.reference_top1 - m.top1) * 100
         if acceptance.max_accuracy_drop is not None:
-            gate("max_accuracy_drop", not drop <= acceptance.max_accuracy_drop + 1e-9,
-                 f"top-1 fell {drop:.2f} points ({m.reference_top1:.4f} -> {m.top1:.4f}), allowed {acceptance.max_accuracy_drop}")
+            gate(
+                "max_accuracy_drop",
+                not drop <= acceptance.max_accuracy_drop + 1e-9,
+                f"top-1 fell {drop:.2f} points ({m.reference_top1:.4f} -> {m.top1:.4f}), allowed "
+                f"{acceptance.max_accuracy_drop}",
+            )
         if acceptance.min_top1_agreement is not None:
-            gate("min_top1_agreement", not m.top1_agreement >= acceptance.min_top1_agreement, f"{m.top1_agreement:.4f} < {acceptance.min_top1_agreement}")
+            gate(
+                "min_top1_agreement",
+                not m.top1_agreement >= acceptance.min_top1_agreement,
+                f"{m.top1_agreement:.4f} < {acceptance.min_top1_agreement}",
+            )
         if acceptance.min_cosine is not None:
-            gate("min_cosine", not (math.isfinite(m.cosine) and m.cosine >= acceptance.min_cosine), f"{m.cosine:.4f} < {acceptance.min_cosine}")
+            gate(
+                "min_cosine",
+                not (math.isfinite(m.cosine) and m.cosine >= acceptance.min_cosine),
+                f"{m.cosine:.4f} < {acceptance.min_cosine}",
+            )
     kb = size_bytes / 1024
     if acceptance.max_size_kb is not None:
         gate("max_size_kb", kb > acceptance.max_size_kb, f"artifact is {kb:.1f} KB > {acceptance.max_size_kb} KB")

@@ -43,8 +43,12 @@ class ModelStage:
 
 def stage_model(b: Build, data: Data) -> ModelStage:
     r = b.recipe
-    inputs = {"model": r.model.model_dump(mode="json", exclude={"file"}), "file": sha256_tree(r.model.file) if r.model.file else None,
-              "train": r.train.model_dump(mode="json") if r.train else None, "data": data.digest}
+    inputs = {
+        "model": r.model.model_dump(mode="json", exclude={"file"}),
+        "file": sha256_tree(r.model.file) if r.model.file else None,
+        "train": r.train.model_dump(mode="json") if r.train else None,
+        "data": data.digest,
+    }
 
     def compute(tmp: Path):
         from toolchain.checks.metrics import top1
@@ -59,7 +63,9 @@ def stage_model(b: Build, data: Data) -> ModelStage:
             log.info("train: %d epochs on %d samples (this is the slow part)", r.train.epochs, data.sizes["train"])
             history = fit(model, data.x_train, data.y_train, r.train, data.x_eval, data.y_eval)
         elif r.model.application:
-            log.warning("model: %s has random weights and no 'train' section: accuracy will be at chance", r.model.application)
+            log.warning(
+                "model: %s has random weights and no 'train' section: accuracy will be at chance", r.model.application
+            )
         reference = model.predict(data.x_eval, batch_size=64, verbose=0)
         model.save(tmp / "model.keras")
         np.save(tmp / "reference.npy", reference)
@@ -71,7 +77,12 @@ def stage_model(b: Build, data: Data) -> ModelStage:
 
     (model, reference), entry = b.cache.run(MODEL, inputs, compute, load)
     path = entry.file("model.keras") if entry.hit else entry.dir / "model.keras"
-    log.info("model: float reference top-1 %.4f on %d eval samples%s", entry.meta["reference_top1"], len(reference), " (cached)" if entry.hit else "")
+    log.info(
+        "model: float reference top-1 %.4f on %d eval samples%s",
+        entry.meta["reference_top1"],
+        len(reference),
+        " (cached)" if entry.hit else "",
+    )
     return ModelStage(entry.meta["key"], path, reference, entry.meta["history"], model)
 
 
@@ -80,7 +91,12 @@ def stage_compress(b: Build, base: ModelStage, data: Data) -> ModelStage:
     r = b.recipe
     if not r.compress:
         return base
-    inputs = {"base": base.key, "steps": [s.model_dump(mode="json") for s in r.compress], "strategy": r.strategy.model_dump(mode="json"), "data": data.digest}
+    inputs = {
+        "base": base.key,
+        "steps": [s.model_dump(mode="json") for s in r.compress],
+        "strategy": r.strategy.model_dump(mode="json"),
+        "data": data.digest,
+    }
 
     def compute(tmp: Path):
         from toolchain.compress.steps import run
@@ -92,6 +108,9 @@ def stage_compress(b: Build, base: ModelStage, data: Data) -> ModelStage:
     model, entry = b.cache.run(COMPRESS, inputs, compute, lambda entry: None)
     steps = entry.meta["steps"]
     if entry.hit:
-        log.info("compress: %s (cached)", " -> ".join(s["step"] if s["step"] == "qat" else f"prune {s['method']}" for s in steps))
+        log.info(
+            "compress: %s (cached)",
+            " -> ".join(s["step"] if s["step"] == "qat" else f"prune {s['method']}" for s in steps),
+        )
     path = entry.file("model.h5") if entry.hit else entry.dir / "model.h5"
     return ModelStage(entry.meta["key"], path, base.reference, base.history, model, steps)

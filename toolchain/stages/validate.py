@@ -35,7 +35,13 @@ def run_checks(b: Build, target: Target, artifact: Path, sha: str, data: Data, m
     for name in target.checks:
         check = checks.get(name)
         stage = Stage(f"check-{name}", check.version, tools=check.tools, timing="validate")
-        inputs = {"artifact": sha, "file": artifact.name, "data": data.digest, "reference": model.key, "settings": check.settings(target)}
+        inputs = {
+            "artifact": sha,
+            "file": artifact.name,
+            "data": data.digest,
+            "reference": model.key,
+            "settings": check.settings(target),
+        }
 
         def compute(tmp: Path, check=check):
             ctx = checks.CheckContext(target, artifact, data.x_eval, data.y_eval, model.reference, outputs)
@@ -86,8 +92,15 @@ def headline(sections: dict[str, Section]) -> dict:
     return out
 
 
-def target_result(b: Build, target: Target, plan: ConvertPlan, artifact: Artifact, path: Path, final: Path,
-                  sections: dict[str, Section]) -> TargetResult:
+def target_result(
+    b: Build,
+    target: Target,
+    plan: ConvertPlan,
+    artifact: Artifact,
+    path: Path,
+    final: Path,
+    sections: dict[str, Section],
+) -> TargetResult:
     """The target's record entry: headline values, budgets and every failure (checks, fit, gates)."""
     size = len(artifact.blob)
     top = headline(sections)
@@ -97,15 +110,35 @@ def target_result(b: Build, target: Target, plan: ConvertPlan, artifact: Artifac
     failures += gates.fit(target.name, top["memory"], budget)
     failures += gates.check(b.recipe.acceptance, top["metrics"], size)
     result = TargetResult(
-        target=target.name, kind=target.kind, mode=plan.mode, io_type=plan.io_type, per_channel=plan.per_channel, batch=plan.batch,
-        checks=list(target.checks), artifact=str(final / path.name), sha256=artifact.sha256, size_bytes=size,
-        size_gzip_bytes=artifact.gzip_bytes, ops=artifact.ops, io=artifact.io, sections=sections, budget=budget,
-        failures=failures, passed=not failures, **top,
+        target=target.name,
+        kind=target.kind,
+        mode=plan.mode,
+        io_type=plan.io_type,
+        per_channel=plan.per_channel,
+        batch=plan.batch,
+        checks=list(target.checks),
+        artifact=str(final / path.name),
+        sha256=artifact.sha256,
+        size_bytes=size,
+        size_gzip_bytes=artifact.gzip_bytes,
+        ops=artifact.ops,
+        io=artifact.io,
+        sections=sections,
+        budget=budget,
+        failures=failures,
+        passed=not failures,
+        **top,
     )
     met = result.metrics
-    log.info("validate %s on %s: %s, %s", target.name, result.runtime or "-",
-             f"top-1 {met.top1:.4f} (reference {met.reference_top1:.4f}), agreement {met.top1_agreement:.4f}" if met else "no metrics",
-             "passed" if result.passed else "FAILED: " + "; ".join(f.message for f in failures))
+    log.info(
+        "validate %s on %s: %s, %s",
+        target.name,
+        result.runtime or "-",
+        f"top-1 {met.top1:.4f} (reference {met.reference_top1:.4f}), agreement {met.top1_agreement:.4f}"
+        if met
+        else "no metrics",
+        "passed" if result.passed else "FAILED: " + "; ".join(f.message for f in failures),
+    )
     return result
 
 
