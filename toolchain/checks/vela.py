@@ -7,6 +7,7 @@ Vela runs in a child process; its summary CSV is the source of every number repo
 from __future__ import annotations
 
 import csv
+import logging
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from toolchain.config.target import Vela
 from toolchain.errors import CompatibilityError, RuntimeValidationError
 from toolchain.record import Accelerator, Firmware, Latency, Memory, Section
 
+log = logging.getLogger(__name__)
 VELA = "import sys; from ethosu.vela.vela import main; sys.exit(main())"
 KIB = 1024
 
@@ -108,6 +110,7 @@ class VelaCheck(Check):
     def run(self, ctx: CheckContext) -> Section:
         if ctx.target.vela is None:
             raise CompatibilityError(f"target {ctx.target.name} runs the 'vela' check but has no 'vela:' section")
+        log.info("vela: compiling for %s (%s)", ctx.target.vela.accelerator_config, ctx.target.vela.system_config)
         npu = compile(ctx.artifact_path, ctx.target.vela, ctx.workdir)
         return self.section(
             latency=Latency(
