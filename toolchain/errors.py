@@ -4,6 +4,8 @@ Each class carries its own exit code; the CLI prints ``str(error)`` as one line 
 shows the traceback only with ``-v``. This module imports nothing heavy.
 """
 
+import errno
+
 
 class ToolchainError(Exception):
     """Base class. ``exit_code`` is what the ``toolchain`` command exits with."""
@@ -30,7 +32,7 @@ class InputError(ToolchainError):
 
 
 class DataShapeError(InputError):
-    """The data does not fit the model's input or output."""
+    """The data does not fit the model, or breaks a data contract (labels, classes, split sizes)."""
 
     exit_code = 6
 
@@ -54,13 +56,13 @@ class CompressionError(ConversionError):
 
 
 class CompatibilityError(ToolchainError):
-    """The recipe asks for something a target cannot run, or the model does not fit it."""
+    """The recipe asks for something a target cannot run, the model does not fit it, or its compiler refuses it."""
 
     exit_code = 9
 
 
 class RuntimeValidationError(ToolchainError):
-    """An emulated runtime could not load or run an artifact."""
+    """An emulated runtime could not load or run an artifact, or a target check failed."""
 
     exit_code = 10
 
@@ -90,15 +92,64 @@ class BundleTampered(PackagingError):
 
 
 class MissingBuildError(ToolchainError):
-    """A command needs a build that is not there (``compare`` without ``--build``)."""
+    """A command needs a build that is not there (`compare` without `--build`)."""
 
     exit_code = 16
 
+
+class NonFiniteError(ToolchainError):
+    """A NaN or infinity appeared: in the data, in training (it diverged), or in a model's outputs."""
+
+    exit_code = 17
+
+
+class BuildLockedError(ToolchainError):
+    """Another build holds the output folder (`--no-wait` was given)."""
+
+    exit_code = 18
+
+
+#: OS errors that are the user's environment, not a bug (read-only, full, permissions, name too long).
+FILESYSTEM_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
+
+
+class FilesystemError(ToolchainError):
+    """The build cannot write where it must: read-only, no space left, permission denied, name too long."""
+
+    exit_code = 19
+
+
+#: Exit codes that are not a ``ToolchainError``: what the ``toolchain`` command exits with besides the classes above.
+OTHER_EXIT_CODES = {
+    0: "success: every gate passed",
+    1: "internal error (a bug: please report it with the output of `-v`)",
+    2: "command-line usage",
+    130: "interrupted (Ctrl-C / SIGINT); temp files removed",
+    143: "terminated (SIGTERM, as `timeout` and CI send); temp files removed",
+}
 
 #: A build's failure kinds, most basic first: the first kind present picks the error (and exit code).
 FAILURE_KINDS: dict[str, type[ToolchainError]] = {
     "fit": CompatibilityError,  # 9: a memory budget is exceeded
     "compat": CompatibilityError,  # 9: the device's compiler or delegate refuses the model
+    "nonfinite": NonFiniteError,  # 17: an artifact's outputs hold NaN or infinity
     "runtime": RuntimeValidationError,  # 10: a runtime crashed, refused the artifact, or a check raised
     "gate": GateFailure,  # 11: an acceptance gate of the recipe
 }
+
+
+def exit_code_table() -> str:
+    """The Markdown table of every exit code (README's "Errors and exit codes" holds exactly this)."""
+    rows = {code: f"| {code} | {text} |" for code, text in OTHER_EXIT_CODES.items()}
+    stack = [ToolchainError]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls is not ToolchainError and cls.__module__ == __name__:
+            doc = " ".join(cls.__doc__.split())
+            rows[cls.exit_code] = f"| {cls.exit_code} | `{cls.__name__}`: {doc} |"
+    return "\n".join(["| code | meaning |", "|---|---|", *(rows[c] for c in sorted(rows))]) + "\n"
+
+
+if __name__ == "__main__":
+    print(exit_code_table(), end="")

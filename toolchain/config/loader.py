@@ -3,18 +3,93 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
 import yaml
 
+from toolchain.config.recipe import NAME_PATTERN
 from toolchain.errors import ConfigError, UnknownTargetError
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
 #: Where target profiles live; ``TOOLCHAIN_TARGETS`` overrides it (tests use that).
 TARGETS_DIR = Path(os.environ.get("TOOLCHAIN_TARGETS", Path(__file__).resolve().parents[2] / "targets"))
+
+
+MAX_BYTES = 1 << 20  # a recipe or profile is a few hundred bytes; 1 MB is already absurd
+MAX_NODES = 10_000  # YAML nodes in one file
+#: The only tags a file may carry (explicitly or resolved): plain scalars, mappings and sequences.
+TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
+NAME = re.compile(NAME_PATTERN)
+NAME_RULE = "letters, digits, '.', '_' and '-', at most 64, starting with a letter or digit"
+
+
+def check_target_name(name: object) -> str:
+    """Target names become file and folder names (see ``NAME_RULE``)."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise UnknownTargetError(
+            f"{_short(name)} is not a target name ({NAME_RULE}); known: {', '.join(list_targets())}"
+        )
+    return name
+
+
+def set_targets_dir(path: Path) -> None:
+    """Resolve target profiles in ``path`` instead of the shipped ``targets/`` (``--targets-dir``)."""
+    global TARGETS_DIR
+    if not Path(path).is_dir():
+        raise ConfigError(f"--targets-dir {path}: not a folder")
+    TARGETS_DIR = Path(path)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter: no anchors or aliases, no duplicate keys, only plain tags, bounded size."""
+
+    def __init__(self, text: str, path: Path):
+        super().__init__(text)
+        self.path, self.nodes = path, 0
+
+    def _fail(self, mark, message: str):
+        raise ConfigError(f"{self.path}:{mark.line + 1}: {message}")
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            self._fail(
+                event.start_mark, "YAML anchors and aliases (&name, *name) are not allowed in recipes and profiles"
+            )
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            self._fail(event.start_mark, f"more than {MAX_NODES:,} YAML nodes: this is not a recipe")
+        node = super().compose_node(parent, index)
+        if node.tag not in TAGS:
+            self._fail(
+                node.start_mark,
+                f"tag {node.tag!r} is not allowed (only plain strings, numbers, booleans, null, mappings and lists)",
+            )
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode):
+                    self._fail(key.start_mark, "a key must be a plain name, not a list or mapping")
+                if key.value in seen:
+                    self._fail(key.start_mark, f"duplicate key {key.value!r}")
+                seen.add(key.value)
+        return node
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, IndexError, KeyError, OverflowError):  # e.g. ``!!int`` on an empty value
+            tag = node.tag.rsplit(":", 1)[-1]
+            self._fail(node.start_mark, f"cannot read {_short(getattr(node, 'value', ''))} as {tag}")
+
+
+def _short(value: object, n: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 4] + "...'"
 
 
 def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
@@ -33,24 +108,55 @@ def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dic
     return out
 
 
+def _decode(path: Path, raw: bytes) -> str:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{path}:1: the file is UTF-16 text; save it as UTF-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
 def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ConfigError(f"{path}: {size:,} bytes is too large for a recipe or profile (at most {MAX_BYTES:,})")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a YAML file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    text = _decode(path, raw)
+    loader = None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = _Loader(text, path)
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(f"{path}:1: the file is empty")
+        data = loader.construct_document(node)
+        lines = _line_map(node)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other controls)
+        line = text[: exc.position].count("\n") + 1
+        raise ConfigError(f"{path}:{line}: character #x{exc.character:04x} is not allowed in YAML") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: expected a mapping at the top level, got {type(data).__name__}")
-    return data, _line_map(node)
+    return data, lines
 
 
 def _message(err: dict) -> str:
@@ -61,8 +167,10 @@ def _message(err: dict) -> str:
         return "required field is missing"
     if kind in ("literal_error", "enum"):
         expected = err.get("ctx", {}).get("expected", "")
-        return f"{inp!r} is not one of {expected}"
-    return f"{err['msg']} (got {inp!r})" if not isinstance(inp, (dict, list)) else err["msg"]
+        return f"{_short(inp)} is not one of {expected}"
+    if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_PATTERN:
+        return f"{_short(inp)} is not a name: {NAME_RULE}"
+    return f"{err['msg']} (got {_short(inp)})" if not isinstance(inp, (dict, list)) else err["msg"]
 
 
 def validate_file(model: type[M], path: Path, data: dict, lines: dict[tuple, int]) -> M:
@@ -99,8 +207,8 @@ def list_targets() -> list[str]:
 def load_target(name: str):
     from toolchain.config.target import Target
 
-    path = TARGETS_DIR / f"{name}.yaml"
-    if not path.exists():
+    path = TARGETS_DIR / f"{check_target_name(name)}.yaml"
+    if not path.is_file():
         raise UnknownTargetError(f"unknown target {name!r} (known: {', '.join(list_targets())})")
     data, lines = _read_yaml(path)
     target = validate_file(Target, path, data, lines)

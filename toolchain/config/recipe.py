@@ -12,8 +12,12 @@ IOType = Literal["float32", "int8", "uint8", "int16"]
 APPLICATIONS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large")
 
 
+#: Recipe and target names become folder and file names.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -171,14 +175,14 @@ class Acceptance(Strict):
 
 class Recipe(Strict):
     schema_version: Literal[1]
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN, description="the build folder's name")
     model: ModelSpec
     data: DataSpec
     train: TrainSpec | None = None
     compress: list[Annotated[QatStep | PruneStep, Field(discriminator="step")]] = Field(default_factory=list)
     strategy: Strategy = Strategy()
     quantize: QuantizeSpec = QuantizeSpec()
-    targets: list[str] = Field(min_length=1)
+    targets: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=1, max_length=64)
     acceptance: Acceptance = Acceptance()
 
     # Filled by the loader, not by the user.

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from toolchain.config.recipe import IOType, Mode, Strict
+from toolchain.config.recipe import NAME_PATTERN, IOType, Mode, Strict
 
 
 class Numerics(Strict):
@@ -64,7 +64,7 @@ LEGACY_RUNTIMES = {
 
 class Target(Strict):
     schema_version: Literal[1]
-    name: str
+    name: str = Field(pattern=NAME_PATTERN)
     kind: Literal["phone", "mcu", "npu", "tpu"]
     description: str
     checks: list[str] = Field(
