@@ -51,7 +51,7 @@ def test_unreadable_data_folder(tmp_path):
 
 
 def test_data_that_does_not_fit_the_model(tmp_path):
-    np.savez(tmp_path / "d.npz", x=np.zeros((10, 8, 8, 4), np.float32), y=np.zeros(10))
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 8, 8, 4), np.float32), y=np.arange(10) % 2)
     with pytest.raises(DataShapeError, match="4 channels") as exc:
         load_dataset(DataSpec(npz=tmp_path / "d.npz"), (8, 8, 3), 10)
     assert exc.value.exit_code == 6

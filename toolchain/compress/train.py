@@ -7,6 +7,7 @@ import logging
 import numpy as np
 
 from toolchain.config.recipe import TrainSpec
+from toolchain.errors import NonFiniteError
 from toolchain.models.compat import keras
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ def fit(model, x: np.ndarray, y: np.ndarray, spec: TrainSpec, x_val=None, y_val=
     class Progress(k.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
+            if not np.isfinite(logs.get("loss", 0.0)):
+                raise NonFiniteError(
+                    f"training diverged at epoch {epoch + 1}: loss {logs['loss']}; lower train.learning_rate "
+                    f"(now {spec.learning_rate:g})"
+                )
             val = f", eval acc {logs['val_accuracy']:.3f}" if "val_accuracy" in logs else ""
             log.info(
                 "train: epoch %d/%d loss %.4f acc %.3f%s",

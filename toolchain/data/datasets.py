@@ -8,6 +8,7 @@ channels, then normalized with ``(x - mean) / std``.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.config.recipe import DataSpec
-from toolchain.errors import DataShapeError, InputError
+from toolchain.errors import DataShapeError, InputError, NonFiniteError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -72,11 +73,48 @@ def load_dataset(spec: DataSpec, input_shape: tuple[int, int, int], classes: int
         x, y, labels = _load_npz(spec.npz)
     else:
         x, y, labels = _load_folder(spec.folder)
-    if len(labels) > classes or (y.size and int(y.max()) >= classes):
-        raise DataShapeError(f"data has {max(len(labels), int(y.max()) + 1)} classes but the model outputs {classes}")
+    check_contracts(x, y, labels, classes, spec.npz or spec.folder or f"builtin:{spec.builtin}")
+    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    y = y.astype(np.int64)
+    labels = labels or tuple(str(i) for i in range(int(y.max()) + 1))
     x = _fit_to_input(x, input_shape)
     x = ((x - spec.normalization.mean) / spec.normalization.std).astype(np.float32)
     return _split(x, y, labels, spec)
+
+
+def check_contracts(x: np.ndarray, y: np.ndarray, labels: tuple[str, ...], classes: int, where) -> None:
+    """What the data must be before anything trains on it: numeric, finite samples; one integer class id per
+    sample, in range; at least two classes."""
+    if len(x) == 0:
+        raise DataShapeError(f"{where}: the data set has no samples")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DataShapeError(f"{where}: samples are of type {x.dtype}, not numbers")
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        raise NonFiniteError(
+            f"{where}: {int(bad.sum())} samples hold NaN or infinity; the first is sample {int(np.argmax(bad))}"
+        )
+    if len(y) != len(x):
+        raise DataShapeError(f"{where}: x has {len(x)} samples but y has {len(y)}")
+    if y.ndim == 2 and y.shape[1] > 1 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
+        raise DataShapeError(f"{where}: labels are one-hot, shape {y.shape}; give class ids instead (y.argmax(axis=1))")
+    if y.ndim != 1:
+        raise DataShapeError(f"{where}: labels must be one class id per sample, shape ({len(x)},); got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.issubdtype(y.dtype, np.number):
+            raise DataShapeError(f"{where}: labels must be integer class ids, got type {y.dtype}")
+        off = ~np.isfinite(y) | (y != np.round(y))
+        if off.any():
+            i = int(np.argmax(off))
+            raise DataShapeError(f"{where}: labels must be integer class ids; sample {i} has label {y[i]:g}")
+    if y.min() < 0:
+        raise DataShapeError(
+            f"{where}: sample {int(np.argmin(y))} has label {y.min():g}; class ids run from 0 to {classes - 1}"
+        )
+    if len(labels) > classes or int(y.max()) >= classes:
+        raise DataShapeError(f"data has {max(len(labels), int(y.max()) + 1)} classes but the model outputs {classes}")
+    if len(np.unique(y)) < 2:
+        raise DataShapeError(f"{where}: every sample has label {y[0]:g}: a classifier needs at least two classes")
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -88,18 +126,16 @@ def _read_bytes(path: Path) -> bytes:
 
 def _load_npz(path: Path):
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             missing = {"x", "y"} - set(z.files)
             if missing:
                 raise InputError(f"{path}: .npz must hold arrays 'x' and 'y' (missing {', '.join(sorted(missing))})")
             x, y = z["x"], z["y"]
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read .npz: {exc}") from None
-    if len(x) != len(y):
-        raise DataShapeError(f"{path}: x has {len(x)} samples but y has {len(y)}")
-    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-    y = y.astype(np.int64).reshape(-1)
-    return x, y, tuple(str(i) for i in range(int(y.max()) + 1))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: cannot read .npz: {str(exc) or type(exc).__name__}") from None
+    if x.ndim == 0 or y.ndim == 0:
+        raise DataShapeError(f"{path}: 'x' and 'y' must hold one entry per sample, got shapes {x.shape} and {y.shape}")
+    return x, y, ()
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -173,13 +209,18 @@ def _fit_to_input(x: np.ndarray, input_shape: tuple[int, int, int]) -> np.ndarra
 
 
 def _split(x: np.ndarray, y: np.ndarray, labels: tuple[str, ...], spec: DataSpec) -> Dataset:
-    n = len(x)
-    if n < 3:
-        raise DataShapeError(f"data has {n} samples; at least 3 are needed for train/calibration/eval")
-    order = np.random.default_rng(spec.split.seed).permutation(n)
-    n_train = int(round(n * spec.split.train))
-    n_calib = max(1, int(round(n * spec.split.calibration)))
+    n, split = len(x), spec.split
+    order = np.random.default_rng(split.seed).permutation(n)
+    n_train = int(round(n * split.train))
+    n_calib = max(1, int(round(n * split.calibration)))
+    sizes = {
+        "train": n_train,
+        "calibration": min(n_calib, n - n_train),
+        "eval": n - n_train - min(n_calib, n - n_train),
+    }
+    empty = [k for k, v in sizes.items() if v == 0 and (k != "train" or split.train > 0)]
+    if empty:
+        shares = ", ".join(f"{k} {v} ({getattr(split, k):g})" for k, v in sizes.items())
+        raise DataShapeError(f"data.split: {n} samples give {shares}: the {empty[0]} split would be empty")
     tr, ca, ev = order[:n_train], order[n_train : n_train + n_calib], order[n_train + n_calib :]
-    if len(ev) == 0:
-        raise DataShapeError(f"data has {n} samples: none left for the eval split")
     return Dataset(x[tr], y[tr], x[ca], y[ca], x[ev], y[ev], labels)

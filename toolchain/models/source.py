@@ -43,6 +43,17 @@ def load_model_file(path: Path, spec: ModelSpec):
         model = k.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for unreadable files
         raise InputError(f"model.file: cannot load {path}: {str(exc).splitlines()[0]}") from None
+    ins, outs = model.inputs or [], model.outputs or []
+    if len(ins) != 1 or len(outs) != 1:
+        raise DataShapeError(
+            f"model.file: {path.name} has {len(ins)} inputs and {len(outs)} outputs; this version builds "
+            "models with one input and one output"
+        )
+    if len(model.input_shape) != 4:
+        raise DataShapeError(
+            f"model.file: {path.name} takes input of shape {tuple(model.input_shape[1:])}; this version "
+            "builds image models, input (height, width, channels)"
+        )
     shape = tuple(model.input_shape[1:])
     if spec.input_shape is not None and shape != tuple(spec.input_shape):
         raise DataShapeError(f"model.input_shape: recipe says {tuple(spec.input_shape)} but {path.name} takes {shape}")

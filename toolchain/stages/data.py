@@ -10,6 +10,7 @@ import logging
 
 from toolchain.cache import DamagedEntry, Entry, Stage
 from toolchain.data import Dataset, load_dataset, source_digest
+from toolchain.errors import DataShapeError
 from toolchain.fsutil import sha256_tree
 from toolchain.stages.context import Build
 
@@ -70,6 +71,8 @@ def stage_data(b: Build) -> Data:
     value, entry = b.cache.run(STAGE, inputs, compute, load)
     data = Data(entry.meta, value if callable(value) else lambda: value)
     n = data.sizes
+    if n["train"] == 0 and (b.recipe.train or b.recipe.compress):
+        raise DataShapeError("data.split.train gives 0 training samples, but the recipe trains (train/compress)")
     log.info(
         "data: %d train / %d calibration / %d eval samples%s",
         n["train"],

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.cache import Entry, Stage
+from toolchain.errors import NonFiniteError
 from toolchain.fsutil import sha256_tree
 from toolchain.stages.context import Build
 from toolchain.stages.data import Data
@@ -67,6 +68,12 @@ def stage_model(b: Build, data: Data) -> ModelStage:
                 "model: %s has random weights and no 'train' section: accuracy will be at chance", r.model.application
             )
         reference = model.predict(data.x_eval, batch_size=64, verbose=0)
+        bad = ~np.isfinite(reference.reshape(len(reference), -1)).all(axis=1)
+        if bad.any():
+            raise NonFiniteError(
+                f"the float model's outputs are NaN or infinite on {int(bad.sum())} eval samples "
+                f"(the first is eval sample {int(np.argmax(bad))})"
+            )
         model.save(tmp / "model.keras")
         np.save(tmp / "reference.npy", reference)
         meta = {"reference_top1": top1(reference, data.y_eval), "history": history}

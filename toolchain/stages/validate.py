@@ -46,6 +46,8 @@ def run_checks(b: Build, target: Target, artifact: Path, sha: str, data: Data, m
         def compute(tmp: Path, check=check):
             ctx = checks.CheckContext(target, artifact, data.x_eval, data.y_eval, model.reference, outputs)
             section = check.run(ctx)
+            if check.name in outputs:
+                section.failures += _nonfinite(check.name, outputs[check.name], section.runtime)
             for f in section.files:
                 shutil.copyfile(artifact.parent / f, tmp / f)
             if check.name in outputs:
@@ -71,6 +73,18 @@ def run_checks(b: Build, target: Target, artifact: Path, sha: str, data: Data, m
             first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
             sections[name] = check.section(failures=[Failure(kind=kind, check=name, message=f"{name}: {first}")])
     return sections
+
+
+def _nonfinite(check: str, outputs: np.ndarray, runtime: str | None) -> list[Failure]:
+    """NaN never passes a check: non-finite outputs are a failure of their own kind."""
+    bad = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+    if not bad.any():
+        return []
+    message = (
+        f"{check}: the artifact's outputs on {runtime or check} are NaN or infinite on {int(bad.sum())} "
+        f"eval samples (the first is eval sample {int(np.argmax(bad))})"
+    )
+    return [Failure(kind="nonfinite", check=check, message=message)]
 
 
 def _summary(s: Section) -> str:
