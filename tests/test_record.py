@@ -155,3 +155,9 @@ def test_compare_without_a_build_says_so(tmp_path, run_cli):
     assert code == 16 and out == ""
     assert "no build of mobilenet in" in err and "pass --build" in err and err.count("\n") == 1
     assert not (tmp_path / "nothing").exists()  # nothing was built or written
+
+
+def test_readme_exit_code_table_is_generated_from_errors():
+    from toolchain.errors import exit_code_table
+
+    assert exit_code_table() in (REPO / "README.md").read_text(), "regenerate it: python -m toolchain.errors"

@@ -63,7 +63,7 @@ def atomic_dir(final: Path):
     earlier build survives), on failure it is removed, so ``final`` is complete or as it was."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())

@@ -11,16 +11,18 @@ process's stdout/stderr is captured into ``build/<recipe>/build.log``.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
 from toolchain import checks
-from toolchain.cache import Cache, tool_versions
+from toolchain.cache import tool_versions
 from toolchain.config import Recipe, Target, load_target
 from toolchain.convert.tflite import ConvertPlan
+from toolchain.errors import ConfigError, ToolchainError
 from toolchain.fsutil import atomic_copy, atomic_dir, atomic_write, capture_fds, sha256_file
-from toolchain.record import BuildRecord, TargetResult, load_record
-from toolchain.stages import Build
+from toolchain.record import BuildRecord, TargetResult, load_record, merge
+from toolchain.stages.context import Build, open_build
 from toolchain.stages.convert import resolve_plan, stage_convert
 from toolchain.stages.data import Data, stage_data
 from toolchain.stages.model import ModelStage, stage_compress, stage_model
@@ -36,25 +38,76 @@ def build(
     out: Path = Path("build"),
     use_cache: bool = True,
     remeasure: bool = False,
+    wait: bool = True,
 ) -> BuildRecord:
-    """Run the recipe for its targets (or ``target_names``) and return the build record."""
+    """Build the recipe for its targets (or ``target_names``); returns the record of the targets built now.
+
+    ``OUT/<recipe>/build.json`` keeps every target built into that folder from the same recipe text, data and
+    tools; it is rewritten after each target, so a target folder and its record entry appear together.
+    """
     targets = [(t, resolve_plan(recipe, t)) for t in map(load_target, target_names or recipe.targets)]
     for name in dict.fromkeys(n for t, _ in targets for n in t.checks):
         checks.get(name)  # unknown checks, like impossible plans, are refused before any work
     from toolchain.models.source import check_offline
 
     check_offline(recipe.model)
-    b = Build(recipe, Path(out), Cache(Path(out) / ".cache", enabled=use_cache), remeasure)
-    b.dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with capture_fds(b.log_path):
+    with open_build(recipe, out, use_cache, remeasure, wait) as b, capture_fds(b.log_path):
+        started, results = time.perf_counter(), []
         _strategy(recipe)
         data = stage_data(b)
         model = stage_compress(b, stage_model(b, data), data)
-        results = [build_target(b, t, plan, data, model) for t, plan in targets]
-    record = _record(b, data, model, results, time.perf_counter() - started)
-    atomic_write(b.dir / "build.json", record.to_json() + "\n")
+        previous = _previous(b, data, [t.name for t, _ in targets])
+        for target, plan in targets:
+            results.append(build_target(b, target, plan, data, model))
+            record = _record(b, data, model, results, time.perf_counter() - started)
+            atomic_write(b.dir / "build.json", merge(previous, record).to_json() + "\n")
     return record
+
+
+def build_target(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage) -> TargetResult:
+    log.info("target %s (%s: %s)", target.name, target.kind, ", ".join(target.checks))
+    artifact = stage_convert(b, model, data, plan)
+    final = inside(b.out, b.dir / target.name)
+    with atomic_dir(final) as folder:
+        path = atomic_write(folder / f"{b.recipe.name}_{plan.mode}.tflite", artifact.blob)
+        if artifact.log and artifact.log.exists():
+            atomic_copy(artifact.log, folder / "convert.log")
+        sections = run_checks(b, target, path, artifact.sha256, data, model)
+        result = target_result(b, target, plan, artifact, path, final, sections)
+        write_target_files(folder, b.recipe.name, result)
+    return result
+
+
+def inside(out: Path, path: Path) -> Path:
+    """``path``, after checking that it stays under the output folder."""
+    if not path.resolve().is_relative_to(out.resolve()):
+        raise ConfigError(f"{path} is outside the output folder {out}; refusing to write there")
+    return path
+
+
+def _previous(b: Build, data: Data, building: list[str]) -> BuildRecord | None:
+    """The folder's record, if the new one extends it; otherwise the old targets' folders are removed."""
+    path = b.dir / "build.json"
+    if not path.exists():
+        return None
+    try:
+        previous = load_record(path)
+    except ToolchainError as exc:
+        log.warning("ignoring the unreadable %s (%s)", path, exc)
+        return None
+    same = previous.recipe_sha256 == (sha256_file(b.recipe.source) if b.recipe.source else None)
+    if same and previous.data_digest == data.digest and previous.tool_versions == b.versions:
+        return previous
+    stale = [r.target for r in previous.results if r.target not in building]
+    if stale:
+        log.info(
+            "the recipe, data or tools changed since %s: removing its other targets' folders (%s)",
+            path,
+            ", ".join(stale),
+        )
+    for name in stale:
+        shutil.rmtree(inside(b.out, b.dir / name), ignore_errors=True)
+    return None
 
 
 def _record(b: Build, data: Data, model: ModelStage, results: list[TargetResult], seconds: float) -> BuildRecord:
@@ -70,22 +123,8 @@ def _record(b: Build, data: Data, model: ModelStage, results: list[TargetResult]
         timings_s={**b.cache.timings, "total": round(seconds, 3)},
         passed=all(r.passed for r in results),
         compression=model.steps,
-        results=results,
+        results=list(results),
     )
-
-
-def build_target(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage) -> TargetResult:
-    log.info("target %s (%s: %s)", target.name, target.kind, ", ".join(target.checks))
-    artifact = stage_convert(b, model, data, plan)
-    final = b.dir / target.name
-    with atomic_dir(final) as folder:
-        path = atomic_write(folder / f"{b.recipe.name}_{plan.mode}.tflite", artifact.blob)
-        if artifact.log and artifact.log.exists():
-            atomic_copy(artifact.log, folder / "convert.log")
-        sections = run_checks(b, target, path, artifact.sha256, data, model)
-        result = target_result(b, target, plan, artifact, path, final, sections)
-        write_target_files(folder, b.recipe.name, result)
-    return result
 
 
 def _strategy(recipe: Recipe) -> None:
@@ -101,8 +140,14 @@ def existing_build(recipe: Recipe, out: Path) -> BuildRecord | None:
     if not path.exists():
         return None
     record = load_record(path)
-    if recipe.source and record.recipe_sha256 == sha256_file(recipe.source) and record.tool_versions == tool_versions():
+    same = (
+        recipe.source and record.recipe_sha256 == sha256_file(recipe.source) and record.tool_versions == tool_versions()
+    )
+    built = {r.target for r in record.results}
+    if same and set(recipe.targets) <= built:
         return record
+    if same:
+        log.info("the build in %s lacks %s", path.parent, ", ".join(t for t in recipe.targets if t not in built))
     return None
 
 

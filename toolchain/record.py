@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from toolchain.errors import FAILURE_KINDS, InputError
 
 SCHEMA = "toolchain.build/2"
-FailureKind = Literal["fit", "compat", "runtime", "gate"]
+FailureKind = Literal["fit", "compat", "nonfinite", "runtime", "gate"]
 
 
 class Model(BaseModel):
@@ -178,6 +178,19 @@ class BuildRecord(Model):
                 target, f = hit
                 return error(f"gate failed: {target}: {f.message}{more}" if kind == "gate" else f"{f.message}{more}")
         return None
+
+
+def merge(previous: BuildRecord | None, new: BuildRecord) -> BuildRecord:
+    """What ``build.json`` holds after a build: ``new``'s targets plus those of ``previous`` it did not rebuild,
+    when both come from the same recipe text, data and tools (else ``new`` alone)."""
+    same = previous is not None and all(
+        getattr(previous, k) == getattr(new, k) for k in ("recipe", "recipe_sha256", "data_digest", "tool_versions")
+    )
+    if not same:
+        return new
+    rebuilt = {r.target: r for r in new.results}
+    results = [rebuilt.pop(r.target, r) for r in previous.results] + list(rebuilt.values())
+    return new.model_copy(update={"results": results, "passed": all(r.passed for r in results)})
 
 
 # --- loading and migration ---------------------------------------------------------------------

@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
 import click
 
-from toolchain.errors import ToolchainError
+from toolchain.errors import FILESYSTEM_ERRNOS, FilesystemError, ToolchainError
 
 log = logging.getLogger("toolchain")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs and full tracebacks.")
+@click.option(
+    "--targets-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="TOOLCHAIN_TARGETS",
+    help="Resolve target profiles in this folder instead of the shipped targets/ (env TOOLCHAIN_TARGETS).",
+)
 @click.version_option(package_name="toolchain")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, targets_dir: Path | None) -> None:
     """Build neural networks for edge devices: convert, compress and validate on emulated runtimes.
 
     \b
@@ -38,6 +45,10 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
     ctx.obj = {"verbose": verbose}
     setup_logging(verbose)
+    if targets_dir is not None:
+        from toolchain.config.loader import set_targets_dir
+
+        set_targets_dir(targets_dir)
 
 
 @cli.command()
@@ -69,7 +80,10 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     is_flag=True,
     help="Run the target checks again (host latency is otherwise kept from the run that measured it).",
 )
-def build(recipe: Path, targets: tuple[str, ...], out: Path, as_json: bool, no_cache: bool, remeasure: bool) -> None:
+@click.option("--no-wait", is_flag=True, help="Fail (exit 18) instead of waiting when another build is using OUT.")
+def build(
+    recipe: Path, targets: tuple[str, ...], out: Path, as_json: bool, no_cache: bool, remeasure: bool, no_wait: bool
+) -> None:
     """Build RECIPE for each target: data, model, training, conversion, the target's checks and gates.
 
     Exits 0 when every gate passes; when one fails the reports are still written and the exit code
@@ -81,7 +95,7 @@ def build(recipe: Path, targets: tuple[str, ...], out: Path, as_json: bool, no_c
     from toolchain.pipeline import build as run_build
 
     r = load_recipe(recipe)
-    record = run_build(r, list(targets) or None, out, use_cache=not no_cache, remeasure=remeasure)
+    record = run_build(r, list(targets) or None, out, use_cache=not no_cache, remeasure=remeasure, wait=not no_wait)
     if as_json:
         click.echo(record.to_json())
     else:
@@ -288,28 +302,65 @@ def inspect(model: Path, as_json: bool) -> None:
         print_inspection(info)
 
 
+class Terminated(BaseException):
+    """SIGTERM (what ``timeout``, CI and process managers send), raised where the program is, like Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _verbose(argv: list[str]) -> bool:
+    """``-v`` is an option of the ``toolchain`` command itself: it counts only before the subcommand."""
+    for arg in argv:
+        if arg in ("-v", "--verbose"):
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    verbose = "-v" in argv or "--verbose" in argv
+    verbose = _verbose(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="toolchain", standalone_mode=False)
     except ToolchainError as exc:
-        if verbose:
-            import traceback
-
-            traceback.print_exc()
-        hint = "" if verbose else " (run with -v for the traceback)"
-        click.echo(f"error: {exc}{hint}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(exc, exc.exit_code, verbose)
+    except Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(143)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in FILESYSTEM_ERRNOS:
+            _internal(exc, verbose)
+        where = exc.filename or "the build folder"
+        _fail(FilesystemError(f"cannot write {where}: {exc.strerror}"), FilesystemError.exit_code, verbose)
     except Exception as exc:  # a bug, not a user error: still one line unless -v
-        if verbose:
-            raise
-        click.echo(f"error: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)", err=True)
-        sys.exit(1)
+        _internal(exc, verbose)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(0)
+
+
+def _fail(exc: BaseException, code: int, verbose: bool) -> None:
+    if verbose:
+        import traceback
+
+        traceback.print_exc()
+    hint = "" if verbose else " (run with -v for the traceback)"
+    click.echo(f"error: {exc}{hint}", err=True)
+    sys.exit(code)
+
+
+def _internal(exc: Exception, verbose: bool) -> None:
+    if verbose:
+        raise exc
+    click.echo(f"error: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)", err=True)
+    sys.exit(1)

@@ -1,12 +1,30 @@
-"""What the stages share: the recipe, where the build goes, the cache (with its timings)."""
+"""What the stages share (the recipe, where the build goes, the cache) and the output folder's guard.
+
+``open_build`` holds ``OUT/.lock`` for the whole build (one build at a time per output folder: a second
+waits, or fails with ``--no-wait``), gives the build a private temp folder ``OUT/.tmp/<pid>`` that
+``TMPDIR`` points to (TensorFlow's autograph files land there too) and removes it at the end, also on
+Ctrl-C or SIGTERM; what a killed build left behind (temp folders, half cache entries) is swept at the
+next start, under the lock.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolchain.cache import Cache
 from toolchain.config import Recipe
+from toolchain.errors import FILESYSTEM_ERRNOS, BuildLockedError, FilesystemError
+
+log = logging.getLogger(__name__)
+#: The longest path a build writes below OUT/<recipe>/<target>/ (temp names included), with room to spare.
+PATH_ROOM = 200
 
 
 @dataclass
@@ -29,3 +47,76 @@ class Build:
     @property
     def versions(self) -> dict:
         return self.cache.versions
+
+
+@contextmanager
+def _lock(out: Path, wait: bool):
+    path = out / ".lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "another process"
+            if not wait:
+                raise BuildLockedError(
+                    f"{out} is in use by another build ({holder}); wait for it, or use another --out"
+                ) from None
+            log.info("waiting for another build in %s (%s) to finish ...", out, holder)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.truncate(0)
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _sweep(out: Path) -> None:
+    """Remove what killed builds left: temp folders and unfinished cache entries (only ours run now)."""
+    shutil.rmtree(out / ".tmp", ignore_errors=True)
+    for stale in (out / ".cache").glob("*/.*"):
+        log.debug("removing stale temp %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in [*out.glob("*/.*.partial-*"), *out.glob("*/.*.tmp")]:  # a target folder or file being written
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def check_paths(out: Path, recipe: Recipe) -> None:
+    """Refuse an output folder whose paths would be too long, before any work."""
+    longest = len(os.fsencode(str((out / recipe.name).resolve()))) + PATH_ROOM
+    limit = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
+    if longest > limit:
+        raise FilesystemError(f"{out}: the build's paths would exceed {limit} bytes; use a shorter --out")
+
+
+@contextmanager
+def open_build(recipe: Recipe, out: Path, use_cache: bool = True, remeasure: bool = False, wait: bool = True):
+    """The build context, with the output folder locked and a private temp folder for the build's life."""
+    out = Path(out)
+    check_paths(out, recipe)
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out, wait):
+        _sweep(out)
+        tmp = out / ".tmp" / str(os.getpid())
+        tmp.mkdir(parents=True)
+        saved = tempfile.tempdir, os.environ.get("TMPDIR")
+        tempfile.tempdir, os.environ["TMPDIR"] = str(tmp), str(tmp)
+        try:
+            b = Build(recipe, out, Cache(out / ".cache", enabled=use_cache), remeasure)
+            b.dir.mkdir(parents=True, exist_ok=True)
+            yield b
+        except OSError as exc:
+            if exc.errno not in FILESYSTEM_ERRNOS:
+                raise
+            raise FilesystemError(f"cannot write {exc.filename or out}: {exc.strerror}") from exc
+        finally:
+            tempfile.tempdir = saved[0]
+            if saved[1] is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = saved[1]
+            shutil.rmtree(out / ".tmp", ignore_errors=True)
