@@ -102,6 +102,12 @@ class TFLiteModel:
         if not self.subgraph_count:
             raise InputError(f"{path or 'model'}: TFLite model has no subgraph")
         buffers = m.buffers or []
+        for i, b in enumerate(buffers):  # offset/size (models over 2 GB keep buffers after the flatbuffer)
+            if (b.offset > 1 or b.size > 1) and b.offset + b.size > len(blob):
+                raise InputError(
+                    f"{path or 'model'}: buffer {i} points outside the file (offset {b.offset:,}, "
+                    f"size {b.size:,}; the file has {len(blob):,} bytes)"
+                )
 
         def buffer_bytes(i: int) -> int:
             if i <= 0 or i >= len(buffers):

@@ -47,3 +47,24 @@ def test_truncated_model_is_valid(tiny_conv_int8):
     m = TFLiteModel(cut)
     assert [op.name for op in m.ops] == ["CONV_2D"]
     assert LiteRT(cut).io()["output"]["shape"] == [1, 6, 6, 8]
+
+
+def test_a_model_that_aborts_at_every_arena_is_named_with_its_op(keras, tmp_path):
+    """Near-zero logits give the softmax an input scale of ~1e-8: tflite-micro aborts (SIGABRT) in allocate at any
+    arena size. Small arenas that merely segfault must not be taken for that; the op is found by bisection."""
+    from tests.conftest import int8_model
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(10), keras.layers.Softmax()])
+    w, b = model.layers[0].get_weights()
+    model.layers[0].set_weights([w * 1e-7, b])
+    path = tmp_path / "tiny_logits.tflite"
+    int8_model(model, path)
+    with pytest.raises(tflm.TflmCrash) as exc:
+        tflm.min_arena(path)
+    assert str(exc.value) == "aborts (SIGABRT) at every arena size up to 64 MB, in op 1 (SOFTMAX)"
+
+
+def test_a_segfault_at_a_small_arena_only_means_too_small(tiny_conv_int8):
+    arena, _ = tflm.min_arena(tiny_conv_int8, hint=64)  # 64 bytes segfaults: the search goes on upwards
+    assert tflm.probe(tiny_conv_int8, arena).ok and not tflm.probe(tiny_conv_int8, 64).ok

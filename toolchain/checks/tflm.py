@@ -25,6 +25,7 @@ from toolchain.tflite_model import TFLiteModel
 
 log = logging.getLogger(__name__)
 ARENA_ALIGN = 16  # the bisection stops when the bracket is this narrow
+MAX_ARENA = 64 << 20  # the largest arena tried before a model is declared unrunnable
 
 
 @dataclass
@@ -87,14 +88,20 @@ def recorded_arena(model_path: Path, arena: int) -> int | None:
 
 
 def min_arena(model_path: Path, hint: int | None = None) -> tuple[int, int]:
-    """Smallest arena (bytes) in which the model allocates and invokes; returns (arena, probes)."""
-    hi = max(ARENA_ALIGN, hint or 1 << 14)
+    """Smallest arena (bytes) in which the model allocates and invokes; returns (arena, probes).
+
+    A failure, even a signal, at a small arena only means "too small" while a larger one works: the arena
+    doubles up to ``MAX_ARENA``; a model that fails at every size is a ``TflmCrash`` naming the op it dies in.
+    """
+    hi = max(ARENA_ALIGN, min(hint or 1 << 14, MAX_ARENA))
     probes = 1
     while not (first := probe(model_path, hi)).ok:
-        if first.signal or "allocate" not in first.stdout + first.stderr or hi > 1 << 30:
-            raise TflmCrash(f"{first.describe()} (arena {hi} bytes){_culprit(model_path, hi, first)}")
+        if hi >= MAX_ARENA:
+            op = _culprit(model_path, hi, first)
+            where = f", in op {op.index} ({op.name})" if op else ""
+            raise TflmCrash(f"{_verb(first)} at every arena size up to {MAX_ARENA >> 20} MB{where}")
         probes += 1
-        hi *= 2
+        hi = min(hi * 2, MAX_ARENA)
     lo = 0
     while hi - lo > 1:
         if hi - lo <= ARENA_ALIGN and lo % ARENA_ALIGN == 0:
@@ -108,13 +115,24 @@ def min_arena(model_path: Path, hint: int | None = None) -> tuple[int, int]:
     return hi, probes
 
 
+def _verb(outcome: Outcome) -> str:
+    if outcome.signal == "SIGABRT":
+        return "aborts (SIGABRT)"
+    if outcome.signal:
+        return f"crashes ({outcome.signal})"
+    return f"fails ({outcome.describe()})"
+
+
 def run(model_path: Path, arena: int, x: np.ndarray) -> tuple[np.ndarray, float]:
     """Float outputs for float inputs, and the host's median ms per invoke; raises ``TflmCrash``."""
     with tempfile.TemporaryDirectory(prefix="tflm-") as tmp:
         np.save(Path(tmp) / "x.npy", x.astype(np.float32))
         out = _worker("run", str(model_path), str(arena), str(Path(tmp) / "x.npy"), str(Path(tmp) / "y.npy"))
         if not out.ok:
-            raise TflmCrash(f"{out.describe()} (arena {arena} bytes){_culprit(model_path, arena, out)}")
+            op = _culprit(model_path, arena, out)
+            raise TflmCrash(
+                f"{out.describe()} (arena {arena} bytes)" + (f"; last op {op.index} ({op.name})" if op else "")
+            )
         host = re.search(r"host_ms: ([\d.]+)", out.stdout)
         return np.load(Path(tmp) / "y.npy"), float(host.group(1)) if host else float("nan")
 
@@ -133,14 +151,14 @@ def truncated(model: bytes, n_ops: int) -> bytes:
     return bytes(builder.Output())
 
 
-def _culprit(model_path: Path, arena: int, failure: Outcome) -> str:
-    """For a crash with no op named: bisect on truncated models for the first op that crashes."""
+def _culprit(model_path: Path, arena: int, failure: Outcome):
+    """For a crash with no op named: bisect on truncated models for the first op that fails (an ``Op``, or None)."""
     if (
         re.search(r"Node \w+ \(number \d+\)", failure.stderr)
         or failure.stage.startswith("invoke")
         and failure.stage != "invoke 0"
     ):
-        return ""
+        return None
     model = Path(model_path).read_bytes()
     ops = TFLiteModel(model).ops
     lo, hi = 0, len(ops)  # truncated to lo ops runs; to hi ops fails
@@ -151,13 +169,12 @@ def _culprit(model_path: Path, arena: int, failure: Outcome) -> str:
             try:
                 path.write_bytes(truncated(model, mid))
             except Exception:  # a cut the schema cannot express: stop localizing
-                return ""
+                return None
             if probe(path, arena).ok:
                 lo = mid
             else:
                 hi = mid
-    op = ops[hi - 1]
-    return f"; last op {op.index} ({op.name})"
+    return ops[hi - 1]
 
 
 def _generous_arena(model_path: Path) -> int:

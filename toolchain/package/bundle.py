@@ -13,10 +13,11 @@ import json
 import os
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from toolchain.errors import BundleMalformed, BundleTampered, PackagingError
-from toolchain.fsutil import sha256_file
+from toolchain.fsutil import capture_fds, sha256_file
 from toolchain.record import Reload, load_record
 
 BUNDLE_SCHEMA = "toolchain.bundle/1"
@@ -106,21 +107,72 @@ def package(build_dir: Path, out_dir: Path, version: str | None = None, allow_fa
     return target
 
 
-def _safe_members(tar: tarfile.TarFile, bundle: Path) -> tuple[str, dict[str, bytes]]:
-    """Read every member in memory after checking it cannot write outside the bundle's folder."""
-    files, tops = {}, set()
-    for m in tar.getmembers():
+#: Bounds on what ``verify`` reads: a bundle is a handful of models and reports.
+MAX_MEMBERS = 10_000
+MAX_MEMBER_BYTES = 256 << 20
+MAX_TOTAL_BYTES = 1 << 30
+
+
+def _read_members(tar: tarfile.TarFile, bundle: Path) -> tuple[str, dict[str, str], dict[str, bytes]]:
+    """Stream every member once: check it cannot write outside the bundle's folder and stays within the bounds,
+    hash it, and keep in memory only the manifest and the models (which ``verify`` loads)."""
+    digests, kept, tops, total = {}, {}, set(), 0
+    for count, m in enumerate(tar, 1):
         p = PurePosixPath(m.name)
+        if count > MAX_MEMBERS:
+            raise BundleMalformed(f"{bundle}: more than {MAX_MEMBERS:,} members")
         if m.name.startswith("/") or p.is_absolute() or ".." in p.parts:
             raise BundleMalformed(f"{bundle}: unsafe path {m.name!r} (absolute or '..')")
         if not (m.isfile() or m.isdir()):
             raise BundleMalformed(f"{bundle}: {m.name!r} is a link or special file; bundles hold regular files only")
         tops.add(p.parts[0])
-        if m.isfile():
-            files[str(PurePosixPath(*p.parts[1:]))] = tar.extractfile(m).read()
+        if not m.isfile():
+            continue
+        total += m.size
+        if m.size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
+            raise BundleMalformed(
+                f"{bundle}: {m.name!r} ({m.size:,} bytes) exceeds the bounds of a bundle "
+                f"({MAX_MEMBER_BYTES >> 20} MiB a file, {MAX_TOTAL_BYTES >> 20} MiB in all)"
+            )
+        name = str(PurePosixPath(*p.parts[1:]))
+        if name in digests:
+            raise BundleMalformed(f"{bundle}: {name} appears twice")
+        h, keep, chunks, f = (
+            hashlib.sha256(),
+            name == "manifest.json" or name.endswith(".tflite"),
+            [],
+            tar.extractfile(m),
+        )
+        for block in iter(lambda f=f: f.read(1 << 20), b""):
+            h.update(block)
+            if keep:
+                chunks.append(block)
+        digests[name] = h.hexdigest()
+        if keep:
+            kept[name] = b"".join(chunks)
     if len(tops) != 1:
         raise BundleMalformed(f"{bundle}: expected one top-level folder, found {len(tops)}")
-    return tops.pop(), files
+    return tops.pop(), digests, kept
+
+
+def _manifest(kept: dict[str, bytes], bundle: Path) -> tuple[dict, dict[str, str], list[dict]]:
+    try:
+        manifest = json.loads(kept.pop("manifest.json"))
+        expected, targets = manifest["files"], manifest["targets"]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BundleMalformed(f"{bundle}: missing or invalid manifest.json ({type(exc).__name__}: {exc})") from None
+    if manifest.get("schema") != BUNDLE_SCHEMA:
+        raise BundleMalformed(f"{bundle}: manifest schema {manifest.get('schema')!r} is not {BUNDLE_SCHEMA!r}")
+    if not isinstance(expected, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in expected.items()
+    ):
+        raise BundleMalformed(f"{bundle}: manifest.json 'files' must map file names to sha256 digests")
+    ok = lambda t: isinstance(t, dict) and isinstance(t.get("artifact"), str) and isinstance(t.get("check"), dict)  # noqa: E731
+    if not isinstance(targets, list) or not all(
+        ok(t) and t["check"].get("runtime") in ("litert", "tflite-micro") for t in targets
+    ):
+        raise BundleMalformed(f"{bundle}: manifest.json 'targets' must list each artifact with how to load it")
+    return manifest, expected, targets
 
 
 def verify(bundle: Path) -> dict:
@@ -128,26 +180,20 @@ def verify(bundle: Path) -> dict:
     bundle = Path(bundle)
     try:
         with tarfile.open(bundle, "r:gz") as tar:
-            top, files = _safe_members(tar, bundle)
-    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
+            top, digests, kept = _read_members(tar, bundle)
+    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise BundleMalformed(f"{bundle}: not a readable .tar.gz ({exc})") from None
-    try:
-        manifest = json.loads(files.pop("manifest.json"))
-        expected = manifest["files"]
-        targets = manifest["targets"]
-    except (KeyError, ValueError, TypeError) as exc:
-        raise BundleMalformed(f"{bundle}: missing or invalid manifest.json ({exc})") from None
-    if manifest.get("schema") != BUNDLE_SCHEMA:
-        raise BundleMalformed(f"{bundle}: manifest schema {manifest.get('schema')!r} is not {BUNDLE_SCHEMA!r}")
+    digests.pop("manifest.json", None)
+    manifest, expected, targets = _manifest(kept, bundle)
     for name, digest in sorted(expected.items()):
-        if name not in files:
+        if name not in digests:
             raise BundleTampered(f"{bundle}: {name} is listed in the manifest but missing")
-        if hashlib.sha256(files[name]).hexdigest() != digest:
+        if digests[name] != digest:
             raise BundleTampered(f"{bundle}: {name} does not match its sha256 in the manifest")
-    extra = sorted(set(files) - set(expected))
+    extra = sorted(set(digests) - set(expected))
     if extra:
         raise BundleTampered(f"{bundle}: {extra[0]} is not in the manifest")
-    loaded = [_load(files, t, bundle) for t in targets]
+    loaded = [_load(kept, t, bundle) for t in targets]
     return {"bundle": str(bundle), "top": top, "files": len(expected) + 1, "artifacts": loaded}
 
 
@@ -162,7 +208,8 @@ def _load(files: dict[str, bytes], t: dict, bundle: Path) -> str:
         if check["runtime"] == "litert":
             from toolchain.checks.litert import LiteRT
 
-            LiteRT(blob)
+            with capture_fds(Path(os.devnull)):  # LiteRT announces its XNNPACK delegate on stderr
+                LiteRT(blob)
         else:
             from toolchain.checks import tflm
 
