@@ -164,9 +164,10 @@ class _Zeros(io.RawIOBase):
 def huge_buffer_tflite(d: Path) -> list[str]:
     """A flatbuffer that declares a 1 TiB buffer outside the file."""
     import flatbuffers
+    import tflite_micro
     from ai_edge_litert import schema_py_generated as fb
 
-    blob = (REPO.parent / "shared" / "anchors" / "mlperf-tiny" / "kws_ref_model.tflite").read_bytes()
+    blob = (Path(tflite_micro.__file__).parent / "python" / "tflite_micro" / "sine_float.tflite").read_bytes()
     m = fb.ModelT.InitFromObj(fb.Model.GetRootAs(blob, 0))
     m.buffers[1].data, m.buffers[1].offset, m.buffers[1].size = None, 1000, 1 << 40
     b = flatbuffers.Builder(len(blob) + 1024)
