@@ -58,7 +58,7 @@ def raw_recipe(data: bytes):
 def npz_build(**arrays):
     def make(d: Path) -> list[str]:
         np.savez(d / "data.npz", **arrays)
-        (d / "recipe.yaml").write_text(DATA_RECIPE.format(data="{npz: data.npz}"))
+        (d / "recipe.yaml").write_text(DATA_RECIPE.format(data="{npz: data.npz, resize: true}"))
         return ["build", str(d / "recipe.yaml"), "--out", str(d / "out")]
 
     return make
@@ -80,7 +80,7 @@ def nan_pixel() -> dict:
 
 def empty_npz(d: Path) -> list[str]:
     (d / "data.npz").write_bytes(b"")
-    (d / "recipe.yaml").write_text(DATA_RECIPE.format(data="{npz: data.npz}"))
+    (d / "recipe.yaml").write_text(DATA_RECIPE.format(data="{npz: data.npz, resize: true}"))
     return ["build", str(d / "recipe.yaml"), "--out", str(d / "out")]
 
 
@@ -96,7 +96,7 @@ def one_class_folder(d: Path) -> list[str]:
 
 def no_train_split(d: Path) -> list[str]:
     np.savez(d / "data.npz", x=images(), y=labels())
-    split = "{npz: data.npz, split: {train: 0.0, calibration: 0.5, eval: 0.5}}"
+    split = "{npz: data.npz, resize: true, split: {train: 0.0, calibration: 0.5, eval: 0.5}}"
     (d / "recipe.yaml").write_text(DATA_RECIPE.format(data=split))
     return ["build", str(d / "recipe.yaml"), "--out", str(d / "out")]
 
@@ -247,7 +247,7 @@ CASES = [
         "'-v' is not a target name",
     ),
     # data
-    Case("nan-pixel", npz_build(**nan_pixel()), 17, "1 samples hold NaN or infinity; the first is sample 3"),
+    Case("nan-pixel", npz_build(**nan_pixel()), 17, "1 of 40 samples hold NaN or infinity; the first is sample 3"),
     Case("one-hot-labels", npz_build(x=images(), y=np.eye(10)[labels()]), 6, "labels are one-hot, shape (40, 10)"),
     Case(
         "float-labels",
@@ -270,8 +270,14 @@ CASES = [
     Case("one-class-folder", one_class_folder, 6, "a classifier needs at least two classes"),
     Case("zero-train-split", no_train_split, 6, "data.split.train gives 0 training samples"),
     # models
-    Case("two-input-model", model_file("two-input"), 6, "has 2 inputs and 1 outputs", tf=True),
-    Case("vector-model", model_file("vector"), 6, "takes input of shape (16,)", tf=True),
+    Case(
+        "two-input-model",
+        model_file("two-input"),
+        6,
+        "images feed a single-input model; the model has 2 inputs",
+        tf=True,
+    ),
+    Case("vector-model", model_file("vector"), 6, "expects samples of shape (16,), the data has (8, 8)", tf=True),
     # bundles and models on disk
     Case("manifest-files-list", bundle("files-as-list"), 13, "'files' must map file names to sha256 digests"),
     Case("bundle-huge-member", bundle("huge-member"), 13, "exceeds the bounds of a bundle"),

@@ -115,12 +115,16 @@ def capture_fds(log_path: Path):
     else:
         term = os.fdopen(os.dup(saved[1]), "w", buffering=1)
     _consoles.append(term)
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") as log, open(log.fileno(), "w", buffering=1, closefd=False) as text:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+        py = sys.stdout, sys.stderr  # Python-level writers too (print, warnings), whatever sys.stdout is
+        sys.stdout = sys.stderr = text
         try:
             yield log_path
         finally:
+            sys.stdout, sys.stderr = py
+            text.flush()
             sys.stdout.flush()
             sys.stderr.flush()
             _flush_c_stdio()  # C++ code (the analyzer, the converter) buffers stdout in libc

@@ -34,16 +34,56 @@ class Failure(Model):
         return self.message
 
 
-class Metrics(Model):
-    """An artifact's outputs against the labels and the float reference's outputs (dequantized)."""
+#: The headline metric of each task: (field, higher is better). ``none`` has no labels: SNR against the reference.
+TASK_METRIC = {
+    "classification": ("top1", True),
+    "regression": ("mae", False),
+    "anomaly": ("auc", True),
+    "none": ("snr_db", True),
+}
 
-    top1: float
-    reference_top1: float = Field(description="the float reference's top-1 on the same samples")
-    top1_agreement: float
-    cosine: float
-    rmse: float
-    max_abs: float
+
+class Metrics(Model):
+    """An artifact's outputs against the labels (by task) and against the float reference's outputs (dequantized).
+
+    Parity fields (``cosine`` ... ``outputs``) are None without a reference; ``reference_*`` are the reference's own
+    task metrics on the same samples."""
+
+    task: str = "classification"
     samples: int
+    top1: float | None = None
+    reference_top1: float | None = Field(None, description="the float reference's top-1 on the same samples")
+    top1_agreement: float | None = None
+    top5: float | None = None
+    per_class: list[float | None] | None = None
+    confusion: list[list[int]] | None = None
+    mae: float | None = None
+    reference_mae: float | None = None
+    rmse_labels: float | None = None
+    r2: float | None = None
+    reference_r2: float | None = None
+    auc: float | None = None
+    reference_auc: float | None = None
+    mean_error: float | None = Field(None, description="anomaly: mean reconstruction error (MSE per sample)")
+    cosine: float | None = None
+    rmse: float | None = None
+    max_abs: float | None = None
+    snr_db: float | None = Field(None, description="the lowest SNR of any output against the reference, dB")
+    outputs: list[dict[str, Any]] = Field(default_factory=list, description="parity of each output")
+
+    @property
+    def headline(self) -> tuple[str, float | None, float | None, bool]:
+        """(name, value, the reference's value, higher is better) of the task's headline metric."""
+        name, higher = TASK_METRIC.get(self.task, ("top1", True))
+        return name, getattr(self, name), getattr(self, f"reference_{name}", None), higher
+
+    @property
+    def drop(self) -> float | None:
+        """How much worse than the reference the headline metric is (in its units; positive = worse)."""
+        _, value, ref, higher = self.headline
+        if value is None or ref is None:
+            return None
+        return (ref - value) if higher else (value - ref)
 
 
 class Latency(Model):
@@ -88,18 +128,23 @@ class Firmware(Model):
     arena_bytes: int
 
 
-class Section(Model):
-    """What one check found. ``provides`` names the headline fields the check is authoritative for."""
+class Headline(Model):
+    """The fields a check can supply and a target shows: one rule picks each target's from its checks' sections."""
 
-    check: str
     runtime: str | None = Field(None, description="the runtime whose numerics ``metrics`` are")
-    provides: list[str] = Field(default_factory=list)
     metrics: Metrics | None = None
     latency: Latency | None = None
     memory: Memory | None = None
     accelerator: Accelerator | None = None
     reload: Reload | None = None
     firmware: Firmware | None = None
+
+
+class Section(Headline):
+    """What one check found. ``provides`` names the headline fields the check is authoritative for."""
+
+    check: str
+    provides: list[str] = Field(default_factory=list)
     failures: list[Failure] = Field(default_factory=list)
     files: list[str] = Field(default_factory=list, description="files the check wrote into the target folder")
     details: dict[str, Any] = Field(default_factory=dict)
@@ -109,7 +154,7 @@ class Section(Model):
 HEADLINE = ("metrics", "latency", "memory", "accelerator", "reload", "firmware")
 
 
-class TargetResult(Model):
+class TargetResult(Headline):
     target: str
     kind: str
     mode: str
@@ -123,13 +168,6 @@ class TargetResult(Model):
     size_gzip_bytes: int | None = None
     ops: dict[str, int] = Field(default_factory=dict)
     io: dict[str, Any] = Field(default_factory=dict)
-    runtime: str | None = None
-    metrics: Metrics | None = None
-    latency: Latency | None = None
-    memory: Memory | None = None
-    accelerator: Accelerator | None = None
-    reload: Reload | None = None
-    firmware: Firmware | None = None
     sections: dict[str, Section] = Field(default_factory=dict)
     budget: dict[str, int | None] = Field(default_factory=dict, description="ram_bytes / flash_bytes the target has")
     failures: list[Failure] = Field(default_factory=list)

@@ -20,8 +20,8 @@ def test_min_arena_is_exact_to_the_alignment(tiny_conv_int8):
 def test_outputs_match_litert(tiny_conv_int8):
     x = np.random.default_rng(3).uniform(-1, 1, (20, 8, 8, 1)).astype(np.float32)
     arena, _ = tflm.min_arena(tiny_conv_int8)
-    y, host_ms = tflm.run(tiny_conv_int8, arena, x)
-    ref = LiteRT(tiny_conv_int8.read_bytes()).predict(x)
+    (y,), host_ms = tflm.run(tiny_conv_int8, arena, x)
+    (ref,) = LiteRT(tiny_conv_int8.read_bytes()).predict(x)
     assert y.shape == (20, 10) and host_ms >= 0
     assert np.abs(y - ref).max() <= 1 / 256 + 1e-6  # at most one int8 step apart
 

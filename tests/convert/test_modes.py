@@ -37,9 +37,9 @@ def test_mode_runs_on_litert(request, model_name, mode, io, dtype, min_cos):
         # the converter leaves weights under 1024 elements in float; the 2880-weight Dense is quantized
         assert any(t["dtype"] == np.int8 and len(t["shape"]) == 2 for t in rt.interp.get_tensor_details())
     ref = model.predict(x, verbose=0)
-    m = compare(ref, rt.predict(x), np.argmax(ref, -1))
-    assert m["cosine"] >= min_cos, m
-    assert m["top1_agreement"] >= 0.9
+    m = compare([ref], rt.predict(x), np.argmax(ref, -1))
+    assert m.cosine >= min_cos, m
+    assert m.top1_agreement >= 0.9
 
 
 def test_float16_halves_the_weights(tiny_conv):

@@ -34,11 +34,13 @@ def test_image_folder(tmp_path):
     assert sorted(np.concatenate([d.y_train, d.y_calib, d.y_eval]).tolist()) == [0] * 5 + [1] * 5
 
 
-def test_npz_uint8_scaled(tmp_path):
+def test_npz_uint8_scaled_when_asked(tmp_path):
     x = np.full((20, 8, 8), 255, np.uint8)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(20) % 3)
-    d = load_dataset(DataSpec(npz=tmp_path / "d.npz"), (8, 8, 1), 3)
+    d = load_dataset(DataSpec(npz=tmp_path / "d.npz", resize=True, normalization={}), (8, 8, 1), 3)
     assert np.allclose(d.x_eval, 1.0)  # 255 -> 1.0 -> (1 - 0.5) / 0.5
+    with pytest.raises(DataShapeError, match=r"input 'x' expects samples of shape \(8, 8, 1\), the data has \(8, 8\)"):
+        load_dataset(DataSpec(npz=tmp_path / "d.npz"), (8, 8, 1), 3)  # arrays are used as given unless asked
 
 
 def test_unreadable_data_folder(tmp_path):
@@ -53,7 +55,7 @@ def test_unreadable_data_folder(tmp_path):
 def test_data_that_does_not_fit_the_model(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((10, 8, 8, 4), np.float32), y=np.arange(10) % 2)
     with pytest.raises(DataShapeError, match="4 channels") as exc:
-        load_dataset(DataSpec(npz=tmp_path / "d.npz"), (8, 8, 3), 10)
+        load_dataset(DataSpec(npz=tmp_path / "d.npz", resize=True), (8, 8, 3), 10)
     assert exc.value.exit_code == 6
     with pytest.raises(DataShapeError, match="data has 10 classes but the model outputs 5"):
         load_dataset(DataSpec(builtin="digits"), (8, 8, 1), 5)

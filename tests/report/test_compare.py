@@ -26,7 +26,7 @@ def test_best_values_and_pareto(all_targets):
 
     # every target off the front is beaten by one on it in all three objectives
     def obj(x):
-        return (-x["top1"], x["latency_ms"], x["ram_bytes"] if x["ram_bytes"] is not None else x["flash_bytes"])
+        return (-x["metric"], x["latency_ms"], x["ram_bytes"] if x["ram_bytes"] is not None else x["flash_bytes"])
 
     for x in table["rows"]:
         if x["target"] not in front:
@@ -35,10 +35,10 @@ def test_best_values_and_pareto(all_targets):
 
 def test_pareto_on_known_points():
     rows = [
-        {"target": "a", "top1": 0.9, "latency_ms": 1.0, "ram_bytes": 100, "flash_bytes": 0},
-        {"target": "b", "top1": 0.8, "latency_ms": 2.0, "ram_bytes": 200, "flash_bytes": 0},  # beaten by a
-        {"target": "c", "top1": 0.95, "latency_ms": 5.0, "ram_bytes": 300, "flash_bytes": 0},  # most accurate
-        {"target": "d", "top1": 0.9, "latency_ms": 1.0, "ram_bytes": 100, "flash_bytes": 0},  # tie with a
+        {"target": "a", "metric": 0.9, "latency_ms": 1.0, "ram_bytes": 100, "flash_bytes": 0},
+        {"target": "b", "metric": 0.8, "latency_ms": 2.0, "ram_bytes": 200, "flash_bytes": 0},  # beaten by a
+        {"target": "c", "metric": 0.95, "latency_ms": 5.0, "ram_bytes": 300, "flash_bytes": 0},  # most accurate
+        {"target": "d", "metric": 0.9, "latency_ms": 1.0, "ram_bytes": 100, "flash_bytes": 0},  # tie with a
     ]
     assert pareto(rows) == ["a", "c", "d"]
 

@@ -50,10 +50,25 @@ class CheckContext:
 
     target: Target
     artifact_path: Path
-    x_eval: np.ndarray
-    y_eval: np.ndarray
-    reference: np.ndarray
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    xs_eval: list[np.ndarray]  # one array per model input
+    y_eval: np.ndarray | None  # labels (None: the task has none)
+    reference: list[np.ndarray] | None  # the float reference's outputs, one array per model output (None: no reference)
+    task: str = "classification"
+    outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def x_eval(self) -> np.ndarray:
+        """The first (for most models: the only) input's eval samples."""
+        return self.xs_eval[0]
+
+    def compare(self, outputs: list[np.ndarray], n: int | None = None):
+        """The task's metrics and parity of ``outputs`` (on the first ``n`` eval samples)."""
+        from toolchain.checks.metrics import compare
+
+        n = n or len(outputs[0])
+        ref = [r[:n] for r in self.reference] if self.reference is not None else None
+        y = self.y_eval[:n] if self.y_eval is not None else None
+        return compare(ref, outputs, y, self.task, first_input=self.xs_eval[0][:n])
 
     @property
     def workdir(self) -> Path:

@@ -8,57 +8,65 @@ import time
 import numpy as np
 
 from toolchain.checks import Check, CheckContext, register
-from toolchain.checks.metrics import compare
 from toolchain.errors import RuntimeValidationError
 from toolchain.record import Latency, Reload, Section
 from toolchain.tflite_model import TFLiteModel
 
 
+def quantize(x: np.ndarray, dtype, scale: float, zero: int) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def dequantize(y: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    if np.issubdtype(y.dtype, np.integer):
+        return (y.astype(np.float32) - zero) * scale
+    return y.astype(np.float32)
+
+
 class LiteRT:
+    """One interpreter over an artifact; inputs and outputs in the model's order, one sample per invoke."""
+
     def __init__(self, model: bytes, threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
 
         self.model = TFLiteModel(model)
-
         try:
             self.interp = Interpreter(model_content=model, num_threads=threads)
-            inp = self.interp.get_input_details()[0]
-            if len(inp["shape_signature"]) and inp["shape_signature"][0] == -1:
-                self.interp.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
+            for d in self.interp.get_input_details():
+                if len(d["shape_signature"]) and d["shape_signature"][0] == -1:
+                    self.interp.resize_tensor_input(d["index"], [1, *d["shape"][1:]])
             self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise RuntimeValidationError(f"LiteRT cannot load the artifact: {exc}") from None
-        self.input = self.interp.get_input_details()[0]
-        self.output = self.interp.get_output_details()[0]
+        self.inputs = self.interp.get_input_details()
+        self.outputs = self.interp.get_output_details()
 
-    def _quantize(self, x: np.ndarray) -> np.ndarray:
-        dtype = self.input["dtype"]
-        if np.issubdtype(dtype, np.integer):
-            scale, zero = self.input["quantization"]
-            info = np.iinfo(dtype)
-            return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-        return x.astype(dtype)
+    def _set(self, sample: list[np.ndarray]) -> None:
+        for d, x in zip(self.inputs, sample, strict=True):
+            self.interp.set_tensor(d["index"], quantize(x[None], d["dtype"], *d["quantization"]))
 
-    def _dequantize(self, y: np.ndarray) -> np.ndarray:
-        if np.issubdtype(self.output["dtype"], np.integer):
-            scale, zero = self.output["quantization"]
-            return (y.astype(np.float32) - zero) * scale
-        return y.astype(np.float32)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Float outputs (dequantized) for float, preprocessed inputs, one sample per invoke."""
-        outs = []
+    def predict(self, xs) -> list[np.ndarray]:
+        """Float outputs (dequantized), one array per model output, for float inputs (one array per input)."""
+        xs = list(xs) if isinstance(xs, (list, tuple)) else [xs]
+        if len(xs) != len(self.inputs):
+            raise RuntimeValidationError(f"the artifact has {len(self.inputs)} inputs; the data has {len(xs)}")
+        outs = [[] for _ in self.outputs]
         try:
-            for sample in x:
-                self.interp.set_tensor(self.input["index"], self._quantize(sample[None]))
+            for j in range(len(xs[0])):
+                self._set([x[j] for x in xs])
                 self.interp.invoke()
-                outs.append(self._dequantize(self.interp.get_tensor(self.output["index"]))[0])
+                for k, d in enumerate(self.outputs):
+                    outs[k].append(dequantize(self.interp.get_tensor(d["index"]), *d["quantization"])[0])
         except (ValueError, RuntimeError) as exc:
             raise RuntimeValidationError(f"LiteRT failed to run the artifact: {exc}") from None
-        return np.stack(outs)
+        return [np.stack(o) for o in outs]
 
-    def latency_ms(self, sample: np.ndarray, runs: int = 50, warmup: int = 5) -> dict:
-        self.interp.set_tensor(self.input["index"], self._quantize(sample[None]))
+    def latency_ms(self, xs, runs: int = 50, warmup: int = 5) -> dict:
+        xs = list(xs) if isinstance(xs, (list, tuple)) else [xs]
+        self._set([x[0] for x in xs])
         for _ in range(warmup):
             self.interp.invoke()
         times = []
@@ -73,16 +81,14 @@ class LiteRT:
         return self.model.op_counts()
 
     def io(self) -> dict:
+        """The first input's and output's shape, dtype and quantization."""
+
         def desc(d):
             scale, zero = d["quantization"]
-            return {
-                "shape": [int(s) for s in d["shape_signature"]],
-                "dtype": np.dtype(d["dtype"]).name,
-                "scale": float(scale),
-                "zero_point": int(zero),
-            }
+            shape = [int(s) for s in d["shape_signature"]]
+            return {"shape": shape, "dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
 
-        return {"input": desc(self.input), "output": desc(self.output)}
+        return {"input": desc(self.inputs[0]), "output": desc(self.outputs[0])}
 
 
 def today() -> str:
@@ -102,8 +108,8 @@ class LiteRTCheck(Check):
 
     def run(self, ctx: CheckContext) -> Section:
         lite = LiteRT(ctx.artifact, threads=ctx.target.threads)
-        ctx.outputs[self.name] = out = lite.predict(ctx.x_eval)
-        lat = lite.latency_ms(ctx.x_eval[0])
+        ctx.outputs[self.name] = out = lite.predict(ctx.xs_eval)
+        lat = lite.latency_ms(ctx.xs_eval)
         latency = Latency(
             ms=lat["median"],
             kind="measured",
@@ -114,7 +120,7 @@ class LiteRTCheck(Check):
         )
         return self.section(
             runtime="ai-edge-litert",
-            metrics=compare(ctx.reference, out, ctx.y_eval),
+            metrics=ctx.compare(out),
             latency=latency,
             reload=Reload(runtime="litert"),
         )

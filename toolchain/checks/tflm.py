@@ -76,8 +76,12 @@ class TflmCrash(RuntimeValidationError):
     """The TFLM interpreter aborted, crashed or refused the model."""
 
 
-def probe(model_path: Path, arena: int) -> Outcome:
-    return _worker("probe", str(model_path), str(arena))
+def _inputs(model_path: Path) -> int:
+    return len(TFLiteModel(Path(model_path).read_bytes()).inputs)
+
+
+def probe(model_path: Path, arena: int, n_inputs: int | None = None) -> Outcome:
+    return _worker("probe", str(model_path), str(arena), str(n_inputs or _inputs(model_path)))
 
 
 def recorded_arena(model_path: Path, arena: int) -> int | None:
@@ -94,8 +98,8 @@ def min_arena(model_path: Path, hint: int | None = None) -> tuple[int, int]:
     doubles up to ``MAX_ARENA``; a model that fails at every size is a ``TflmCrash`` naming the op it dies in.
     """
     hi = max(ARENA_ALIGN, min(hint or 1 << 14, MAX_ARENA))
-    probes = 1
-    while not (first := probe(model_path, hi)).ok:
+    probes, n_in = 1, _inputs(model_path)
+    while not (first := probe(model_path, hi, n_in)).ok:
         if hi >= MAX_ARENA:
             op = _culprit(model_path, hi, first)
             where = f", in op {op.index} ({op.name})" if op else ""
@@ -108,7 +112,7 @@ def min_arena(model_path: Path, hint: int | None = None) -> tuple[int, int]:
             break
         mid = (lo + hi) // 2
         probes += 1
-        if probe(model_path, mid).ok:
+        if probe(model_path, mid, n_in).ok:
             hi = mid
         else:
             lo = mid
@@ -123,18 +127,25 @@ def _verb(outcome: Outcome) -> str:
     return f"fails ({outcome.describe()})"
 
 
-def run(model_path: Path, arena: int, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Float outputs for float inputs, and the host's median ms per invoke; raises ``TflmCrash``."""
+def run(model_path: Path, arena: int, xs) -> tuple[list[np.ndarray], float]:
+    """Float outputs (one array per model output) for float inputs (one array per model input, or one array),
+    and the host's median ms per invoke; raises ``TflmCrash``."""
+    xs = list(xs) if isinstance(xs, (list, tuple)) else [xs]
+    n_out = len(TFLiteModel(Path(model_path).read_bytes()).outputs)
     with tempfile.TemporaryDirectory(prefix="tflm-") as tmp:
-        np.save(Path(tmp) / "x.npy", x.astype(np.float32))
-        out = _worker("run", str(model_path), str(arena), str(Path(tmp) / "x.npy"), str(Path(tmp) / "y.npy"))
+        np.savez(Path(tmp) / "x.npz", **{f"in_{i}": np.asarray(x, np.float32) for i, x in enumerate(xs)})
+        out = _worker(
+            "run", str(model_path), str(arena), str(Path(tmp) / "x.npz"), str(Path(tmp) / "y.npz"), str(n_out)
+        )
         if not out.ok:
             op = _culprit(model_path, arena, out)
             raise TflmCrash(
                 f"{out.describe()} (arena {arena} bytes)" + (f"; last op {op.index} ({op.name})" if op else "")
             )
         host = re.search(r"host_ms: ([\d.]+)", out.stdout)
-        return np.load(Path(tmp) / "y.npy"), float(host.group(1)) if host else float("nan")
+        with np.load(Path(tmp) / "y.npz") as z:
+            outputs = [z[f"out_{k}"] for k in range(n_out)]
+        return outputs, float(host.group(1)) if host else float("nan")
 
 
 def truncated(model: bytes, n_ops: int) -> bytes:
@@ -194,26 +205,27 @@ class TflmNumericsCheck(Check):
 
     def samples(self, ctx: CheckContext) -> int:
         n = ctx.target.mcu.eval_samples if ctx.target.mcu else None
-        return min(len(ctx.y_eval), n or len(ctx.y_eval))
+        return min(len(ctx.xs_eval[0]), n or len(ctx.xs_eval[0]))
 
     def run(self, ctx: CheckContext) -> Section:
         n = self.samples(ctx)
         log.info("tflite-micro: running %d eval samples", n)
         try:
-            outputs, host_ms = run(ctx.artifact_path, _generous_arena(ctx.artifact_path), ctx.x_eval[:n])
+            outputs, host_ms = run(ctx.artifact_path, _generous_arena(ctx.artifact_path), [x[:n] for x in ctx.xs_eval])
         except TflmCrash as exc:
             return self.section(runtime="tflite-micro", reload=Reload(runtime="tflite-micro"), failures=[crash(exc)])
         return self.section(
             runtime="tflite-micro", reload=Reload(runtime="tflite-micro"), **self.numerics(ctx, outputs, n, host_ms)
         )
 
-    def numerics(self, ctx: CheckContext, outputs: np.ndarray, n: int, host_ms: float) -> dict:
+    def numerics(self, ctx: CheckContext, outputs: list[np.ndarray], n: int, host_ms: float) -> dict:
         ctx.outputs[self.name] = outputs
         details = {"host_tflm_ms": host_ms}
         lite = ctx.outputs.get("litert")
-        if lite is not None:
-            details["vs_litert"] = compare(lite[:n], outputs, np.argmax(lite[:n], -1))
-        return {"metrics": compare(ctx.reference[:n], outputs, ctx.y_eval[:n]), "details": details}
+        if lite is not None:  # the same artifact on the two runtimes: parity only
+            task = "classification" if ctx.task == "classification" else "none"  # agreement of the top class, if any
+            details["vs_litert"] = compare([o[:n] for o in lite], outputs, None, task).model_dump(exclude_none=True)
+        return {"metrics": ctx.compare(outputs, n), "details": details}
 
 
 def crash(exc: TflmCrash) -> Failure:
@@ -262,7 +274,7 @@ class TflmCheck(TflmNumericsCheck):
         try:
             memory.details["arena_recorded_bytes"] = recorded_arena(path, _generous_arena(path))
             memory.arena_bytes, memory.details["arena_probes"] = min_arena(path, memory.details["arena_recorded_bytes"])
-            outputs, host_ms = run(path, fixed or memory.arena_bytes, ctx.x_eval[:n])
+            outputs, host_ms = run(path, fixed or memory.arena_bytes, [x[:n] for x in ctx.xs_eval])
         except TflmCrash as exc:
             return self.section(memory=memory, failures=[crash(exc)], **common)
         arena = fixed or with_margin(memory.arena_bytes, t.memory.arena_margin)

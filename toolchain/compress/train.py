@@ -13,23 +13,35 @@ from toolchain.models.compat import keras
 log = logging.getLogger(__name__)
 
 
+def _all_layers(model) -> list:
+    """Every layer, nested models included (tf_keras has ``submodules``; Keras 3 models have nested ``layers``)."""
+    if hasattr(model, "submodules"):
+        return list(model.submodules)
+    return [sub for layer in model.layers for sub in (layer, *_all_layers(layer))] if hasattr(model, "layers") else []
+
+
 def set_batchnorm_momentum(model, momentum: float) -> int:
     """Set the momentum of every BatchNormalization layer; returns how many were changed."""
-    k = keras()
-    layers = [layer for layer in model.submodules if isinstance(layer, k.layers.BatchNormalization)]
+    layers = [layer for layer in _all_layers(model) if type(layer).__name__ == "BatchNormalization"]
     for layer in layers:
         layer.momentum = momentum
     return len(layers)
 
 
-def fit(model, x: np.ndarray, y: np.ndarray, spec: TrainSpec, x_val=None, y_val=None) -> dict:
-    k = keras()
+def fit(model, x, y, spec: TrainSpec, x_val=None, y_val=None, task: str = "classification") -> dict:
+    """Fit with the task's loss: cross-entropy (classification), MSE on the labels (regression), MSE reconstructing
+    the (first) input (anomaly: an autoencoder). ``x``: an array, or one array per model input."""
+    k = keras() if type(model).__module__.startswith("tf_keras") else __import__("keras")  # a Keras 3 model file
     k.utils.set_random_seed(spec.seed)
+    if task == "anomaly":
+        y = x[0] if isinstance(x, (list, tuple)) else x
+        y_val = (x_val[0] if isinstance(x_val, (list, tuple)) else x_val) if x_val is not None else None
+    samples = len(x[0]) if isinstance(x, (list, tuple)) else len(x)
     if spec.batchnorm_momentum is not None:
         n = set_batchnorm_momentum(model, spec.batchnorm_momentum)
         if n:
             log.info("train: BatchNorm momentum set to %s on %d layers", spec.batchnorm_momentum, n)
-    steps = spec.epochs * int(np.ceil(len(x) / spec.batch_size))
+    steps = spec.epochs * int(np.ceil(samples / spec.batch_size))
     lr = spec.learning_rate
     if spec.lr_schedule == "cosine":
         lr = k.optimizers.schedules.CosineDecay(spec.learning_rate, steps)
@@ -40,8 +52,10 @@ def fit(model, x: np.ndarray, y: np.ndarray, spec: TrainSpec, x_val=None, y_val=
         model.compile(
             k.optimizers.Adam(lr), k.losses.CategoricalCrossentropy(label_smoothing=spec.label_smoothing), ["accuracy"]
         )
-    else:
+    elif task == "classification":
         model.compile(k.optimizers.Adam(lr), "sparse_categorical_crossentropy", ["accuracy"])
+    else:
+        model.compile(k.optimizers.Adam(lr), "mse", ["mae"])
 
     class Progress(k.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -51,15 +65,14 @@ def fit(model, x: np.ndarray, y: np.ndarray, spec: TrainSpec, x_val=None, y_val=
                     f"training diverged at epoch {epoch + 1}: loss {logs['loss']}; lower train.learning_rate "
                     f"(now {spec.learning_rate:g})"
                 )
-            val = f", eval acc {logs['val_accuracy']:.3f}" if "val_accuracy" in logs else ""
-            log.info(
-                "train: epoch %d/%d loss %.4f acc %.3f%s",
-                epoch + 1,
-                spec.epochs,
-                logs.get("loss", float("nan")),
-                logs.get("accuracy", float("nan")),
-                val,
+            metric = "acc" if "accuracy" in logs else "mae"
+            value = logs.get("accuracy", logs.get("mae", float("nan")))
+            val = (
+                f", eval {metric} {logs['val_' + ('accuracy' if metric == 'acc' else 'mae')]:.3f}"
+                if "val_loss" in logs
+                else ""
             )
+            log.info("train: epoch %d/%d loss %.4f %s %.3f%s", epoch + 1, spec.epochs, logs["loss"], metric, value, val)
 
     val = (x_val, y_val) if x_val is not None else None
     hist = model.fit(

@@ -28,17 +28,25 @@ def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
     return (Path(base) / value).resolve()
 
 
+Task = Literal["classification", "regression", "anomaly", "none"]
+
+
 class ModelSpec(Strict):
     """Exactly one of ``application`` (a Keras application built from scratch) or ``file``."""
 
     application: Literal[APPLICATIONS] | None = None  # type: ignore[valid-type]
-    file: Path | None = Field(None, description=".keras, .h5 or a SavedModel directory")
+    file: Path | None = Field(
+        None, description=".keras (Keras 3 or tf_keras), .h5, a SavedModel directory, or a .tflite"
+    )
+    reference: Path | None = Field(
+        None, description="with a .tflite file: the model its outputs are compared with (a float .tflite or Keras file)"
+    )
     alpha: float = Field(1.0, gt=0, le=1.4)
     input_shape: tuple[int, int, int] | None = None
-    classes: int = Field(10, ge=2)
+    classes: int = Field(10, ge=2, description="classification: the number of classes")
     weights: Literal["none", "imagenet"] | None = "none"
 
-    _resolve_file = field_validator("file")(_resolve)
+    _resolve_file = field_validator("file", "reference")(_resolve)
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -46,7 +54,13 @@ class ModelSpec(Strict):
             raise ValueError("give exactly one of 'application' or 'file'")
         if self.application and self.input_shape is None:
             raise ValueError("'input_shape' is required with 'application'")
+        if self.reference is not None and (self.file is None or self.file.suffix != ".tflite"):
+            raise ValueError("'reference' goes with a .tflite 'file' (a Keras model is its own reference)")
         return self
+
+    @property
+    def is_tflite(self) -> bool:
+        return self.file is not None and self.file.suffix == ".tflite"
 
 
 class Normalization(Strict):
@@ -69,13 +83,28 @@ class Split(Strict):
         return self
 
 
+class Calibration(Strict):
+    """A representative set apart from the labelled data: every sample calibrates (no split)."""
+
+    npz: Path
+
+    _resolve_paths = field_validator("npz")(_resolve)
+
+
 class DataSpec(Strict):
-    """Exactly one of ``builtin``, ``folder`` (one sub-folder per class) or ``npz`` (arrays ``x``, ``y``)."""
+    """Exactly one of ``builtin``, ``folder`` (one sub-folder per class) or ``npz``: one array per model input
+    (named as the input, or ``x`` for a single input) and optional labels ``y``."""
 
     builtin: Literal["digits"] | None = None
     folder: Path | None = None
     npz: Path | None = None
-    normalization: Normalization = Normalization()
+    normalization: Normalization | None = Field(
+        None, description="default: mean 0.5, std 0.5 for images (builtin, folder); none for arrays (npz)"
+    )
+    resize: bool | None = Field(
+        None, description="fit images to the model's height, width and channels; default: on for builtin and folder"
+    )
+    calibration: Calibration | None = None
     split: Split = Split()
 
     _resolve_paths = field_validator("folder", "npz")(_resolve)
@@ -167,15 +196,24 @@ class QuantizeSpec(Strict):
 
 
 class Acceptance(Strict):
-    max_accuracy_drop: float | None = Field(1.0, ge=0, description="points of top-1 below the float reference")
+    max_accuracy_drop: float | None = Field(
+        1.0, ge=0, description="classification: points of top-1 below the reference"
+    )
+    max_metric_drop: float | None = Field(
+        None,
+        ge=0,
+        description="the task's headline metric (top-1, MAE, ROC AUC) worse than the reference by at most this",
+    )
     min_top1_agreement: float | None = Field(None, ge=0, le=1)
     min_cosine: float | None = Field(None, ge=-1, le=1)
+    min_snr_db: float | None = Field(None, description="signal-to-noise ratio of every output against the reference")
     max_size_kb: float | None = Field(None, gt=0)
 
 
 class Recipe(Strict):
     schema_version: Literal[1]
     name: str = Field(pattern=NAME_PATTERN, description="the build folder's name")
+    task: Task = "classification"
     model: ModelSpec
     data: DataSpec
     train: TrainSpec | None = None
@@ -196,6 +234,14 @@ class Recipe(Strict):
             raise ValueError(
                 "compress: 'qat' can appear once, as the last step (fake-quant nodes must see the final weights)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _task_fits(self):
+        if self.model.is_tflite and (self.train or self.compress):
+            raise ValueError("a .tflite model is used as it is: 'train' and 'compress' need a Keras model")
+        if self.compress and self.task != "classification":
+            raise ValueError("compress: the compression steps fine-tune classifiers (task: classification)")
         return self
 
     def line_of(self, *path: str | int) -> str:

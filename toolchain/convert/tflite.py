@@ -40,28 +40,55 @@ _VALID_IO = {
 }
 
 
-def convert(model, plan: ConvertPlan, calibration: np.ndarray | None = None) -> bytes:
-    """Convert a Keras model; ``calibration`` (float, preprocessed) is needed for int8 and int16x8."""
+def convert(model, plan: ConvertPlan, calibration=None) -> bytes:
+    """Convert a Keras model; ``calibration`` (float, preprocessed; an array, or one array per model input) is
+    needed for int8 and int16x8."""
     t = tf()
     if plan.io_type not in _VALID_IO[plan.mode]:
         raise ConversionError(
             f"quantize.io_type: {plan.io_type!r} is not possible with mode {plan.mode!r} "
             f"(possible: {', '.join(sorted(_VALID_IO[plan.mode]))})"
         )
-    spec = t.TensorSpec([plan.batch, *model.input_shape[1:]], t.float32)
-    fn = t.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    conv = t.lite.TFLiteConverter.from_concrete_functions([fn], model)
+    names = input_names(model)
+    multi = len(model.inputs) > 1 or len(model.outputs) > 1
+    if is_keras3(model):  # its variables stay unfrozen in a concrete function: the Keras route freezes them
+        if multi:
+            raise ConversionError(
+                "a Keras 3 model with several inputs or outputs: save it with tf_keras (or as .tflite)"
+            )
+        import keras as keras3
+
+        inp = keras3.Input(batch_shape=(plan.batch, *model.inputs[0].shape[1:]))
+        conv = t.lite.TFLiteConverter.from_keras_model(keras3.Model(inp, model(inp)))
+    elif not multi:
+        spec = t.TensorSpec([plan.batch, *model.inputs[0].shape[1:]], t.float32)
+        fn = t.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+        conv = t.lite.TFLiteConverter.from_concrete_functions([fn], model)
+    else:  # named inputs and outputs: the converter orders them its own way, the signature keeps the names
+        specs = [
+            t.TensorSpec([plan.batch, *i.shape[1:]], t.float32, name=n)
+            for n, i in zip(names, model.inputs, strict=True)
+        ]
+
+        def call(*xs):
+            out = model(list(xs) if len(xs) > 1 else xs[0], training=False)
+            return {f"out{k}": o for k, o in enumerate(out if isinstance(out, (list, tuple)) else [out])}
+
+        fn = t.function(call).get_concrete_function(*specs)
+        conv = t.lite.TFLiteConverter.from_concrete_functions([fn], model)
     if plan.mode != "float32":
         conv.optimizations = [t.lite.Optimize.DEFAULT]
     if plan.mode == "float16":
         conv.target_spec.supported_types = [t.float16]
     if plan.mode in ("int8", "int16x8"):
-        if calibration is None or len(calibration) == 0:
+        xs = list(calibration) if isinstance(calibration, (list, tuple)) else [calibration]
+        if calibration is None or xs[0] is None or len(xs[0]) == 0:
             raise ConversionError(f"mode {plan.mode!r} needs calibration samples")
 
         def representative():
-            for sample in calibration:
-                yield [sample[None].astype(np.float32)]
+            for j in range(len(xs[0])):
+                sample = [x[j][None].astype(np.float32) for x in xs]
+                yield dict(zip(names, sample, strict=True)) if multi else sample
 
         conv.representative_dataset = representative
         conv.target_spec.supported_ops = [
@@ -75,7 +102,36 @@ def convert(model, plan: ConvertPlan, calibration: np.ndarray | None = None) -> 
     if not plan.per_channel:
         conv._experimental_disable_per_channel = True
     try:
-        return conv.convert()
+        blob = conv.convert()
+        return in_keras_order(blob, names, len(model.outputs)) if multi else blob
     except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError ...
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ConversionError(f"TFLite converter failed ({plan.mode}): {first}") from exc
+
+
+def input_names(model) -> list[str]:
+    names = getattr(model, "input_names", None) or [i.name for i in model.inputs]
+    return [n.split(":")[0] for n in names]
+
+
+def in_keras_order(blob: bytes, inputs: list[str], outputs: int) -> bytes:
+    """The model with its subgraph's inputs and outputs in the Keras model's order (found through the signature)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as fb
+
+    m = fb.ModelT.InitFromObj(fb.Model.GetRootAs(blob, 0))
+    sig = m.signatureDefs[0]
+    by_name = {
+        (t.name.decode() if isinstance(t.name, bytes) else t.name): t.tensorIndex for t in sig.inputs + sig.outputs
+    }
+    sg = m.subgraphs[sig.subgraphIndex]
+    sg.inputs = np.array([by_name[n] for n in inputs], dtype=np.int32)
+    sg.outputs = np.array([by_name[f"out{k}"] for k in range(outputs)], dtype=np.int32)
+    builder = flatbuffers.Builder(len(blob) + 1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def is_keras3(model) -> bool:
+    """A model loaded from a .keras file written by Keras 3 (the toolchain's own models are tf_keras)."""
+    return not type(model).__module__.startswith("tf_keras")

@@ -1,5 +1,5 @@
 """Data sets: builtin digits, image folders, .npz; preprocessing; seeded splits."""
 
-from toolchain.data.datasets import Dataset, load_dataset, source_digest
+from toolchain.data.datasets import Dataset, InputSpec, load_dataset, source_digest
 
-__all__ = ["Dataset", "load_dataset", "source_digest"]
+__all__ = ["Dataset", "InputSpec", "load_dataset", "source_digest"]

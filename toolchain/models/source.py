@@ -1,10 +1,15 @@
-"""Build or load the float Keras model a recipe names."""
+"""Build or load the float model a recipe names, and describe its inputs without building it when possible.
+
+Model files: ``.keras`` (saved by tf_keras or by Keras 3), ``.h5`` (older Keras), Keras SavedModel directories,
+and ``.tflite`` (used as it is: no conversion; its inputs are read from the flatbuffer, no TensorFlow).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from toolchain.config.recipe import ModelSpec
+from toolchain.data import InputSpec
 from toolchain.errors import DataShapeError, InputError, OfflineError
 from toolchain.models.compat import keras
 
@@ -16,11 +21,12 @@ def check_offline(spec: ModelSpec) -> None:
             "model.weights: 'imagenet' would download pretrained weights, and the toolchain runs "
             "without network access; use 'weights: none' (train from scratch) or 'file:' a saved model"
         )
-    if spec.file is not None and not Path(spec.file).exists():
-        raise InputError(f"model.file: {spec.file} does not exist")
+    for what, path in (("model.file", spec.file), ("model.reference", spec.reference)):
+        if path is not None and not Path(path).exists():
+            raise InputError(f"{what}: {path} does not exist")
 
 
-def build_model(spec: ModelSpec):
+def build_model(spec: ModelSpec, task: str = "classification"):
     check_offline(spec)
     k = keras()
     if spec.application:
@@ -32,40 +38,62 @@ def build_model(spec: ModelSpec):
             return ctor(**kwargs)
         except ValueError as exc:
             raise InputError(f"model: cannot build {spec.application}: {exc}") from None
-    return load_model_file(Path(spec.file), spec)
+    return load_model_file(Path(spec.file), spec, task)
 
 
-def load_model_file(path: Path, spec: ModelSpec):
-    k = keras()
+def load_model_file(path: Path, spec: ModelSpec | None = None, task: str = "classification"):
+    """A Keras model from a file: tf_keras first (it reads .h5, SavedModels and its own .keras), then Keras 3."""
     if not (path.suffix in (".keras", ".h5") or (path.is_dir() and (path / "saved_model.pb").exists())):
-        raise InputError(f"model.file: {path} is not a .keras or .h5 file or a SavedModel directory")
+        raise InputError(f"model.file: {path} is not a .keras, .h5 or .tflite file or a SavedModel directory")
     try:
-        model = k.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises many types for unreadable files
-        raise InputError(f"model.file: cannot load {path}: {str(exc).splitlines()[0]}") from None
-    ins, outs = model.inputs or [], model.outputs or []
-    if len(ins) != 1 or len(outs) != 1:
+        model = keras().models.load_model(path, compile=False)
+    except Exception as first:  # Keras raises many types for unreadable files
+        if path.suffix != ".keras":
+            raise InputError(f"model.file: cannot load {path}: {str(first).splitlines()[0]}") from None
+        try:
+            import keras as keras3  # a .keras file written by Keras 3
+
+            model = keras3.models.load_model(path, compile=False)
+        except Exception:
+            raise InputError(f"model.file: cannot load {path}: {str(first).splitlines()[0]}") from None
+    if spec is not None and spec.input_shape is not None and len(model.inputs) == 1:
+        shape = tuple(model.inputs[0].shape[1:])
+        if shape != tuple(spec.input_shape):
+            raise DataShapeError(
+                f"model.input_shape: recipe says {tuple(spec.input_shape)} but {path.name} takes {shape}"
+            )
+    if spec is not None and task == "classification" and model.outputs[0].shape[-1] != spec.classes:
         raise DataShapeError(
-            f"model.file: {path.name} has {len(ins)} inputs and {len(outs)} outputs; this version builds "
-            "models with one input and one output"
-        )
-    if len(model.input_shape) != 4:
-        raise DataShapeError(
-            f"model.file: {path.name} takes input of shape {tuple(model.input_shape[1:])}; this version "
-            "builds image models, input (height, width, channels)"
-        )
-    shape = tuple(model.input_shape[1:])
-    if spec.input_shape is not None and shape != tuple(spec.input_shape):
-        raise DataShapeError(f"model.input_shape: recipe says {tuple(spec.input_shape)} but {path.name} takes {shape}")
-    if model.output_shape[-1] != spec.classes:
-        raise DataShapeError(
-            f"model.classes: recipe says {spec.classes} but {path.name} outputs {model.output_shape[-1]}"
+            f"model.classes: recipe says {spec.classes} but {path.name} outputs {model.outputs[0].shape[-1]}"
         )
     return model
 
 
-def input_shape_of(spec: ModelSpec) -> tuple[int, int, int]:
-    """The model's (H, W, C) without building it when the recipe says it."""
-    if spec.input_shape is not None:
-        return tuple(spec.input_shape)
-    return tuple(build_model(spec).input_shape[1:])
+def clean_name(name: str) -> str:
+    """An input's name as users write it: without the converter's ``serving_default_`` and ``:0``."""
+    return name.removeprefix("serving_default_").split(":")[0]
+
+
+def keras_inputs(model) -> list[InputSpec]:
+    names = getattr(model, "input_names", None) or [t.name for t in model.inputs]
+    return [
+        InputSpec(clean_name(n), tuple(None if d is None else int(d) for d in t.shape[1:]))
+        for n, t in zip(names, model.inputs, strict=True)
+    ]
+
+
+def input_specs(spec: ModelSpec, task: str = "classification") -> list[InputSpec]:
+    """The model's inputs (names, per-sample shapes) without building it when the recipe or the file says them."""
+    if spec.application:
+        return [InputSpec("x", tuple(spec.input_shape))]
+    if spec.is_tflite:
+        from toolchain.tflite_model import TFLiteModel
+
+        m = TFLiteModel.from_file(spec.file)
+        return [
+            InputSpec(
+                clean_name(m.tensors[i].name), tuple(d if d > 0 else None for d in m.tensors[i].shape_signature[1:])
+            )
+            for i in m.inputs
+        ]
+    return keras_inputs(build_model(spec, task))

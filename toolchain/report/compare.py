@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from toolchain.errors import MissingBuildError
-from toolchain.record import BuildRecord, TargetResult
+from toolchain.record import TASK_METRIC, BuildRecord, TargetResult
 
 COMPARE_SCHEMA = "toolchain.compare/1"
 #: key, heading, which way is better (None: not ranked)
@@ -14,8 +14,8 @@ COLUMNS = [
     ("ram_bytes", "RAM KB", "min"),
     ("flash_bytes", "flash KB", "min"),
     ("latency_ms", "latency ms", "min"),
-    ("top1", "top-1", "max"),
-    ("top1_drop", "drop (pts)", "min"),
+    ("metric", "top-1", "max"),  # the task's headline metric: heading and direction set per record
+    ("metric_drop", "drop (pts)", "min"),
     ("top1_agreement", "agreement", "max"),
     ("cosine", "cosine", "max"),
     ("accelerator_share", "ops on accel.", "max"),
@@ -39,8 +39,10 @@ def row(r: TargetResult) -> dict:
         "latency_ms": lat.ms if lat else None,
         "latency_source": lat.source if lat else "none",
         "latency_measured": bool(lat and lat.kind == "measured"),
-        "top1": m.top1 if m else None,
-        "top1_drop": (m.reference_top1 - m.top1) * 100 if m else None,
+        "metric": m.headline[1] if m else None,
+        "higher_is_better": m.headline[3] if m else True,
+        # classification: points of top-1 (as the gate); other tasks: the metric's own units
+        "metric_drop": None if not m or m.drop is None else m.drop * (100 if m.task == "classification" else 1),
         "top1_agreement": m.top1_agreement if m else None,
         "cosine": m.cosine if m else None,
         "accelerator_share": r.accelerator.share if r.accelerator else None,  # CPU and MCU targets have none
@@ -55,9 +57,9 @@ def pareto(rows: list[dict]) -> list[str]:
 
     def objectives(x):  # all minimized
         memory = x["ram_bytes"] if x["ram_bytes"] is not None else x["flash_bytes"]
-        return (-x["top1"], x["latency_ms"], memory)
+        return (-x["metric"] if x.get("higher_is_better", True) else x["metric"], x["latency_ms"], memory)
 
-    ranked = [x for x in rows if x["top1"] is not None and x["latency_ms"] is not None]
+    ranked = [x for x in rows if x["metric"] is not None and x["latency_ms"] is not None]
     front = []
     for a in ranked:
         oa = objectives(a)
@@ -82,8 +84,20 @@ def compare(record: BuildRecord, targets: list[str] | None = None) -> dict:
                 f"{', '.join(r.target for r in record.results)})"
             )
     rows = [row(r) for r in record.results if not targets or r.target in targets]
+    task = next((r.metrics.task for r in record.results if r.metrics), "classification")
+    name, higher = TASK_METRIC.get(task, ("top1", True))
+    drop_unit = "pts" if task == "classification" else name
+    columns = [
+        (
+            k,
+            {"metric": name.replace("top1", "top-1"), "metric_drop": f"drop ({drop_unit})"}.get(k, h),
+            ("max" if higher else "min") if k == "metric" else b,
+        )
+        for k, h, b in COLUMNS
+        if task == "classification" or k != "top1_agreement"
+    ]
     best = {}
-    for key, _, better in COLUMNS:
+    for key, _, better in columns:
         values = [x[key] for x in rows if better and x[key] is not None]
         if values:
             top = min(values) if better == "min" else max(values)
@@ -92,7 +106,8 @@ def compare(record: BuildRecord, targets: list[str] | None = None) -> dict:
         "schema": COMPARE_SCHEMA,
         "recipe": record.recipe,
         "eval_samples": record.eval_samples,
-        "columns": [{"key": k, "heading": h, "better": b} for k, h, b in COLUMNS],
+        "task": task,
+        "columns": [{"key": k, "heading": h, "better": b} for k, h, b in columns],
         "rows": rows,
         "best": best,
         "pareto": pareto(rows),
@@ -110,11 +125,11 @@ def cell(table: dict, x: dict, key: str) -> str:
         text = f"{v / 1024:,.1f}"
     elif key == "latency_ms":
         text = f"{v:.3g}" + ("" if x["latency_measured"] else " (est.)")
-    elif key in ("top1", "top1_agreement", "cosine"):
+    elif key in ("metric", "top1_agreement", "cosine"):
         text = f"{v:.4f}"
     elif key == "accelerator_share":
         text = f"{v:.0%}"
-    elif key == "top1_drop":
+    elif key == "metric_drop":
         text = f"{v:+.2f}"
     else:
         text = str(v)

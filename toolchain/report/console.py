@@ -5,33 +5,53 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from toolchain.record import BuildRecord
+from toolchain.record import TASK_METRIC, BuildRecord
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
 
 
 def print_summary(record: BuildRecord) -> None:
-    table = Table(title=f"{record.recipe}: {record.eval_samples} eval samples")
-    for col in ("target", "mode", "size KB", "ref top-1", "top-1", "agree", "cosine", "latency ms", "result"):
+    """One row per target: the task's headline metric for the reference and the artifact, parity, latency, result."""
+    task = next((r.metrics.task for r in record.results if r.metrics), "classification")
+    name = TASK_METRIC.get(task, ("top1", True))[0].replace("top1", "top-1")
+    table = Table(title=f"{record.recipe}: {task}, {record.eval_samples} eval samples")
+    cols = (
+        "target",
+        "mode",
+        "size KB",
+        f"ref {name}",
+        name,
+        "agree" if task == "classification" else "SNR dB",
+        "cosine",
+        "latency ms",
+        "result",
+    )
+    for col in cols:
         table.add_column(col, justify="left" if col in ("target", "mode", "result") else "right")
     for r in record.results:
         lat, m = r.latency, r.metrics
         latency = (
             "-"
             if lat is None or lat.ms is None
-            else f"{lat.ms:.2f}"
+            else f"{lat.ms:.3g}"
             if lat.kind == "measured"
-            else f"~{lat.ms:.2f} (est.)"
+            else f"~{lat.ms:.3g} (est.)"
         )
-        num = lambda k, m=m: f"{getattr(m, k):.4f}" if m else "-"
+        _, value, ref, _ = m.headline if m else (None, None, None, None)
+        parity = (m.top1_agreement if task == "classification" else m.snr_db) if m else None
+        result = "pass" if r.passed else "FAIL: " + "; ".join(f"{f.kind} {f.check}" for f in r.failures)
         table.add_row(
             r.target,
             r.mode,
             f"{r.size_bytes / 1024:.1f}",
-            num("reference_top1"),
-            num("top1"),
-            num("top1_agreement"),
-            num("cosine"),
+            _num(ref),
+            _num(value),
+            _num(parity),
+            _num(m.cosine if m else None),
             latency,
-            "pass" if r.passed else "FAIL: " + "; ".join(f"{f.kind} {f.check}" for f in r.failures),
+            result,
         )
     console = Console()
     if not console.is_terminal:

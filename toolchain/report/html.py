@@ -24,24 +24,18 @@ def _plots(table: dict) -> list[tuple[str, str]]:
     rows = table["rows"]
     out = []
     fig, ax = plt.subplots(figsize=(6.4, 4))
+    heading = next(c["heading"] for c in table["columns"] if c["key"] == "metric")
+    scale = 100 if table.get("task", "classification") == "classification" else 1
     for x in rows:
-        if x["top1"] is None or x["latency_ms"] is None:
+        if x["metric"] is None or x["latency_ms"] is None:
             continue
-        marker = "o" if x["latency_measured"] else "^"
-        ax.scatter(
-            x["latency_ms"],
-            x["top1"] * 100,
-            marker=marker,
-            s=60,
-            edgecolors="black" if x["target"] in table["pareto"] else "none",
-        )
-        ax.annotate(
-            x["target"], (x["latency_ms"], x["top1"] * 100), textcoords="offset points", xytext=(5, 4), fontsize=8
-        )
+        y, outline = x["metric"] * scale, "black" if x["target"] in table["pareto"] else "none"
+        ax.scatter(x["latency_ms"], y, marker="o" if x["latency_measured"] else "^", s=60, edgecolors=outline)
+        ax.annotate(x["target"], (x["latency_ms"], y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("latency per inference, ms (o measured on host, ^ estimate)")
-    ax.set_ylabel("top-1 %")
-    ax.set_title("accuracy vs latency (outlined: Pareto front)")
+    ax.set_ylabel(f"{heading}{' %' if scale == 100 else ''}")
+    ax.set_title(f"{heading} vs latency (outlined: Pareto front)")
     ax.grid(alpha=0.3)
     out.append(("Accuracy vs latency", _png(fig)))
     plt.close(fig)

@@ -78,14 +78,32 @@ def target_markdown(recipe: str, r: TargetResult) -> str:
         _row("size", f"{r.size_bytes:,} bytes ({r.size_bytes / 1024:.1f} KB)"),
     ]
     if m:
-        lines += [
-            _row("top-1 (float reference)", f"{m.reference_top1:.4f}"),
-            _row("top-1 (artifact)", f"{m.top1:.4f} ({(m.top1 - m.reference_top1) * 100:+.2f} points)"),
-            _row("top-1 agreement with reference", f"{m.top1_agreement:.4f}"),
-            _row("cosine similarity of outputs", f"{m.cosine:.6f}"),
-            _row("RMSE / max abs error", f"{m.rmse:.6f} / {m.max_abs:.6f}"),
-            _row("eval samples", m.samples),
-        ]
+        name, value, ref, higher = m.headline
+        lines.append(_row("task", m.task))
+        if value is not None:
+            drop = m.drop
+            delta = (
+                "" if drop is None else f" ({'worse' if drop > 0 else 'better'} than the reference by {abs(drop):.4g})"
+            )
+            lines.append(_row(f"{name} ({'higher' if higher else 'lower'} is better)", f"{value:.4f}{delta}"))
+        if ref is not None:
+            lines.append(_row(f"{name} of the float reference", f"{ref:.4f}"))
+        extra = {
+            "top5": "top-5",
+            "top1_agreement": "top-1 agreement with the reference",
+            "r2": "R²",
+            "reference_r2": "R² of the reference",
+            "rmse_labels": "RMSE against the labels",
+            "mean_error": "mean reconstruction error",
+            "cosine": "cosine similarity to the reference",
+            "snr_db": "SNR against the reference (dB, lowest output)",
+        }
+        lines += [_row(label, f"{getattr(m, k):.6g}") for k, label in extra.items() if getattr(m, k) is not None]
+        if m.rmse is not None:
+            lines.append(_row("RMSE / max abs error vs the reference", f"{m.rmse:.6f} / {m.max_abs:.6f}"))
+        if m.per_class:
+            lines.append(_row("per-class accuracy", ", ".join("-" if a is None else f"{a:.2f}" for a in m.per_class)))
+        lines.append(_row("eval samples", m.samples))
     else:
         lines.append(_row("metrics", "none: the runtime could not run the artifact"))
     if lat and lat.ms is not None:

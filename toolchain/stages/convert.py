@@ -35,8 +35,44 @@ class Artifact:
         return hashlib.sha256(self.blob).hexdigest()
 
 
+def numerics_of(blob: bytes) -> ConvertPlan:
+    """What an existing .tflite is: its quantize mode, I/O type and batch."""
+    m = TFLiteModel(blob)
+    weights = {t.dtype for t in m.tensors if t.is_constant and t.dtype.startswith(("float", "int8"))}
+    acts = {t.dtype for op in m.ops for i in op.outputs for t in [m.tensors[i]] if not t.is_constant}
+    if "int16" in acts:
+        mode = "int16x8"
+    elif acts and acts <= {"int8", "uint8", "int32"}:
+        mode = "int8"
+    elif "float16" in weights:
+        mode = "float16"
+    elif "int8" in weights:
+        mode = "dynamic"
+    else:
+        mode = "float32"
+    first = m.tensors[m.inputs[0]]
+    batch = first.shape_signature[0] if first.shape_signature and first.shape_signature[0] > 0 else None
+    return ConvertPlan(
+        mode=mode, io_type=first.dtype, per_channel=any(len(t.scales) > 1 for t in m.tensors), batch=batch
+    )
+
+
 def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
-    """The quantization a target gets: the recipe's where it says, the target's need otherwise."""
+    """The quantization a target gets: the recipe's where it says, the target's need otherwise. A .tflite file is
+    used as it is: a target that cannot run its numerics is refused here, before any work."""
+    if recipe.model.is_tflite:
+        from toolchain.models.source import check_offline
+
+        check_offline(recipe.model)
+        plan = numerics_of(recipe.model.file.read_bytes())
+        n = target.numerics
+        if plan.mode not in n.modes or plan.io_type not in n.io_types:
+            raise CompatibilityError(
+                f"{recipe.line_of('model', 'file')}: model.file: {recipe.model.file.name} is a {plan.mode} model with "
+                f"{plan.io_type} input/output; {target.name} runs {', '.join(n.modes)} models with "
+                f"{', '.join(n.io_types)} input/output"
+            )
+        return plan
     q, n = recipe.quantize, target.numerics
     mode = q.mode or n.default_mode
     if mode not in n.modes:
@@ -54,6 +90,10 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
 
 
 def stage_convert(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -> Artifact:
+    if b.recipe.model.is_tflite:  # used as it is
+        blob = b.recipe.model.file.read_bytes()
+        log.info("convert: none, %s is used as it is (%s, I/O %s)", b.recipe.model.file.name, plan.mode, plan.io_type)
+        return Artifact(blob, None, **describe(blob))
     quantized = plan.mode in ("int8", "int16x8")
     n_cal = min(b.recipe.quantize.calibration_samples, data.sizes["calib"]) if quantized else 0
     inputs = {"model": model.key, "plan": plan.as_dict(), "calibration": n_cal, "data": data.digest}
@@ -69,7 +109,7 @@ def stage_convert(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) ->
             f", calibrating on {n_cal} samples" if quantized else "",
         )
         with capture_fds(tmp / "convert.log"):
-            blob = convert(model.keras(), plan, data.x_calib[:n_cal])
+            blob = convert(model.keras(), plan, [x[:n_cal] for x in data.xs_calib])
         (tmp / "model.tflite").write_bytes(blob)
         return {"plan": plan.as_dict(), **describe(blob)}, blob
 
@@ -95,4 +135,6 @@ def describe(blob: bytes) -> dict:
         }
 
     io = {"input": tensor(m.inputs[0]), "output": tensor(m.outputs[0])}
+    if len(m.inputs) > 1 or len(m.outputs) > 1:
+        io |= {"inputs": [tensor(i) for i in m.inputs], "outputs": [tensor(i) for i in m.outputs]}
     return {"gzip_bytes": len(gzip.compress(blob, mtime=0)), "ops": m.op_counts(), "io": io}

@@ -15,7 +15,7 @@ from toolchain.fsutil import sha256_tree
 from toolchain.stages.context import Build
 
 log = logging.getLogger(__name__)
-STAGE = Stage("data", 2, tools=("scikit-learn", "numpy"))
+STAGE = Stage("data", 3, tools=("scikit-learn", "numpy"))
 SPLITS = ("train", "calib", "eval")
 
 
@@ -35,7 +35,7 @@ class Data:
 
 
 def _meta(d: Dataset) -> dict:
-    return {"digest": d.digest, "labels": list(d.labels), "sizes": {s: int(len(getattr(d, f"y_{s}"))) for s in SPLITS}}
+    return {"digest": d.digest, "labels": list(d.labels), "sizes": {s: d.size(s) for s in SPLITS}}
 
 
 def stage_data(b: Build) -> Data:
@@ -47,14 +47,16 @@ def stage_data(b: Build) -> Data:
     inputs = {
         "spec": spec.model_dump(mode="json"),
         "source": source_digest(spec),
+        "calibration": source_digest(spec.calibration) if spec.calibration else None,
         "shape": shape_key,
         "classes": model.classes,
+        "task": b.recipe.task,
     }
 
     def compute(tmp):
-        from toolchain.models.source import input_shape_of
+        from toolchain.models.source import input_specs
 
-        data = load_dataset(spec, input_shape_of(model), model.classes)
+        data = load_dataset(spec, input_specs(model, b.recipe.task), model.classes, b.recipe.task)
         data.save(tmp / "data.npz")
         return _meta(data), data
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from toolchain.config.recipe import Acceptance
 from toolchain.record import Failure, Memory, Metrics
 
@@ -29,36 +27,35 @@ def fit(target: str, memory: Memory, budget: dict[str, int | None]) -> list[Fail
 def check(acceptance: Acceptance, m: Metrics | None, size_bytes: int) -> list[Failure]:
     """The recipe's acceptance gates: one failure per failed gate (empty when all pass).
 
-    A gate whose value is not a number (NaN) fails: NaN never passes a check.
+    Gates follow the task: ``max_accuracy_drop`` and ``min_top1_agreement`` apply to classification,
+    ``max_metric_drop`` to the task's headline metric, ``min_cosine`` and ``min_snr_db`` to every task with a
+    reference. A gate whose value is not a number (NaN) fails: NaN never passes a check.
     """
     failures = []
-
-    def gate(name: str, failed: bool, message: str) -> None:
-        if failed:
-            failures.append(Failure(kind="gate", check=name, message=f"{name}: {message}"))
-
+    gates: list[tuple[str, float | None, float | None, bool, str]] = []  # name, value, limit, at most?, message
     if m is not None:  # None: the runtime could not run the model (already a failure)
-        drop = (m.reference_top1 - m.top1) * 100
-        if acceptance.max_accuracy_drop is not None:
-            gate(
-                "max_accuracy_drop",
-                not drop <= acceptance.max_accuracy_drop + 1e-9,
-                f"top-1 fell {drop:.2f} points ({m.reference_top1:.4f} -> {m.top1:.4f}), allowed "
-                f"{acceptance.max_accuracy_drop}",
+        name, value, ref, _ = m.headline
+        if m.task == "classification" and m.top1 is not None and m.reference_top1 is not None:
+            drop = (m.reference_top1 - m.top1) * 100
+            fell = f"top-1 fell {drop:.2f} points ({m.reference_top1:.4f} -> {m.top1:.4f})"
+            gates.append(("max_accuracy_drop", drop, acceptance.max_accuracy_drop, True, fell))
+            gates.append(
+                ("min_top1_agreement", m.top1_agreement, acceptance.min_top1_agreement, False, f"{m.top1_agreement}")
             )
-        if acceptance.min_top1_agreement is not None:
-            gate(
-                "min_top1_agreement",
-                not m.top1_agreement >= acceptance.min_top1_agreement,
-                f"{m.top1_agreement:.4f} < {acceptance.min_top1_agreement}",
-            )
-        if acceptance.min_cosine is not None:
-            gate(
-                "min_cosine",
-                not (math.isfinite(m.cosine) and m.cosine >= acceptance.min_cosine),
-                f"{m.cosine:.4f} < {acceptance.min_cosine}",
-            )
+        gates.append(
+            ("max_metric_drop", m.drop, acceptance.max_metric_drop, True, f"{name} {value} vs the reference's {ref}")
+        )
+        gates.append(("min_cosine", m.cosine, acceptance.min_cosine, False, f"cosine {m.cosine}"))
+        gates.append(("min_snr_db", m.snr_db, acceptance.min_snr_db, False, f"SNR {m.snr_db} dB"))
     kb = size_bytes / 1024
-    if acceptance.max_size_kb is not None:
-        gate("max_size_kb", kb > acceptance.max_size_kb, f"artifact is {kb:.1f} KB > {acceptance.max_size_kb} KB")
+    gates.append(("max_size_kb", kb, acceptance.max_size_kb, True, f"artifact is {kb:.1f} KB"))
+    for name, value, limit, at_most, what in gates:
+        if limit is None or value is None:
+            continue
+        ok = value <= limit + 1e-9 if at_most else value >= limit  # False for NaN
+        if not ok:
+            message = (
+                f"{name}: {what}, {'allowed' if at_most else 'needs'} {'at most' if at_most else 'at least'} {limit}"
+            )
+            failures.append(Failure(kind="gate", check=name, message=message))
     return failures

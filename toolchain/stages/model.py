@@ -9,21 +9,21 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.cache import Entry, Stage
-from toolchain.errors import NonFiniteError
+from toolchain.errors import InputError, NonFiniteError
 from toolchain.fsutil import sha256_tree
 from toolchain.stages.context import Build
 from toolchain.stages.data import Data
 
 log = logging.getLogger(__name__)
-MODEL = Stage("model", 2, tools=("tensorflow", "tf_keras"))
+MODEL = Stage("model", 3, tools=("tensorflow", "tf_keras"))
 COMPRESS = Stage("compress", 5, tools=("tensorflow", "tf_keras", "tensorflow-model-optimization"))
 
 
 @dataclass
 class ModelStage:
     key: str
-    path: Path  # the saved Keras model (.keras; .h5 after compression, which may hold fake-quant wrappers)
-    reference: np.ndarray  # outputs of the float model on the eval split: what every artifact is compared with
+    path: Path | None  # the saved Keras model (.keras; .h5 after compression); None for a .tflite model
+    reference: list[np.ndarray] | None  # the float model's outputs on the eval split, one array per output
     history: dict
     _model: object = None
     steps: list = field(default_factory=list)  # compression step reports
@@ -31,6 +31,7 @@ class ModelStage:
     def keras(self):
         if self._model is None:
             from toolchain.models.compat import keras
+            from toolchain.models.source import load_model_file
 
             if self.path.suffix == ".h5":
                 from toolchain.compress.qat import tfmot
@@ -38,59 +39,113 @@ class ModelStage:
                 with tfmot().quantization.keras.quantize_scope():
                     self._model = keras().models.load_model(self.path, compile=False)
             else:
-                self._model = keras().models.load_model(self.path, compile=False)
+                self._model = load_model_file(self.path)
         return self._model
+
+
+def predict(model, xs) -> list[np.ndarray]:
+    """A Keras model's outputs on one array per input, as one array per output."""
+    out = model.predict(list(xs) if len(xs) > 1 else xs[0], batch_size=64, verbose=0)
+    return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
+
+
+def _reference_of(spec, xs) -> list[np.ndarray] | None:
+    """A .tflite model's reference: another .tflite (run on LiteRT) or a Keras model; None without one."""
+    if spec.reference is None:
+        return None
+    if spec.reference.suffix == ".tflite":
+        from toolchain.checks.litert import LiteRT
+
+        return LiteRT(spec.reference.read_bytes()).predict(list(xs))
+    from toolchain.models.source import load_model_file
+
+    return predict(load_model_file(spec.reference), xs)
+
+
+def _check_finite(reference: list[np.ndarray]) -> None:
+    bad = np.zeros(len(reference[0]), dtype=bool)
+    for r in reference:
+        bad |= ~np.isfinite(r.reshape(len(r), -1)).all(axis=1)
+    if bad.any():
+        raise NonFiniteError(
+            f"the float model's outputs are NaN or infinite on {int(bad.sum())} eval samples "
+            f"(the first is eval sample {int(np.argmax(bad))})"
+        )
 
 
 def stage_model(b: Build, data: Data) -> ModelStage:
     r = b.recipe
     inputs = {
-        "model": r.model.model_dump(mode="json", exclude={"file"}),
+        "model": r.model.model_dump(mode="json", exclude={"file", "reference"}),
         "file": sha256_tree(r.model.file) if r.model.file else None,
+        "reference": sha256_tree(r.model.reference) if r.model.reference else None,
+        "task": r.task,
         "train": r.train.model_dump(mode="json") if r.train else None,
         "data": data.digest,
     }
 
     def compute(tmp: Path):
-        from toolchain.checks.metrics import top1
-        from toolchain.compress.train import fit
-        from toolchain.models.compat import keras
-        from toolchain.models.source import build_model
+        from toolchain.checks.metrics import compare
 
-        keras().utils.set_random_seed(r.train.seed if r.train else 0)  # initial weights too, not only the fit
-        model = build_model(r.model)
-        history = {}
-        if r.train:
-            log.info("train: %d epochs on %d samples (this is the slow part)", r.train.epochs, data.sizes["train"])
-            history = fit(model, data.x_train, data.y_train, r.train, data.x_eval, data.y_eval)
-        elif r.model.application:
-            log.warning(
-                "model: %s has random weights and no 'train' section: accuracy will be at chance", r.model.application
-            )
-        reference = model.predict(data.x_eval, batch_size=64, verbose=0)
-        bad = ~np.isfinite(reference.reshape(len(reference), -1)).all(axis=1)
-        if bad.any():
-            raise NonFiniteError(
-                f"the float model's outputs are NaN or infinite on {int(bad.sum())} eval samples "
-                f"(the first is eval sample {int(np.argmax(bad))})"
-            )
-        model.save(tmp / "model.keras")
-        np.save(tmp / "reference.npy", reference)
-        meta = {"reference_top1": top1(reference, data.y_eval), "history": history}
-        return meta, (model, reference)
+        model, history = None, {}
+        if r.model.is_tflite:
+            reference = _reference_of(r.model, data.xs_eval)
+        else:
+            model, history = _train(b, data)
+            reference = predict(model, data.xs_eval)
+            model.save(tmp / "model.keras")
+        if reference is not None:
+            _check_finite(reference)
+            np.savez(tmp / "reference.npz", *reference)
+            m = compare(None, reference, data.y_eval, r.task, first_input=data.xs_eval[0])
+            name, value = m.headline[:2]
+        else:
+            name, value = "reference", None
+        return {"reference_metric": [name, value], "history": history}, (model, reference)
 
     def load(entry: Entry):
-        return None, np.load(entry.file("reference.npy"))
+        if "reference.npz" not in entry.meta["files"]:
+            return None, None
+        with np.load(entry.file("reference.npz")) as z:
+            return None, [z[f"arr_{k}"] for k in range(len(z.files))]
 
     (model, reference), entry = b.cache.run(MODEL, inputs, compute, load)
-    path = entry.file("model.keras") if entry.hit else entry.dir / "model.keras"
-    log.info(
-        "model: float reference top-1 %.4f on %d eval samples%s",
-        entry.meta["reference_top1"],
-        len(reference),
-        " (cached)" if entry.hit else "",
-    )
+    path = None if r.model.is_tflite else entry.file("model.keras") if entry.hit else entry.dir / "model.keras"
+    name, value = entry.meta["reference_metric"]
+    cached = " (cached)" if entry.hit else ""
+    if value is not None:
+        log.info("model: float reference %s %.4f on %d eval samples%s", name, value, data.sizes["eval"], cached)
+    elif reference is None:
+        log.info("model: %s is used as it is, with no reference model to compare with%s", r.model.file.name, cached)
     return ModelStage(entry.meta["key"], path, reference, entry.meta["history"], model)
+
+
+def _train(b: Build, data: Data):
+    from toolchain.compress.train import fit
+    from toolchain.models.compat import keras
+    from toolchain.models.source import build_model
+
+    r = b.recipe
+    keras().utils.set_random_seed(r.train.seed if r.train else 0)  # initial weights too, not only the fit
+    model = build_model(r.model, r.task)
+    history = {}
+    if r.train:
+        from toolchain.convert.tflite import is_keras3
+
+        if is_keras3(model):
+            raise InputError(
+                f"model.file: {r.model.file.name} was saved by Keras 3; the toolchain trains tf_keras models: "
+                "train it in Keras 3 and build it without 'train', or save it with tf_keras"
+            )
+        log.info("train: %d epochs on %d samples (this is the slow part)", r.train.epochs, data.sizes["train"])
+        xs, xv = list(data.xs_train), list(data.xs_eval)
+        one = len(xs) == 1
+        history = fit(model, xs[0] if one else xs, data.y_train, r.train, xv[0] if one else xv, data.y_eval, r.task)
+    elif r.model.application:
+        log.warning(
+            "model: %s has random weights and no 'train' section: accuracy will be at chance", r.model.application
+        )
+    return model, history
 
 
 def stage_compress(b: Build, base: ModelStage, data: Data) -> ModelStage:

@@ -27,6 +27,7 @@ from toolchain.stages.data import Data
 from toolchain.stages.model import ModelStage
 
 log = logging.getLogger(__name__)
+SECTION_FORMAT = 2  # how sections and outputs are cached (2: metrics by task, outputs.npz with one array per output)
 
 
 def run_checks(b: Build, target: Target, artifact: Path, sha: str, data: Data, model: ModelStage) -> dict[str, Section]:
@@ -36,6 +37,8 @@ def run_checks(b: Build, target: Target, artifact: Path, sha: str, data: Data, m
         check = checks.get(name)
         stage = Stage(f"check-{name}", check.version, tools=check.tools, timing="validate")
         inputs = {
+            "format": SECTION_FORMAT,
+            "task": b.recipe.task,
             "artifact": sha,
             "file": artifact.name,
             "data": data.digest,
@@ -44,14 +47,16 @@ def run_checks(b: Build, target: Target, artifact: Path, sha: str, data: Data, m
         }
 
         def compute(tmp: Path, check=check):
-            ctx = checks.CheckContext(target, artifact, data.x_eval, data.y_eval, model.reference, outputs)
+            ctx = checks.CheckContext(
+                target, artifact, list(data.xs_eval), data.y_eval, model.reference, b.recipe.task, outputs
+            )
             section = check.run(ctx)
             if check.name in outputs:
                 section.failures += _nonfinite(check.name, outputs[check.name], section.runtime)
             for f in section.files:
                 shutil.copyfile(artifact.parent / f, tmp / f)
             if check.name in outputs:
-                np.save(tmp / "outputs.npy", outputs[check.name])
+                np.savez(tmp / "outputs.npz", *outputs[check.name])
             (tmp / "section.json").write_text(section.model_dump_json())
             return {}, section
 
@@ -59,8 +64,9 @@ def run_checks(b: Build, target: Target, artifact: Path, sha: str, data: Data, m
             section = Section.model_validate_json(entry.file("section.json").read_text())
             for f in section.files:
                 shutil.copyfile(entry.file(f), artifact.parent / f)
-            if "outputs.npy" in entry.meta["files"]:
-                outputs[name] = np.load(entry.file("outputs.npy"))
+            if "outputs.npz" in entry.meta["files"]:
+                with np.load(entry.file("outputs.npz")) as z:
+                    outputs[name] = [z[f"arr_{k}"] for k in range(len(z.files))]
             log.info("%s: %s (cached)", name, _summary(section))
             return section
 
@@ -75,9 +81,11 @@ def run_checks(b: Build, target: Target, artifact: Path, sha: str, data: Data, m
     return sections
 
 
-def _nonfinite(check: str, outputs: np.ndarray, runtime: str | None) -> list[Failure]:
+def _nonfinite(check: str, outputs: list[np.ndarray], runtime: str | None) -> list[Failure]:
     """NaN never passes a check: non-finite outputs are a failure of their own kind."""
-    bad = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+    bad = np.zeros(len(outputs[0]), dtype=bool)
+    for o in outputs:
+        bad |= ~np.isfinite(o.reshape(len(o), -1)).all(axis=1)
     if not bad.any():
         return []
     message = (
@@ -87,8 +95,16 @@ def _nonfinite(check: str, outputs: np.ndarray, runtime: str | None) -> list[Fai
     return [Failure(kind="nonfinite", check=check, message=message)]
 
 
+def headline_text(m) -> str:
+    """``top1 0.9721 (reference 0.9777)``: the task's headline metric, for progress lines."""
+    name, value, ref, _ = m.headline
+    if value is None:
+        return f"{m.samples} samples"
+    return f"{name} {value:.4f}" + (f" (reference {ref:.4f})" if ref is not None else "")
+
+
 def _summary(s: Section) -> str:
-    parts = [f"top-1 {s.metrics.top1:.4f}"] if s.metrics else []
+    parts = [headline_text(s.metrics)] if s.metrics else []
     parts += [f"{s.latency.ms:.3f} ms ({s.latency.kind})"] if s.latency and s.latency.ms is not None else []
     parts += [f"{len(s.failures)} failure(s)"] if s.failures else []
     return ", ".join(parts) or "done"
@@ -148,7 +164,7 @@ def target_result(
         "validate %s on %s: %s, %s",
         target.name,
         result.runtime or "-",
-        f"top-1 {met.top1:.4f} (reference {met.reference_top1:.4f}), agreement {met.top1_agreement:.4f}"
+        headline_text(met) + (f", agreement {met.top1_agreement:.4f}" if met.top1_agreement is not None else "")
         if met
         else "no metrics",
         "passed" if result.passed else "FAILED: " + "; ".join(f.message for f in failures),

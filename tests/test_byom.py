@@ -1,0 +1,305 @@
+"""Bring your own model and data: any task, any input rank, several inputs and outputs, an existing .tflite.
+
+Each model is tiny and built here; each recipe goes through phone-cpu and cortex-m7 (and ethos-u55-128 where the
+artifact is int8) with the real converter, LiteRT, tflite-micro and Vela.
+"""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import int8_model, write_recipe
+
+TARGETS = "[phone-cpu, cortex-m7, ethos-u55-128]"
+
+
+def sensor_windows(n: int = 600, features: int = 16, anomalies: float = 0.08, seed: int = 0):
+    """Vibration-like windows: a sine of random phase plus noise; anomalies are broadband bursts (label 1)."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 2 * np.pi, features, endpoint=False)
+    x = np.sin(t[None] * 2 + rng.uniform(0, 2 * np.pi, (n, 1))) + 0.05 * rng.normal(size=(n, features))
+    y = (rng.uniform(size=n) < anomalies).astype(np.int64)
+    x[y == 1] = rng.normal(0, 1.5, (int(y.sum()), features))
+    return x.astype(np.float32), y
+
+
+def build(run_cli, tmp_path, body: str, code: int = 0):
+    recipe = write_recipe(tmp_path, body)
+    rc, out, err = run_cli("build", recipe, "--out", tmp_path / "b", "--json")
+    assert rc == code, err
+    return (json.loads(out) if out else None), err
+
+
+def by_target(record):
+    return {r["target"]: r for r in record["results"]}
+
+
+def test_autoencoder_anomaly_reports_auc(keras, tmp_path, run_cli):
+    keras.utils.set_random_seed(3)
+    L = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((16,), name="x"),
+            L.Dense(8, activation="relu"),
+            L.Dense(4, activation="relu"),
+            L.Dense(8, activation="relu"),
+            L.Dense(16),
+        ]
+    )
+    model.save(tmp_path / "ae.keras")
+    x, y = sensor_windows()
+    np.savez(tmp_path / "sensors.npz", x=x, y=y)
+    record, err = build(
+        run_cli,
+        tmp_path,
+        f"""
+        schema_version: 1
+        name: ae
+        task: anomaly
+        model: {{file: ae.keras}}
+        data: {{npz: sensors.npz}}
+        train: {{epochs: 40, batch_size: 32, learning_rate: 0.01}}
+        targets: {TARGETS}
+        acceptance: {{max_metric_drop: 0.05, min_snr_db: 10}}
+        """,
+    )
+    results = by_target(record)
+    for name, r in results.items():
+        m = r["metrics"]
+        assert m["task"] == "anomaly" and r["passed"], (name, r["failures"])
+        assert m["reference_auc"] >= 0.95 and m["auc"] >= m["reference_auc"] - 0.05, (name, m)
+        assert m["mean_error"] > 0 and m["snr_db"] >= 10
+    assert results["cortex-m7"]["runtime"] == "tflite-micro" and results["cortex-m7"]["memory"]["arena_bytes"] > 0
+    assert "model: float reference auc" in err
+
+
+def test_audio_features_cnn_classifies(keras, tmp_path, run_cli):
+    """49 frames x 10 mel bands, like keyword spotting: used as given (no image resizing)."""
+    rng = np.random.default_rng(1)
+    y = np.arange(400) % 4
+    x = rng.normal(0, 0.3, (400, 49, 10, 1)).astype(np.float32)
+    for c in range(4):
+        x[y == c, :, 2 * c : 2 * c + 2, 0] += 1.5  # energy in the class's bands
+    np.savez(tmp_path / "kws.npz", x=x, y=y)
+    keras.utils.set_random_seed(4)
+    L = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((49, 10, 1)),
+            L.Conv2D(4, 3, activation="relu"),
+            L.MaxPooling2D(2),
+            L.Flatten(),
+            L.Dense(4, activation="softmax"),
+        ]
+    )
+    model.save(tmp_path / "kws.keras")
+    record, _ = build(
+        run_cli,
+        tmp_path,
+        f"""
+        schema_version: 1
+        name: kws
+        model: {{file: kws.keras, classes: 4}}
+        data: {{npz: kws.npz}}
+        train: {{epochs: 4, learning_rate: 0.01}}
+        targets: {TARGETS}
+        acceptance: {{max_accuracy_drop: 3}}
+        """,
+    )
+    for r in record["results"]:
+        m = r["metrics"]
+        assert m["reference_top1"] >= 0.9 and m["top1"] >= 0.87 and len(m["per_class"]) == 4, m
+        assert np.sum(m["confusion"]) == m["samples"] and m["top5"] == 1.0
+
+
+def test_regression_mlp_reports_mae_and_r2(keras, tmp_path, run_cli):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(500, 6)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0, 1.5, -1.0]) + 0.1 * rng.normal(size=500)).astype(np.float32)
+    np.savez(tmp_path / "reg.npz", x=x, y=y)
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    model.save(tmp_path / "mlp.keras")
+    record, _ = build(
+        run_cli,
+        tmp_path,
+        f"""
+        schema_version: 1
+        name: reg
+        task: regression
+        model: {{file: mlp.keras}}
+        data: {{npz: reg.npz}}
+        train: {{epochs: 60, learning_rate: 0.01}}
+        targets: {TARGETS}
+        acceptance: {{max_metric_drop: 0.2}}
+        """,
+    )
+    for r in record["results"]:
+        m = r["metrics"]
+        assert m["task"] == "regression" and m["reference_r2"] >= 0.95 and m["r2"] >= 0.9, m
+        assert m["mae"] <= m["reference_mae"] + 0.2 and r["passed"]
+
+
+def two_input_data(n: int = 300, seed: int = 6):
+    rng = np.random.default_rng(seed)
+    accel, gyro = rng.normal(size=(n, 8)).astype(np.float32), rng.normal(size=(n, 4)).astype(np.float32)
+    y = (accel[:, 0] > 0).astype(np.int64) + (gyro[:, 0] > 0).astype(np.int64)  # needs both inputs
+    return accel, gyro, y
+
+
+def test_two_inputs_matched_by_name(keras, tmp_path, run_cli):
+    accel, gyro, y = two_input_data()
+    np.savez(tmp_path / "imu.npz", gyro=gyro, accel=accel, y=y)  # not in the model's order: matched by name
+    keras.utils.set_random_seed(7)
+    L = keras.layers
+    a, g = keras.Input((8,), name="accel"), keras.Input((4,), name="gyro")
+    out = L.Dense(3, activation="softmax")(L.Dense(16, activation="relu")(L.Concatenate()([a, g])))
+    keras.Model([a, g], out).save(tmp_path / "imu.keras")
+    record, _ = build(
+        run_cli,
+        tmp_path,
+        f"""
+        schema_version: 1
+        name: imu
+        model: {{file: imu.keras, classes: 3}}
+        data: {{npz: imu.npz}}
+        train: {{epochs: 30, learning_rate: 0.01}}
+        targets: {TARGETS}
+        acceptance: {{max_accuracy_drop: 5, min_cosine: 0.98}}
+        """,
+    )
+    for r in record["results"]:
+        assert [t["name"] for t in r["io"]["inputs"]] and len(r["io"]["inputs"]) == 2
+        assert r["metrics"]["reference_top1"] >= 0.75 and r["metrics"]["cosine"] >= 0.98 and r["passed"], r["failures"]
+
+
+def test_two_outputs_each_compared(keras, tmp_path, run_cli):
+    accel, _, y = two_input_data()
+    np.savez(tmp_path / "d.npz", x=accel, y=(accel[:, 0] > 0).astype(np.int64))
+    keras.utils.set_random_seed(8)
+    L = keras.layers
+    inp = keras.Input((8,), name="x")
+    h = L.Dense(16, activation="relu")(inp)
+    keras.Model(inp, [L.Dense(2, activation="softmax", name="cls")(h), L.Dense(3, name="aux")(h)]).save(
+        tmp_path / "two.keras"
+    )
+    record, _ = build(
+        run_cli,
+        tmp_path,
+        f"""
+        schema_version: 1
+        name: two
+        model: {{file: two.keras, classes: 2}}
+        data: {{npz: d.npz}}
+        targets: {TARGETS}
+        acceptance: {{max_accuracy_drop: 5, min_snr_db: 15}}
+        """,
+    )
+    for r in record["results"]:
+        outputs = r["metrics"]["outputs"]
+        assert len(outputs) == 2 and len(r["io"]["outputs"]) == 2
+        assert [o["output"] for o in outputs] == ["0", "1"]
+        assert all(o["snr_db"] >= 15 and o["cosine"] > 0.99 for o in outputs), outputs  # both outputs in order
+        assert r["io"]["outputs"][1]["shape"][-1] == 3
+
+
+@pytest.fixture
+def mlp_files(keras, tmp_path):
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    y = (x.sum(axis=1) > 0).astype(np.int64)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    keras.utils.set_random_seed(10)
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2, activation="softmax")]
+    )
+    int8_model(model, tmp_path / "mlp_int8.tflite")
+    from toolchain.convert import ConvertPlan, convert
+
+    (tmp_path / "mlp_float.tflite").write_bytes(convert(model, ConvertPlan("float32", batch=1)))
+    return tmp_path
+
+
+def test_existing_tflite_is_validated_without_conversion(mlp_files, run_cli):
+    record, err = build(
+        run_cli,
+        mlp_files,
+        f"""
+        schema_version: 1
+        name: given
+        model: {{file: mlp_int8.tflite, reference: mlp_float.tflite, classes: 2}}
+        data: {{npz: d.npz}}
+        targets: {TARGETS}
+        acceptance: {{max_accuracy_drop: 10}}
+        """,
+    )
+    sha = hashlib.sha256((mlp_files / "mlp_int8.tflite").read_bytes()).hexdigest()
+    assert {r["sha256"] for r in record["results"]} == {sha}  # the file itself, on every target
+    assert "convert: none, mlp_int8.tflite is used as it is (int8, I/O int8)" in err and "calibrating" not in err
+    for r in record["results"]:
+        m = r["metrics"]
+        assert r["mode"] == "int8" and m["top1_agreement"] >= 0.9 and m["cosine"] > 0.98, m
+
+
+def test_float_tflite_is_refused_by_an_int8_only_target(mlp_files, run_cli):
+    _, err = build(
+        run_cli,
+        mlp_files,
+        """
+        schema_version: 1
+        name: given
+        model: {file: mlp_float.tflite, classes: 2}
+        data: {npz: d.npz}
+        targets: [phone-cpu, cortex-m7]
+        """,
+        code=9,
+    )
+    assert (
+        "model.file: mlp_float.tflite is a float32 model with float32 input/output; cortex-m7 runs int8 models" in err
+    )
+    assert not (mlp_files / "b" / "given").exists()  # refused before any work
+
+
+def test_sensor_anomaly_recipe_builds_for_all_its_targets(tmp_path, run_cli):
+    """recipes/sensor-anomaly.yaml: a dense autoencoder on synthetic vibration windows (from
+    scripts/make_sensor_anomaly.py)."""
+    from tests.conftest import REPO
+
+    code, out, err = run_cli("build", REPO / "recipes" / "sensor-anomaly.yaml", "--out", tmp_path / "b", "--json")
+    assert code == 0, err
+    results = {r["target"]: r for r in json.loads(out)["results"]}
+    assert set(results) == {"phone-cpu", "cortex-m4", "ethos-u55-128", "edgetpu"}
+    for r in results.values():
+        m = r["metrics"]
+        assert m["task"] == "anomaly" and m["reference_auc"] >= 0.95 and m["auc"] >= m["reference_auc"] - 0.02, m
+    assert results["edgetpu"]["accelerator"]["ops_on"] == results["edgetpu"]["accelerator"]["ops_total"]
+
+
+def test_a_keras3_model_file_converts_and_runs(tmp_path, run_cli):
+    import keras as keras3  # Keras 3: the format users of recent TensorFlow save in
+
+    keras3.utils.set_random_seed(11)
+    model = keras3.Sequential(
+        [keras3.Input((6,)), keras3.layers.Dense(8, activation="relu"), keras3.layers.Dense(2, activation="softmax")]
+    )
+    model.save(tmp_path / "k3.keras")
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=(x.sum(axis=1) > 0).astype(np.int64))
+    body = """
+        schema_version: 1
+        name: k3
+        model: {file: k3.keras, classes: 2}
+        data: {npz: d.npz}
+        targets: [phone-cpu, cortex-m7]
+        acceptance: {max_accuracy_drop: 100, min_cosine: 0.98}
+        """
+    record, _ = build(run_cli, tmp_path, body)
+    for r in record["results"]:
+        assert r["metrics"]["cosine"] >= 0.98 and r["metrics"]["top1_agreement"] >= 0.9 and r["passed"], r
+    _, err = build(
+        run_cli, tmp_path, body.replace("data: {npz: d.npz}", "data: {npz: d.npz}\n        train: {epochs: 1}"), code=5
+    )
+    assert "k3.keras was saved by Keras 3; the toolchain trains tf_keras models" in err
