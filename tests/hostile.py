@@ -223,6 +223,18 @@ CASES = [
         "targets.0: '../x' is not a name",
     ),
     Case(
+        "tflite-with-train",
+        recipe(MOBILENET.replace("application: MobileNetV2", "file: m.tflite")),
+        3,
+        "a .tflite model is used as it is: 'train' and 'compress' need a Keras model",
+    ),
+    Case(
+        "compress-regression",
+        recipe(MOBILENET.replace("name: mobilenet", "name: r\ntask: regression") + "compress:\n  - {step: qat}\n"),
+        3,
+        "compress: the compression steps fine-tune classifiers (task: classification)",
+    ),
+    Case(
         "infinite-lr",
         recipe(MOBILENET.replace("learning_rate: 0.002", "learning_rate: .inf")),
         3,

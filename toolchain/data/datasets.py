@@ -59,10 +59,6 @@ class Dataset:
         return self._single(self.xs_train)
 
     @property
-    def x_calib(self) -> np.ndarray:
-        return self._single(self.xs_calib)
-
-    @property
     def x_eval(self) -> np.ndarray:
         return self._single(self.xs_eval)
 
