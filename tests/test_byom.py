@@ -303,3 +303,46 @@ def test_a_keras3_model_file_converts_and_runs(tmp_path, run_cli):
         run_cli, tmp_path, body.replace("data: {npz: d.npz}", "data: {npz: d.npz}\n        train: {epochs: 1}"), code=5
     )
     assert "k3.keras was saved by Keras 3; the toolchain trains tf_keras models" in err
+
+
+def test_a_savedmodel_signature_converts_with_its_named_outputs(tmp_path, run_cli):
+    """A SavedModel written with tf.saved_model.save (no Keras): its 'serving_default' signature, two named outputs."""
+    from toolchain.models.compat import tf
+
+    t = tf()
+    rng = np.random.default_rng(13)
+
+    class Scorer(t.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = t.Variable(rng.normal(size=(6, 2)).astype(np.float32))
+            self.v = t.Variable(rng.normal(size=(6, 3)).astype(np.float32))
+
+        @t.function(input_signature=[t.TensorSpec([None, 6], t.float32, name="features")])
+        def serve(self, features):
+            return {"probs": t.nn.softmax(features @ self.w), "embedding": t.nn.relu(features @ self.v)}
+
+    module = Scorer()
+    t.saved_model.save(module, str(tmp_path / "scorer"), signatures={"serving_default": module.serve})
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", features=x, y=(x @ module.w.numpy()).argmax(axis=1))
+    body = """
+        schema_version: 1
+        name: sm
+        task: none
+        model: {file: scorer, signature: serving_default}
+        data: {npz: d.npz}
+        targets: [phone-cpu, cortex-m7]
+        acceptance: {min_snr_db: 15}
+        """
+    record, _ = build(run_cli, tmp_path, body)
+    for r in record["results"]:
+        m = r["metrics"]
+        # outputs in the order of their names: embedding (3 values), then probs (2)
+        assert [o["output"] for o in m["outputs"]] == ["0", "1"] and r["io"]["outputs"][0]["shape"][-1] == 3
+        assert m["task"] == "none" and m["top1"] is None
+        assert all(o["snr_db"] >= 15 for o in m["outputs"]) and r["passed"], (m["outputs"], r["failures"])
+    _, err = build(
+        run_cli, tmp_path, body.replace("data: {npz: d.npz}", "data: {npz: d.npz}\n        train: {epochs: 1}"), code=5
+    )
+    assert "a SavedModel signature is converted as it is" in err

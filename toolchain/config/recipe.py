@@ -38,6 +38,10 @@ class ModelSpec(Strict):
     file: Path | None = Field(
         None, description=".keras (Keras 3 or tf_keras), .h5, a SavedModel directory, or a .tflite"
     )
+    signature: str | None = Field(
+        None,
+        description="a SavedModel's signature to convert (SavedModels Keras did not write); not set: load with Keras",
+    )
     reference: Path | None = Field(
         None, description="with a .tflite file: the model its outputs are compared with (a float .tflite or Keras file)"
     )
@@ -54,6 +58,8 @@ class ModelSpec(Strict):
             raise ValueError("give exactly one of 'application' or 'file'")
         if self.application and self.input_shape is None:
             raise ValueError("'input_shape' is required with 'application'")
+        if self.signature is not None and (self.file is None or self.file.suffix in (".tflite", ".keras", ".h5")):
+            raise ValueError("'signature' goes with a SavedModel directory 'file'")
         if self.reference is not None and (self.file is None or self.file.suffix != ".tflite"):
             raise ValueError("'reference' goes with a .tflite 'file' (a Keras model is its own reference)")
         return self

@@ -50,7 +50,7 @@ def convert(model, plan: ConvertPlan, calibration=None) -> bytes:
             f"(possible: {', '.join(sorted(_VALID_IO[plan.mode]))})"
         )
     names = input_names(model)
-    multi = len(model.inputs) > 1 or len(model.outputs) > 1
+    multi = len(model.inputs) > 1 or len(model.outputs) > 1 or hasattr(model, "signature")  # a SavedModel signature
     if is_keras3(model):  # its variables stay unfrozen in a concrete function: the Keras route freezes them
         if multi:
             raise ConversionError(
@@ -75,7 +75,7 @@ def convert(model, plan: ConvertPlan, calibration=None) -> bytes:
             return {f"out{k}": o for k, o in enumerate(out if isinstance(out, (list, tuple)) else [out])}
 
         fn = t.function(call).get_concrete_function(*specs)
-        conv = t.lite.TFLiteConverter.from_concrete_functions([fn], model)
+        conv = t.lite.TFLiteConverter.from_concrete_functions([fn], getattr(model, "loaded", model))
     if plan.mode != "float32":
         conv.optimizations = [t.lite.Optimize.DEFAULT]
     if plan.mode == "float16":
@@ -111,6 +111,7 @@ def convert(model, plan: ConvertPlan, calibration=None) -> bytes:
 
 def input_names(model) -> list[str]:
     names = getattr(model, "input_names", None) or [i.name for i in model.inputs]
+    names = [n if n else f"input_{k}" for k, n in enumerate(names)]
     return [n.split(":")[0] for n in names]
 
 
@@ -134,4 +135,4 @@ def in_keras_order(blob: bytes, inputs: list[str], outputs: int) -> bytes:
 
 def is_keras3(model) -> bool:
     """A model loaded from a .keras file written by Keras 3 (the toolchain's own models are tf_keras)."""
-    return not type(model).__module__.startswith("tf_keras")
+    return not type(model).__module__.startswith("tf_keras") and not hasattr(model, "signature")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from toolchain.config.recipe import ModelSpec
 from toolchain.data import InputSpec
 from toolchain.errors import DataShapeError, InputError, OfflineError
-from toolchain.models.compat import keras
+from toolchain.models.compat import keras, tf
 
 
 def check_offline(spec: ModelSpec) -> None:
@@ -26,6 +28,36 @@ def check_offline(spec: ModelSpec) -> None:
             raise InputError(f"{what}: {path} does not exist")
 
 
+class SignatureModel:
+    """One signature of a SavedModel, with the little of a Keras model's interface the stages use: ``inputs``,
+    ``outputs``, ``input_names``, ``output_names`` (sorted, as the signature's dicts have no order) and ``predict``."""
+
+    def __init__(self, path: Path, signature: str):
+        t = tf()
+        try:
+            self.loaded = t.saved_model.load(str(path))
+        except Exception as exc:
+            raise InputError(f"model.file: cannot load the SavedModel {path}: {str(exc).splitlines()[0]}") from None
+        if signature not in self.loaded.signatures:
+            known = ", ".join(self.loaded.signatures) or "none"
+            raise InputError(f"model.signature: {path.name} has no signature {signature!r} (it has: {known})")
+        self.path, self.signature, self.fn = Path(path), signature, self.loaded.signatures[signature]
+        kwargs = self.fn.structured_input_signature[1]
+        self.input_names = sorted(kwargs)
+        self.inputs = [kwargs[n] for n in self.input_names]
+        self.output_names = sorted(self.fn.structured_outputs)
+        self.outputs = [self.fn.structured_outputs[n] for n in self.output_names]
+
+    def __call__(self, xs, training=False):
+        out = self.fn(**dict(zip(self.input_names, xs if isinstance(xs, (list, tuple)) else [xs], strict=True)))
+        return [out[n] for n in self.output_names]
+
+    def predict(self, xs, batch_size: int = 64, verbose: int = 0) -> list[np.ndarray]:
+        xs = list(xs) if isinstance(xs, (list, tuple)) else [xs]
+        parts = [self([x[i : i + batch_size] for x in xs]) for i in range(0, len(xs[0]), batch_size)]
+        return [np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(self.output_names))]
+
+
 def build_model(spec: ModelSpec, task: str = "classification"):
     check_offline(spec)
     k = keras()
@@ -38,6 +70,8 @@ def build_model(spec: ModelSpec, task: str = "classification"):
             return ctor(**kwargs)
         except ValueError as exc:
             raise InputError(f"model: cannot build {spec.application}: {exc}") from None
+    if spec.signature is not None:
+        return SignatureModel(Path(spec.file), spec.signature)
     return load_model_file(Path(spec.file), spec, task)
 
 

@@ -27,8 +27,13 @@ class ModelStage:
     history: dict
     _model: object = None
     steps: list = field(default_factory=list)  # compression step reports
+    signature: str | None = None  # ``path`` is a SavedModel converted through this signature
 
     def keras(self):
+        if self._model is None and self.signature is not None:
+            from toolchain.models.source import SignatureModel
+
+            self._model = SignatureModel(self.path, self.signature)
         if self._model is None:
             from toolchain.models.compat import keras
             from toolchain.models.source import load_model_file
@@ -93,7 +98,8 @@ def stage_model(b: Build, data: Data) -> ModelStage:
         else:
             model, history = _train(b, data)
             reference = predict(model, data.xs_eval)
-            model.save(tmp / "model.keras")
+            if r.model.signature is None:  # a SavedModel signature is converted from its folder
+                model.save(tmp / "model.keras")
         if reference is not None:
             _check_finite(reference)
             np.savez(tmp / "reference.npz", *reference)
@@ -110,14 +116,17 @@ def stage_model(b: Build, data: Data) -> ModelStage:
             return None, [z[f"arr_{k}"] for k in range(len(z.files))]
 
     (model, reference), entry = b.cache.run(MODEL, inputs, compute, load)
-    path = None if r.model.is_tflite else entry.file("model.keras") if entry.hit else entry.dir / "model.keras"
+    if r.model.is_tflite or r.model.signature is not None:
+        path = None if r.model.is_tflite else Path(r.model.file)
+    else:
+        path = entry.file("model.keras") if entry.hit else entry.dir / "model.keras"
     name, value = entry.meta["reference_metric"]
     cached = " (cached)" if entry.hit else ""
     if value is not None:
         log.info("model: float reference %s %.4f on %d eval samples%s", name, value, data.sizes["eval"], cached)
     elif reference is None:
         log.info("model: %s is used as it is, with no reference model to compare with%s", r.model.file.name, cached)
-    return ModelStage(entry.meta["key"], path, reference, entry.meta["history"], model)
+    return ModelStage(entry.meta["key"], path, reference, entry.meta["history"], model, signature=r.model.signature)
 
 
 def _train(b: Build, data: Data):
@@ -132,6 +141,11 @@ def _train(b: Build, data: Data):
     if r.train:
         from toolchain.convert.tflite import is_keras3
 
+        if r.model.signature is not None:
+            raise InputError(
+                f"model.signature: a SavedModel signature is converted as it is; build {r.model.file.name} "
+                "without 'train' (train it where it was written)"
+            )
         if is_keras3(model):
             raise InputError(
                 f"model.file: {r.model.file.name} was saved by Keras 3; the toolchain trains tf_keras models: "
