@@ -87,17 +87,17 @@ def test_cache_discards_damaged_entries_and_stale_temps(tiny_recipe, tmp_path, r
     recipe, out = tiny_recipe(train="train: {epochs: 1}"), tmp_path / "b"
     assert run_cli("build", recipe, "--out", out)[0] == 0
     sha = record(out)["results"][0]["sha256"]
-    cached = next((out / ".cache" / "convert").glob("*/model.tflite"))
+    cached = next((out / ".cache" / "quantize").glob("*/model.tflite"))
     cached.write_bytes(cached.read_bytes()[:100])  # truncated
     shutil.rmtree(next((out / ".cache" / "check-litert").glob("*")))
     (next((out / ".cache" / "model").glob("*")) / "model.keras").unlink()
-    (out / ".cache" / "convert" / ".0123456789ab.dead").mkdir()  # what a SIGKILL leaves
+    (out / ".cache" / "quantize" / ".0123456789ab.dead").mkdir()  # what a SIGKILL leaves
     (out / ".tmp" / "99999").mkdir(parents=True)
     code, _, err = run_cli("build", recipe, "--out", out)
     assert code == 0, err
-    assert "discarding damaged entry convert/" in err and "discarding damaged entry model/" in err
+    assert "discarding damaged entry quantize/" in err and "discarding damaged entry model/" in err
     assert record(out)["results"][0]["sha256"] == sha
-    assert not (out / ".cache" / "convert" / ".0123456789ab.dead").exists() and not (out / ".tmp").exists()
+    assert not (out / ".cache" / "quantize" / ".0123456789ab.dead").exists() and not (out / ".tmp").exists()
 
 
 def test_sigterm_is_handled_like_ctrl_c(tiny_recipe, tmp_path):

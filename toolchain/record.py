@@ -154,6 +154,32 @@ class Section(Headline):
 HEADLINE = ("metrics", "latency", "memory", "accelerator", "reload", "firmware")
 
 
+class ClippedTensor(Model):
+    tensor: str
+    range: list[float] = Field(description="the quantization range [lo, hi]")
+    observed: list[float] = Field(description="the calibration values' min and max")
+    clipped: float = Field(description="share of calibration values outside the range")
+
+
+class Quantization(Model):
+    """How the toolchain chose an int8 artifact's activation ranges (``toolchain.quantize``)."""
+
+    method: str = Field(description="minmax, mean_minmax, percentile, kl or mse")
+    percentile: float | None = None
+    activations: Literal["asymmetric", "symmetric"]
+    samples: int = Field(description="calibration samples")
+    tensors: int = Field(description="activation tensors given a range")
+    clipped_tensors: int = Field(description="tensors with calibration values outside their range")
+    clipped_share_max: float
+    clipped_share_mean: float
+    utilisation_mean: float = Field(description="mean share of each tensor's grid its calibration values span")
+    most_clipped: list[ClippedTensor] = Field(default_factory=list)
+    equalization: dict[str, Any] | None = None
+    bias_correction: dict[str, Any] | None = None
+    route: str = Field(description="keras3: traced from the model's Keras 3 twin; trace: from the model itself")
+    traced_batch: int | None = Field(None, description="set when this batch needed its own trace")
+
+
 class TargetResult(Headline):
     target: str
     kind: str
@@ -168,6 +194,7 @@ class TargetResult(Headline):
     size_gzip_bytes: int | None = None
     ops: dict[str, int] = Field(default_factory=dict)
     io: dict[str, Any] = Field(default_factory=dict)
+    quantization: Quantization | None = None
     sections: dict[str, Section] = Field(default_factory=dict)
     budget: dict[str, int | None] = Field(default_factory=dict, description="ram_bytes / flash_bytes the target has")
     failures: list[Failure] = Field(default_factory=list)

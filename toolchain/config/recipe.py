@@ -192,13 +192,33 @@ class Strategy(Strict):
         return self
 
 
+CalibrationMethod = Literal["minmax", "mean_minmax", "percentile", "kl", "mse"]
+
+
 class QuantizeSpec(Strict):
-    """``mode``/``io_type`` left out means: what each target profile needs."""
+    """``mode``/``io_type`` left out means: what each target profile needs. The calibration options apply to int8
+    plans (the toolchain calibrates them itself; see README, "Quantization")."""
 
     mode: Mode | None = None
     io_type: IOType | None = None
     per_channel: bool = True
     calibration_samples: int = Field(100, ge=1)
+    calibration: CalibrationMethod = Field(
+        "minmax",
+        description="how each activation range is chosen: minmax (absolute), mean_minmax (per batch, averaged), "
+        "percentile, kl (entropy, as TensorRT), mse (least squared quantization error)",
+    )
+    percentile: float = Field(99.99, gt=50, le=100, description="calibration: percentile: the quantile kept")
+    activations: Literal["asymmetric", "symmetric"] = Field(
+        "asymmetric", description="symmetric: zero point 0 on every int8 activation (some NPUs and DSPs need it)"
+    )
+    equalize: bool = Field(False, description="cross-layer equalization of consecutive conv/dense layers")
+    bias_correction: bool = Field(False, description="correct the output shift weight quantization causes")
+
+    @property
+    def own_calibration(self) -> bool:
+        """Options only the toolchain's calibration gives (the converter's own is plain min/max)."""
+        return self.calibration != "minmax" or self.activations != "asymmetric" or self.equalize or self.bias_correction
 
 
 class Acceptance(Strict):
@@ -246,6 +266,12 @@ class Recipe(Strict):
     def _task_fits(self):
         if self.model.is_tflite and (self.train or self.compress):
             raise ValueError("a .tflite model is used as it is: 'train' and 'compress' need a Keras model")
+        if self.model.is_tflite and self.quantize.own_calibration:
+            raise ValueError("a .tflite model is used as it is: the quantize calibration options need a Keras model")
+        if any(s.step == "qat" for s in self.compress) and self.quantize.own_calibration:
+            raise ValueError(
+                "quantize: QAT learns its ranges: calibration, activations, equalize and bias_correction do not apply"
+            )
         if self.compress and self.task != "classification":
             raise ValueError("compress: the compression steps fine-tune classifiers (task: classification)")
         return self

@@ -40,17 +40,19 @@ _VALID_IO = {
 }
 
 
-def convert(model, plan: ConvertPlan, calibration=None) -> bytes:
-    """Convert a Keras model; ``calibration`` (float, preprocessed; an array, or one array per model input) is
-    needed for int8 and int16x8."""
+def converter(model, batch: int | None, sample=None):
+    """A TFLiteConverter over the model; its input names; whether it is traced with named inputs and outputs;
+    and the route (``keras3``: the Keras model; ``trace``: a traced function). A single-input tf_keras model goes
+    through its Keras 3 twin when ``sample`` shows it equal (``models.compat.keras3_twin``): the converter traces
+    Keras 3 models about twice as fast."""
     t = tf()
-    if plan.io_type not in _VALID_IO[plan.mode]:
-        raise ConversionError(
-            f"quantize.io_type: {plan.io_type!r} is not possible with mode {plan.mode!r} "
-            f"(possible: {', '.join(sorted(_VALID_IO[plan.mode]))})"
-        )
     names = input_names(model)
     multi = len(model.inputs) > 1 or len(model.outputs) > 1 or hasattr(model, "signature")  # a SavedModel signature
+    if not multi and not is_keras3(model) and sample is not None and len(sample):
+        from toolchain.models.compat import keras3_twin
+
+        model = keras3_twin(model, np.asarray(sample[:8], dtype=np.float32)) or model
+    route = "keras3" if is_keras3(model) else "trace"
     if is_keras3(model):  # its variables stay unfrozen in a concrete function: the Keras route freezes them
         if multi:
             raise ConversionError(
@@ -58,16 +60,15 @@ def convert(model, plan: ConvertPlan, calibration=None) -> bytes:
             )
         import keras as keras3
 
-        inp = keras3.Input(batch_shape=(plan.batch, *model.inputs[0].shape[1:]))
+        inp = keras3.Input(batch_shape=(batch, *model.inputs[0].shape[1:]))
         conv = t.lite.TFLiteConverter.from_keras_model(keras3.Model(inp, model(inp)))
     elif not multi:
-        spec = t.TensorSpec([plan.batch, *model.inputs[0].shape[1:]], t.float32)
+        spec = t.TensorSpec([batch, *model.inputs[0].shape[1:]], t.float32)
         fn = t.function(lambda x: model(x, training=False)).get_concrete_function(spec)
         conv = t.lite.TFLiteConverter.from_concrete_functions([fn], model)
     else:  # named inputs and outputs: the converter orders them its own way, the signature keeps the names
         specs = [
-            t.TensorSpec([plan.batch, *i.shape[1:]], t.float32, name=n)
-            for n, i in zip(names, model.inputs, strict=True)
+            t.TensorSpec([batch, *i.shape[1:]], t.float32, name=n) for n, i in zip(names, model.inputs, strict=True)
         ]
 
         def call(*xs):
@@ -76,6 +77,36 @@ def convert(model, plan: ConvertPlan, calibration=None) -> bytes:
 
         fn = t.function(call).get_concrete_function(*specs)
         conv = t.lite.TFLiteConverter.from_concrete_functions([fn], getattr(model, "loaded", model))
+    return conv, names, multi, route
+
+
+def representative(xs: list[np.ndarray], names: list[str], multi: bool):
+    """The converter's representative dataset: one sample per step (a list, or a dict by input name)."""
+
+    def gen():
+        for j in range(len(xs[0])):
+            sample = [x[j][None].astype(np.float32) for x in xs]
+            yield dict(zip(names, sample, strict=True)) if multi else sample
+
+    return gen
+
+
+def first_line(exc: Exception) -> str:
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def convert(model, plan: ConvertPlan, calibration=None, sample=None) -> bytes:
+    """Convert a Keras model with the converter's own calibration; ``calibration`` (float, preprocessed; an array,
+    or one array per model input) is needed for int8 and int16x8; ``sample`` (float inputs) lets a tf_keras model
+    convert through its Keras 3 twin. (int8 builds go through ``toolchain.quantize``; this is the route for the
+    other modes and for QAT models, whose ranges are learnt.)"""
+    t = tf()
+    if plan.io_type not in _VALID_IO[plan.mode]:
+        raise ConversionError(
+            f"quantize.io_type: {plan.io_type!r} is not possible with mode {plan.mode!r} "
+            f"(possible: {', '.join(sorted(_VALID_IO[plan.mode]))})"
+        )
+    conv, names, multi, _ = converter(model, plan.batch, sample)
     if plan.mode != "float32":
         conv.optimizations = [t.lite.Optimize.DEFAULT]
     if plan.mode == "float16":
@@ -85,12 +116,7 @@ def convert(model, plan: ConvertPlan, calibration=None) -> bytes:
         if calibration is None or xs[0] is None or len(xs[0]) == 0:
             raise ConversionError(f"mode {plan.mode!r} needs calibration samples")
 
-        def representative():
-            for j in range(len(xs[0])):
-                sample = [x[j][None].astype(np.float32) for x in xs]
-                yield dict(zip(names, sample, strict=True)) if multi else sample
-
-        conv.representative_dataset = representative
+        conv.representative_dataset = representative(xs, names, multi)
         conv.target_spec.supported_ops = [
             t.lite.OpsSet.TFLITE_BUILTINS_INT8
             if plan.mode == "int8"
@@ -105,8 +131,7 @@ def convert(model, plan: ConvertPlan, calibration=None) -> bytes:
         blob = conv.convert()
         return in_keras_order(blob, names, len(model.outputs)) if multi else blob
     except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError ...
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ConversionError(f"TFLite converter failed ({plan.mode}): {first}") from exc
+        raise ConversionError(f"TFLite converter failed ({plan.mode}): {first_line(exc)}") from exc
 
 
 def input_names(model) -> list[str]:

@@ -6,7 +6,7 @@ small dicts flattened one level, lists of records as tables. A new check needs n
 
 from __future__ import annotations
 
-from toolchain.record import Section, TargetResult
+from toolchain.record import Quantization, Section, TargetResult
 
 
 def _row(name: str, value) -> str:
@@ -62,6 +62,44 @@ def section_markdown(s: Section) -> list[str]:
     rows, tables = _data_lines(data)
     head = [f"## {s.check}" + (f" ({s.runtime})" if s.runtime else ""), ""]
     return head + (["| field | value |", "|---|---|"] + rows if rows else []) + tables + [""]
+
+
+def quantization_markdown(q: Quantization) -> list[str]:
+    method = q.method + (f" {q.percentile}" if q.percentile is not None else "")
+    lines = [
+        "## Calibration",
+        "",
+        f"Ranges by **{method}**, {q.activations} activations, {q.samples} calibration samples, "
+        f"{q.tensors} activation tensors: {q.clipped_tensors} clip calibration values (at most "
+        f"{100 * q.clipped_share_max:.3f} % of a tensor's, {100 * q.clipped_share_mean:.4f} % on average); "
+        f"the calibration values span {q.utilisation_mean:.0%} of each tensor's grid on average.",
+        "",
+    ]
+    if q.most_clipped:
+        lines += ["| tensor | range | calibration min / max | values clipped |", "|---|---|---|---|"]
+        lines += [
+            f"| `{c.tensor}` | [{c.range[0]:.4g}, {c.range[1]:.4g}] | {c.observed[0]:.4g} / {c.observed[1]:.4g} | "
+            f"{100 * c.clipped:.3f} % |"
+            for c in q.most_clipped
+        ]
+        lines.append("")
+    if q.equalization:
+        e = q.equalization
+        skipped = "; ".join(f"{n} {why}" for why, n in e.get("skipped", {}).items()) or "none"
+        lines += [
+            f"Cross-layer equalization: {len(e.get('pairs', []))} layer pairs (channel range spread, median: "
+            f"{e.get('range_ratio_before', 0):.1f}x before, {e.get('range_ratio_after', 0):.1f}x after), "
+            f"{e.get('absorbed', 0)} channels' bias absorbed; skipped: {skipped}.",
+            "",
+        ]
+    if q.bias_correction:
+        c = q.bias_correction
+        lines += [
+            f"Bias correction: {c['layers']} layers (mean shift removed {c['mean_abs_shift']:.3g}, largest "
+            f"{c['max_abs_shift']:.3g}); {c['skipped']} layers without a bias left alone.",
+            "",
+        ]
+    return lines
 
 
 def target_markdown(recipe: str, r: TargetResult) -> str:
@@ -126,6 +164,8 @@ def target_markdown(recipe: str, r: TargetResult) -> str:
     lines.append("")
     for s in r.sections.values():
         lines += section_markdown(s)
+    if r.quantization:
+        lines += quantization_markdown(r.quantization)
     lines += ["## Operators", "", "| op | count |", "|---|---|"]
     lines += [_row(op, n) for op, n in sorted(r.ops.items())]
     lines += ["", "## Gates", ""]

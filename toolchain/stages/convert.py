@@ -19,7 +19,9 @@ from toolchain.stages.model import ModelStage
 from toolchain.tflite_model import TFLiteModel
 
 log = logging.getLogger(__name__)
-STAGE = Stage("convert", 3, tools=("tensorflow",))
+STAGE = Stage("convert", 4, tools=("tensorflow",))
+CALIBRATE = Stage("calibrate", 1, tools=("tensorflow", "ai-edge-litert"), timing="convert")
+QUANTIZE = Stage("quantize", 1, tools=("tensorflow",), timing="convert")
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Artifact:
     gzip_bytes: int  # size gzip'd: what unstructured zeros (pruning) save in storage
     ops: dict[str, int]  # operator counts
     io: dict  # input/output tensors: name, shape, dtype, scale, zero point
+    quantization: dict | None = None  # the toolchain's calibration: method, ranges clipped (int8 plans)
 
     @property
     def sha256(self) -> str:
@@ -86,6 +89,11 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
             f"{recipe.line_of('quantize', 'io_type')}: quantize.io_type: {target.name} cannot take {io!r} "
             f"input/output (it accepts {', '.join(n.io_types)})"
         )
+    if q.own_calibration and mode != "int8":
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize')}: quantize: calibration, activations, equalize and bias_correction apply "
+            f"to int8; {target.name} gets {mode!r}"
+        )
     return ConvertPlan(mode=mode, io_type=io, per_channel=q.per_channel, batch=target.batch)
 
 
@@ -94,6 +102,8 @@ def stage_convert(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) ->
         blob = b.recipe.model.file.read_bytes()
         log.info("convert: none, %s is used as it is (%s, I/O %s)", b.recipe.model.file.name, plan.mode, plan.io_type)
         return Artifact(blob, None, **describe(blob))
+    if plan.mode == "int8" and not any(s.get("step") == "qat" for s in model.steps):
+        return stage_quantize(b, model, data, plan)
     quantized = plan.mode in ("int8", "int16x8")
     n_cal = min(b.recipe.quantize.calibration_samples, data.sizes["calib"]) if quantized else 0
     inputs = {"model": model.key, "plan": plan.as_dict(), "calibration": n_cal, "data": data.digest}
@@ -109,7 +119,7 @@ def stage_convert(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) ->
             f", calibrating on {n_cal} samples" if quantized else "",
         )
         with capture_fds(tmp / "convert.log"):
-            blob = convert(model.keras(), plan, [x[:n_cal] for x in data.xs_calib])
+            blob = convert(model.keras(), plan, [x[:n_cal] for x in data.xs_calib], data.xs_calib[0][:8])
         (tmp / "model.tflite").write_bytes(blob)
         return {"plan": plan.as_dict(), **describe(blob)}, blob
 
@@ -118,6 +128,86 @@ def stage_convert(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) ->
         log.info("convert: %s (cached)", plan.mode)
     meta = entry.meta if entry.hit else describe(blob)
     return Artifact(blob, entry.dir / "convert.log", meta["gzip_bytes"], meta["ops"], meta["io"])
+
+
+def stage_calibrate(b: Build, model: ModelStage, data: Data, batch: int | None):
+    """The traced float graph (equalized if asked) and its statistics: once per model, calibration and batch form
+    (the dynamic-batch graph serves every fixed batch unless it reads its batch size as data)."""
+    from toolchain.quantize import stats
+
+    q = b.recipe.quantize
+    n_cal = min(q.calibration_samples, data.sizes["calib"])
+    inputs = {"model": model.key, "calibration": n_cal, "data": data.digest, "equalize": q.equalize, "batch": batch}
+
+    def compute(tmp: Path):
+        from toolchain.quantize.calibrate import calibrate
+
+        log.info(
+            "calibrate: tracing the float graph%s, statistics of %d samples%s",
+            f" (batch {batch})" if batch else "",
+            n_cal,
+            ", equalizing" if q.equalize else "",
+        )
+        with capture_fds(tmp / "convert.log"):
+            graph, st, meta = calibrate(model.keras(), [x[:n_cal] for x in data.xs_calib], q.equalize, batch)
+        (tmp / "graph.tflite").write_bytes(graph)
+        stats.save(st, tmp / "stats.npz")
+        return {**meta, "samples": n_cal}, (graph, st)
+
+    def load(entry):
+        return entry.file("graph.tflite").read_bytes(), stats.load(entry.file("stats.npz"))
+
+    (graph, st), entry = b.cache.run(CALIBRATE, inputs, compute, load)
+    return graph, st, entry
+
+
+def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -> Artifact:
+    """An int8 artifact from the shared calibration: ranges by the recipe's method, this target's I/O and batch."""
+    q = b.recipe.quantize
+    graph, st, cal = stage_calibrate(b, model, data, None)
+    trace_batch = None
+    if plan.batch is not None and not cal.meta["batch_fixable"]:
+        graph, st, cal = stage_calibrate(b, model, data, plan.batch)
+        trace_batch = plan.batch
+    settings = {
+        "method": q.calibration,
+        "percentile": q.percentile,
+        "symmetric": q.activations == "symmetric",
+        "bias_correction": q.bias_correction,
+        "io_type": plan.io_type,
+        "per_channel": plan.per_channel,
+        "batch": None if trace_batch else plan.batch,
+    }
+
+    def compute(tmp: Path):
+        from toolchain.quantize.calibrate import quantize
+
+        log.info(
+            "quantize: int8, I/O %s, batch %s, %s ranges%s",
+            plan.io_type,
+            plan.batch or "dynamic",
+            q.calibration,
+            f", {q.activations}" + (", bias correction" if q.bias_correction else ""),
+        )
+        with capture_fds(tmp / "convert.log"):
+            blob, report = quantize(graph, st, **settings)
+        (tmp / "model.tflite").write_bytes(blob)
+        report |= {
+            "samples": cal.meta["samples"],
+            "route": cal.meta["route"],
+            "equalization": cal.meta.get("equalization"),
+            "traced_batch": trace_batch,
+        }
+        return {"plan": plan.as_dict(), "quantization": report, **describe(blob)}, blob
+
+    blob, entry = b.cache.run(
+        QUANTIZE, {"calibration": cal.meta["key"], **settings}, compute, lambda e: e.file("model.tflite").read_bytes()
+    )
+    if entry.hit:
+        log.info("quantize: int8, I/O %s (cached)", plan.io_type)
+    meta = entry.meta
+    logs = [p for p in (cal.dir / "convert.log", entry.dir / "convert.log") if p.exists()]
+    return Artifact(blob, logs[0] if logs else None, meta["gzip_bytes"], meta["ops"], meta["io"], meta["quantization"])
 
 
 def describe(blob: bytes) -> dict:

@@ -153,6 +153,7 @@ def target_result(
         size_gzip_bytes=artifact.gzip_bytes,
         ops=artifact.ops,
         io=artifact.io,
+        quantization=artifact.quantization,
         sections=sections,
         budget=budget,
         failures=failures,

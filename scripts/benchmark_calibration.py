@@ -1,0 +1,248 @@
+"""Calibration methods, symmetric activations, equalization and bias correction, measured with real builds.
+
+    python scripts/benchmark_calibration.py [--out /tmp/bench-calibration] [--part outliers|collapse|all]
+
+**outliers**: the MobileNetV2 digits recipe (recipes/mobilenet.yaml: trained here, 12 epochs) calibrated on 200
+digits of which 2 % are 20x as bright (a calibration file, ``data.calibration``); one build per calibration
+method and for symmetric activations, targets phone-cpu (LiteRT) and cortex-m7 (tflite-micro). The trained
+model, the data and the traced graph are cached and shared by every build: only the ranges change.
+
+**collapse**: a small ReLU CNN (conv 16 -> conv 32 -> 1x1 conv 32 -> mean -> dense, logits out) trained on
+digits here, whose channels are then rescaled by factors spread over 100x (0.1 ... 10, compensated in the next
+layer: the float function is unchanged, checked to 1e-4); builds per-channel and per-tensor, without and with
+equalization and bias correction.
+
+Every number is read from the builds' ``build.json`` (top-1 of the eval split on each target's runtime, the
+float reference's top-1). Writes ``docs/benchmark-calibration.md`` and ``.json`` (``--docs`` folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+OUTLIER_RECIPE = """\
+schema_version: 1
+name: {name}
+model: {{application: MobileNetV2, alpha: 0.35, input_shape: [96, 96, 3], classes: 10, weights: none}}
+data:
+  builtin: digits
+  normalization: {{mean: 0.5, std: 0.5}}
+  split: {{train: 0.7, calibration: 0.1, eval: 0.2, seed: 0}}
+  calibration: {{npz: {calibration}}}
+train: {{epochs: 12, batch_size: 32, learning_rate: 0.002, seed: 0, batchnorm_momentum: 0.9}}
+quantize: {{mode: int8, calibration_samples: 200, {quantize}}}
+targets: [phone-cpu, cortex-m7]
+acceptance: {{max_accuracy_drop: 100}}
+"""
+
+COLLAPSE_RECIPE = """\
+schema_version: 1
+name: {name}
+model: {{file: {model}}}
+data:
+  builtin: digits
+  normalization: {{mean: 0.5, std: 0.5}}
+  split: {{train: 0.7, calibration: 0.1, eval: 0.2, seed: 0}}
+quantize: {{mode: int8, calibration_samples: 100, {quantize}}}
+targets: [phone-cpu, cortex-m7]
+acceptance: {{max_accuracy_drop: 100}}
+"""
+
+
+def build(recipe: Path, out: Path) -> dict:
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolchain", "build", str(recipe), "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if proc.returncode not in (0, 10):  # 10: a gate failed; the record is written
+        sys.exit(f"{recipe.name}: build failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    record = json.loads((out / recipe.stem / "build.json").read_text())
+    print(f"  {recipe.stem}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return record
+
+
+def rows_of(record: dict, variant: str) -> list[dict]:
+    out = []
+    for r in record["results"]:
+        q = r.get("quantization") or {}
+        out.append(
+            {
+                "variant": variant,
+                "target": r["target"],
+                "runtime": r["runtime"],
+                "float_top1": r["metrics"]["reference_top1"],
+                "top1": r["metrics"]["top1"],
+                "drop_points": round(100 * (r["metrics"]["reference_top1"] - r["metrics"]["top1"]), 2),
+                "clipped_tensors": q.get("clipped_tensors"),
+                "clipped_share_max": q.get("clipped_share_max"),
+                "utilisation_mean": q.get("utilisation_mean"),
+                "input_scale": r["io"]["input"]["scale"],
+                "input_zero_point": r["io"]["input"]["zero_point"],
+                "size_bytes": r["size_bytes"],
+            }
+        )
+    return out
+
+
+def outliers(out: Path) -> list[dict]:
+    from sklearn.datasets import load_digits
+
+    rng = np.random.default_rng(0)
+    images = load_digits().images.astype(np.float32) / 16.0
+    x = images[rng.choice(len(images), 200, replace=False)][..., None]
+    bright = rng.choice(len(x), 4, replace=False)  # 2 %
+    x[bright] *= 20.0
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "calibration-outliers.npz", x=x)
+    variants = {
+        "minmax": "calibration: minmax",
+        "mean_minmax": "calibration: mean_minmax",
+        "percentile 99.99": "calibration: percentile, percentile: 99.99",
+        "percentile 99.9": "calibration: percentile, percentile: 99.9",
+        "kl": "calibration: kl",
+        "mse": "calibration: mse",
+        "minmax, symmetric": "calibration: minmax, activations: symmetric",
+        "kl, symmetric": "calibration: kl, activations: symmetric",
+    }
+    rows = []
+    for variant, quantize in variants.items():
+        name = "outliers-" + variant.replace(" ", "").replace(",", "-").replace(".", "")
+        recipe = out / f"{name}.yaml"
+        recipe.write_text(
+            OUTLIER_RECIPE.format(name=name, calibration=out / "calibration-outliers.npz", quantize=quantize)
+        )
+        rows += rows_of(build(recipe, out / "build"), variant)
+    return rows
+
+
+def collapse_model(out: Path) -> Path:
+    """Train the ReLU CNN on the recipe's own train split, rescale its channels, save it (tf_keras)."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from toolchain.config import load_recipe
+    from toolchain.data.datasets import load_dataset
+    from toolchain.models.compat import keras
+    from toolchain.models.source import input_specs
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    path = out / "relu-cnn-rescaled.keras"
+    probe = out / "probe.yaml"
+    out.mkdir(parents=True, exist_ok=True)
+    model = k.Sequential(
+        [
+            k.Input((8, 8, 1)),
+            k.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+            k.layers.Conv2D(32, 3, activation="relu", name="conv2"),
+            k.layers.Conv2D(32, 1, activation="relu", name="conv3"),
+            k.layers.GlobalAveragePooling2D(name="pool"),
+            k.layers.Dense(10, name="logits"),
+        ]
+    )
+    probe.write_text(COLLAPSE_RECIPE.format(name="probe", model=path, quantize="calibration: minmax"))
+    recipe = load_recipe(probe)
+    data = load_dataset(recipe.data, input_specs(model), 10, "classification")
+    model.compile(k.optimizers.Adam(3e-3), k.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+    model.fit(data.x_train, data.y_train, epochs=30, batch_size=32, verbose=0)
+    before = model.predict(data.x_eval, verbose=0)
+    rng = np.random.default_rng(1)
+    for first, second in (("conv1", "conv2"), ("conv2", "conv3")):
+        (w1, b1), (w2, b2) = model.get_layer(first).get_weights(), model.get_layer(second).get_weights()
+        s = rng.permutation(np.logspace(-1, 1, w1.shape[-1])).astype(np.float32)  # 0.1 ... 10: 100x
+        model.get_layer(first).set_weights([w1 * s, b1 * s])
+        model.get_layer(second).set_weights([w2 / s[None, None, :, None], b2])
+    after = model.predict(data.x_eval, verbose=0)
+    diff = float(np.abs(after - before).max())
+    print(f"  rescaled: float outputs change by at most {diff:.2e} (logits up to {np.abs(before).max():.1f})")
+    if diff > 1e-4 * max(1.0, float(np.abs(before).max())):
+        sys.exit("the rescaling changed the function")
+    model.save(path)
+    probe.unlink()
+    return path
+
+
+def collapse(out: Path) -> list[dict]:
+    model = collapse_model(out)
+    variants = {
+        "per-channel": "per_channel: true",
+        "per-channel, equalize": "per_channel: true, equalize: true",
+        "per-tensor": "per_channel: false",
+        "per-tensor, bias correction": "per_channel: false, bias_correction: true",
+        "per-tensor, equalize": "per_channel: false, equalize: true",
+        "per-tensor, equalize + bias correction": "per_channel: false, equalize: true, bias_correction: true",
+        "per-tensor, equalize, symmetric": "per_channel: false, equalize: true, activations: symmetric",
+    }
+    rows = []
+    for variant, quantize in variants.items():
+        name = "collapse-" + variant.replace(" ", "").replace(",", "-").replace("+", "")
+        recipe = out / f"{name}.yaml"
+        recipe.write_text(COLLAPSE_RECIPE.format(name=name, model=model, quantize=quantize))
+        rows += rows_of(build(recipe, out / "build"), variant)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| variant | target (runtime) | float top-1 | int8 top-1 | drop (points) | tensors clipped | "
+        "max clipped share | mean grid use | input scale / zp |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        clipped = "-" if r["clipped_tensors"] is None else f"{r['clipped_tensors']}"
+        share = "-" if r["clipped_share_max"] is None else f"{100 * r['clipped_share_max']:.3f} %"
+        use = "-" if r["utilisation_mean"] is None else f"{r['utilisation_mean']:.2f}"
+        lines.append(
+            f"| {r['variant']} | {r['target']} ({r['runtime']}) | {r['float_top1']:.4f} | {r['top1']:.4f} | "
+            f"{r['drop_points']:+.2f} | {clipped} | {share} | {use} | "
+            f"{r['input_scale']:.4g} / {r['input_zero_point']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("/tmp/bench-calibration"))
+    p.add_argument("--part", choices=["outliers", "collapse", "all"], default="all")
+    p.add_argument("--docs", type=Path, default=REPO / "docs")
+    args = p.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results = {}
+    if args.part in ("collapse", "all"):
+        results["collapse"] = collapse(args.out.resolve())
+    if args.part in ("outliers", "all"):
+        results["outliers"] = outliers(args.out.resolve())
+    md = [
+        "# Calibration benchmark",
+        "",
+        f"`python scripts/benchmark_calibration.py --part {args.part}`, started {started}, "
+        f"{os.cpu_count()} cores. Top-1 on the eval split (359 digits) on each target's runtime.",
+    ]
+    titles = {
+        "outliers": "Outliers: MobileNetV2 0.35 96x96, calibration set with 2 % samples at 20x intensity",
+        "collapse": "Per-tensor collapse: ReLU CNN with channels rescaled over 100x",
+    }
+    for part, rows in results.items():
+        md += ["", f"## {titles[part]}", "", table(rows)]
+    text = "\n".join(md) + "\n"
+    print(text)
+    args.docs.mkdir(parents=True, exist_ok=True)
+    suffix = "" if args.part == "all" else f"-{args.part}"
+    (args.docs / f"benchmark-calibration{suffix}.md").write_text(text)
+    (args.docs / f"benchmark-calibration{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

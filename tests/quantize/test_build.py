@@ -1,0 +1,51 @@
+"""The calibration options through a real build of the tiny recipe, and the recipe's refusals."""
+
+import json
+
+import pytest
+
+
+def test_build_with_every_option_records_and_reports_the_calibration(tiny_recipe, tmp_path, run_cli):
+    recipe = tiny_recipe(
+        quantize="mode: int8, calibration: kl, activations: symmetric, equalize: true, bias_correction: true",
+        targets="[phone-cpu, cortex-m7]",
+        train="train: {epochs: 2}",
+    )
+    code, _, err = run_cli("build", recipe, "--out", tmp_path / "b")
+    assert code == 0, err
+    record = json.loads((tmp_path / "b" / "tiny" / "build.json").read_text())
+    for r in record["results"]:
+        q = r["quantization"]
+        assert q["method"] == "kl" and q["activations"] == "symmetric" and q["samples"] == 50
+        assert q["bias_correction"]["layers"] >= 1
+        assert q["equalization"] is not None
+    # one calibration serves both targets (phone: dynamic batch; cortex-m7: batch 1 after tracing again,
+    # since the tiny model's Flatten reads the batch size)
+    assert "calibrate: tracing the float graph, statistics of 50 samples" in err
+    report = (tmp_path / "b" / "tiny" / "cortex-m7" / "report.md").read_text()
+    assert "## Calibration" in report and "Ranges by **kl**, symmetric activations" in report
+    assert "Bias correction:" in report
+
+
+@pytest.mark.parametrize(
+    "quantize,message",
+    [
+        ("mode: int16x8, calibration: kl", "quantize: calibration, activations, equalize and bias_correction apply"),
+        ("mode: float16, equalize: true", "apply to int8; phone-cpu gets 'float16'"),
+    ],
+)
+def test_options_outside_int8_are_refused(tiny_recipe, tmp_path, run_cli, quantize, message):
+    code, _, err = run_cli("build", tiny_recipe(quantize=quantize), "--out", tmp_path / "b")
+    assert code == 9 and message in err
+    assert not (tmp_path / "b" / "tiny").exists()
+
+
+def test_options_with_qat_are_refused(tiny_recipe, tmp_path, run_cli):
+    recipe = tiny_recipe(quantize="mode: int8, calibration: percentile", extra="compress: [{step: qat, epochs: 1}]")
+    code, _, err = run_cli("recipe", "check", recipe)
+    assert code == 3 and "QAT learns its ranges" in err
+
+
+def test_bad_percentile_is_refused(tiny_recipe, run_cli):
+    code, _, err = run_cli("recipe", "check", tiny_recipe(quantize="mode: int8, percentile: 20"))
+    assert code == 3 and "percentile" in err

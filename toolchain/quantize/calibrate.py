@@ -1,0 +1,94 @@
+"""The toolchain's int8 post-training quantization, in two steps the build caches apart:
+
+``calibrate``: trace the model once (dynamic batch), equalize if asked, collect every tensor's statistics.
+``quantize``: for one target's numerics (I/O type, per-channel, batch), compute the ranges, correct biases if
+asked, and let the converter's quantizer write the artifact. A report says what the ranges clipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+
+from toolchain.errors import ConversionError
+from toolchain.quantize import ranges
+from toolchain.quantize.graph import Graph
+from toolchain.quantize.stats import TensorStats, collect
+
+MOST_CLIPPED = 5
+
+
+def calibrate(model, xs: list[np.ndarray], equalize: bool, batch: int | None = None):
+    """(graph with calibration slots, statistics per slot, meta): the model traced once, equalized if asked."""
+    from toolchain.quantize.converter import calibration_graph
+
+    graph, route = calibration_graph(model, xs, batch)
+    meta: dict = {"route": route}
+    if equalize:
+        from toolchain.quantize.equalize import absorb_high_bias
+        from toolchain.quantize.equalize import equalize as equalize_graph
+
+        g = Graph(graph)
+        report = equalize_graph(g)
+        graph = g.to_bytes()
+        first = collect(graph, xs)
+        g = Graph(graph)
+        absorb_high_bias(g, {i: s.channel_min for i, s in first.items()}, report)
+        graph = g.to_bytes()
+        meta["equalization"] = asdict(report)
+    meta["batch_fixable"] = Graph(graph).fix_batch(1)
+    return graph, collect(graph, xs), meta
+
+
+def quantize(
+    graph: bytes,
+    stats: dict[int, TensorStats],
+    *,
+    method: str,
+    percentile: float,
+    symmetric: bool,
+    bias_correction: bool,
+    io_type: str,
+    per_channel: bool,
+    batch: int | None,
+) -> tuple[bytes, dict]:
+    """The int8 artifact and the report of its ranges."""
+    from toolchain.quantize.converter import quantize_graph
+
+    g = Graph(graph)
+    rows = []
+    for i in g.slots():
+        s = stats.get(i)
+        if s is None:  # never leave the one-sample range of the calibrate-only conversion in place
+            raise ConversionError(f"calibration: no statistics for tensor {g.name(i)!r}")
+        lo, hi = ranges.compute(s, method, percentile)
+        if symmetric:
+            lo, hi = ranges.symmetric(lo, hi)
+        g.set_range(i, lo, hi)
+        rows.append((s, lo, hi, ranges.clipped_share(s, lo, hi), ranges.utilisation(s, lo, hi)))
+    if batch is not None and not g.fix_batch(batch):
+        raise ConversionError("calibration: the graph reads its batch size as data: trace it with the fixed batch")
+    report: dict = {"method": method, "percentile": percentile if method == "percentile" else None}
+    if bias_correction:
+        from toolchain.quantize.bias import correct
+
+        trial = quantize_graph(g.to_bytes(), "float32", per_channel)
+        report["bias_correction"] = asdict(correct(g, trial, {i: s.channel_mean for i, s in stats.items()}))
+    blob = quantize_graph(g.to_bytes(), io_type, per_channel)
+    shares = [r[3] for r in rows]
+    worst = sorted(rows, key=lambda r: -r[3])[:MOST_CLIPPED]
+    report |= {
+        "activations": "symmetric" if symmetric else "asymmetric",
+        "tensors": len(rows),
+        "clipped_tensors": sum(x > 0 for x in shares),
+        "clipped_share_max": max(shares, default=0.0),
+        "clipped_share_mean": float(np.mean(shares)) if shares else 0.0,
+        "utilisation_mean": float(np.mean([r[4] for r in rows])) if rows else 0.0,
+        "most_clipped": [
+            {"tensor": s.name, "range": [lo, hi], "observed": [s.min, s.max], "clipped": share}
+            for s, lo, hi, share, _ in worst
+            if share > 0
+        ],
+    }
+    return blob, report
