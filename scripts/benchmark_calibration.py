@@ -1,11 +1,13 @@
 """Calibration methods, symmetric activations, equalization and bias correction, measured with real builds.
 
-    python scripts/benchmark_calibration.py [--out /tmp/bench-calibration] [--part outliers|collapse|all]
+    python scripts/benchmark_calibration.py [--out /tmp/bench-calibration] [--part hot|bright|collapse|all]
 
-**outliers**: the MobileNetV2 digits recipe (recipes/mobilenet.yaml: trained here, 12 epochs) calibrated on 200
-digits of which 2 % are 20x as bright (a calibration file, ``data.calibration``); one build per calibration
-method and for symmetric activations, targets phone-cpu (LiteRT) and cortex-m7 (tflite-micro). The trained
-model, the data and the traced graph are cached and shared by every build: only the ranges change.
+**hot**, **bright**: the MobileNetV2 digits recipe (recipes/mobilenet.yaml: trained here, 12 epochs) calibrated
+on 200 digits of which 2 % carry an outlier (``--intensity``, default 100x; at 20x, bright images cost min/max
+only 0.4-0.6 point): one hot pixel (hot), or the whole image that much brighter (bright); given as a calibration
+file (``data.calibration``); one build per calibration method and for symmetric activations,
+targets phone-cpu (LiteRT) and cortex-m7 (tflite-micro). The trained model, the data and the traced graph are
+cached and shared by every build: only the ranges change.
 
 **collapse**: a small ReLU CNN (conv 16 -> conv 32 -> 1x1 conv 32 -> mean -> dense, logits out) trained on
 digits here, whose channels are then rescaled by factors spread over 100x (0.1 ... 10, compensated in the next
@@ -38,6 +40,7 @@ data:
   builtin: digits
   normalization: {{mean: 0.5, std: 0.5}}
   split: {{train: 0.7, calibration: 0.1, eval: 0.2, seed: 0}}
+  resize: true
   calibration: {{npz: {calibration}}}
 train: {{epochs: 12, batch_size: 32, learning_rate: 0.002, seed: 0, batchnorm_momentum: 0.9}}
 quantize: {{mode: int8, calibration_samples: 200, {quantize}}}
@@ -82,6 +85,7 @@ def rows_of(record: dict, variant: str) -> list[dict]:
         out.append(
             {
                 "variant": variant,
+                "eval_samples": record["eval_samples"],
                 "target": r["target"],
                 "runtime": r["runtime"],
                 "float_top1": r["metrics"]["reference_top1"],
@@ -98,16 +102,23 @@ def rows_of(record: dict, variant: str) -> list[dict]:
     return out
 
 
-def outliers(out: Path) -> list[dict]:
+def outliers(out: Path, intensity: float, kind: str) -> list[dict]:
+    """``bright``: 2 % of the calibration images are ``intensity`` times as bright (about 1 % of all input
+    values become extreme); ``hot``: 2 % of the images get one hot pixel at ``intensity`` (a sensor glitch: about
+    0.03 % of the input values after resizing)."""
     from sklearn.datasets import load_digits
 
     rng = np.random.default_rng(0)
     images = load_digits().images.astype(np.float32) / 16.0
     x = images[rng.choice(len(images), 200, replace=False)][..., None]
-    bright = rng.choice(len(x), 4, replace=False)  # 2 %
-    x[bright] *= 20.0
+    extreme = rng.choice(len(x), 4, replace=False)  # 2 %
+    if kind == "bright":
+        x[extreme] *= intensity
+    else:
+        x[extreme, rng.integers(0, 8, 4), rng.integers(0, 8, 4), 0] = intensity
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "calibration-outliers.npz", x=x)
+    calibration = out / f"calibration-{kind}.npz"
+    np.savez(calibration, x=x)
     variants = {
         "minmax": "calibration: minmax",
         "mean_minmax": "calibration: mean_minmax",
@@ -116,15 +127,12 @@ def outliers(out: Path) -> list[dict]:
         "kl": "calibration: kl",
         "mse": "calibration: mse",
         "minmax, symmetric": "calibration: minmax, activations: symmetric",
-        "kl, symmetric": "calibration: kl, activations: symmetric",
     }
     rows = []
     for variant, quantize in variants.items():
-        name = "outliers-" + variant.replace(" ", "").replace(",", "-").replace(".", "")
+        name = f"{kind}-" + variant.replace(" ", "").replace(",", "-").replace(".", "")
         recipe = out / f"{name}.yaml"
-        recipe.write_text(
-            OUTLIER_RECIPE.format(name=name, calibration=out / "calibration-outliers.npz", quantize=quantize)
-        )
+        recipe.write_text(OUTLIER_RECIPE.format(name=name, calibration=calibration, quantize=quantize))
         rows += rows_of(build(recipe, out / "build"), variant)
     return rows
 
@@ -135,7 +143,7 @@ def collapse_model(out: Path) -> Path:
     from toolchain.config import load_recipe
     from toolchain.data.datasets import load_dataset
     from toolchain.models.compat import keras
-    from toolchain.models.source import input_specs
+    from toolchain.models.source import keras_inputs
 
     k = keras()
     k.utils.set_random_seed(0)
@@ -154,7 +162,7 @@ def collapse_model(out: Path) -> Path:
     )
     probe.write_text(COLLAPSE_RECIPE.format(name="probe", model=path, quantize="calibration: minmax"))
     recipe = load_recipe(probe)
-    data = load_dataset(recipe.data, input_specs(model), 10, "classification")
+    data = load_dataset(recipe.data, keras_inputs(model), 10, "classification")
     model.compile(k.optimizers.Adam(3e-3), k.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
     model.fit(data.x_train, data.y_train, epochs=30, batch_size=32, verbose=0)
     before = model.predict(data.x_eval, verbose=0)
@@ -215,33 +223,56 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("/tmp/bench-calibration"))
-    p.add_argument("--part", choices=["outliers", "collapse", "all"], default="all")
+    p.add_argument("--part", choices=["bright", "hot", "collapse", "all"], default="all")
     p.add_argument("--docs", type=Path, default=REPO / "docs")
+    p.add_argument(
+        "--intensity", type=float, default=100.0, help="outliers: how much brighter the 2 %% extreme samples are"
+    )
     args = p.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    results = {}
-    if args.part in ("collapse", "all"):
-        results["collapse"] = collapse(args.out.resolve())
-    if args.part in ("outliers", "all"):
-        results["outliers"] = outliers(args.out.resolve())
+    args.docs.mkdir(parents=True, exist_ok=True)
+    for part in PARTS:
+        if args.part not in (part, "all"):
+            continue
+        rows = (
+            collapse(args.out.resolve()) if part == "collapse" else outliers(args.out.resolve(), args.intensity, part)
+        )
+        result = {"started": started, "intensity": args.intensity, "cores": os.cpu_count(), "rows": rows}
+        (args.docs / f"benchmark-calibration-{part}.json").write_text(json.dumps(result, indent=1) + "\n")
+    text = markdown(args.docs)
+    print(text)
+    (args.docs / "benchmark-calibration.md").write_text(text)
+
+
+PARTS = ("collapse", "hot", "bright")
+
+
+def markdown(docs: Path) -> str:
+    """The page, from every part's JSON in ``docs`` (each part can be measured again on its own)."""
     md = [
         "# Calibration benchmark",
         "",
-        f"`python scripts/benchmark_calibration.py --part {args.part}`, started {started}, "
-        f"{os.cpu_count()} cores. Top-1 on the eval split (359 digits) on each target's runtime.",
+        "Generated by `python scripts/benchmark_calibration.py [--part collapse|hot|bright]` from its JSON files "
+        "next to this page. Top-1 on each recipe's eval split, on each target's runtime (phone-cpu: LiteRT; "
+        "cortex-m7: tflite-micro); drop = float top-1 minus int8 top-1, in points.",
     ]
-    titles = {
-        "outliers": "Outliers: MobileNetV2 0.35 96x96, calibration set with 2 % samples at 20x intensity",
-        "collapse": "Per-tensor collapse: ReLU CNN with channels rescaled over 100x",
-    }
-    for part, rows in results.items():
-        md += ["", f"## {titles[part]}", "", table(rows)]
-    text = "\n".join(md) + "\n"
-    print(text)
-    args.docs.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.part == "all" else f"-{args.part}"
-    (args.docs / f"benchmark-calibration{suffix}.md").write_text(text)
-    (args.docs / f"benchmark-calibration{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
+    model = "MobileNetV2 0.35 96x96 on digits, calibration set of 200 images"
+    for part in PARTS:
+        path = docs / f"benchmark-calibration-{part}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        rows = data.get("rows") or data.get(part)
+        x = f"{data.get('intensity', 100.0):g}x"
+        title = {
+            "hot": f"Outliers, hot pixels: {model}, 2 % of them with one pixel at {x}",
+            "bright": f"Outliers, bright images: {model}, 2 % of them {x} as bright",
+            "collapse": "Per-tensor collapse: ReLU CNN with channels rescaled over 100x",
+        }[part]
+        when = f"measured {data['started']}, {data['cores']} cores" if "started" in data else ""
+        head = f"`--part {part}`{', ' + when if when else ''}, {rows[0].get('eval_samples', '?')} eval samples"
+        md += ["", f"## {title}", "", head, "", table(rows)]
+    return "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":

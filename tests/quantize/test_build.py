@@ -21,7 +21,9 @@ def test_build_with_every_option_records_and_reports_the_calibration(tiny_recipe
         assert q["equalization"] is not None
     # one calibration serves both targets (phone: dynamic batch; cortex-m7: batch 1 after tracing again,
     # since the tiny model's Flatten reads the batch size)
+    assert err.count("calibrate: tracing the float graph") == 2
     assert "calibrate: tracing the float graph, statistics of 50 samples" in err
+    assert "calibrate: tracing the float graph (batch 1), statistics of 50 samples" in err
     report = (tmp_path / "b" / "tiny" / "cortex-m7" / "report.md").read_text()
     assert "## Calibration" in report and "Ranges by **kl**, symmetric activations" in report
     assert "Bias correction:" in report

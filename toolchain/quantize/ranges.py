@@ -53,6 +53,7 @@ def clipped_share(s: TensorStats, lo: float, hi: float) -> float:
     total = s.hist.sum()
     if not total or (lo <= s.min and hi >= s.max):
         return 0.0
+    lo, hi = (-np.inf if lo <= s.min else lo), (np.inf if hi >= s.max else hi)  # a side that holds all values
     e = s.edges
     inside = np.clip(np.minimum(e[1:], hi) - np.maximum(e[:-1], lo), 0, None) / (e[1:] - e[:-1])
     return float(np.sum(s.hist * (1 - inside)) / total)
@@ -76,11 +77,13 @@ def _quantile(s: TensorStats, q: float) -> float:
 
 
 def _kl_threshold(s: TensorStats, stride: int = 8) -> float:
-    """Entropy calibration (TensorRT; MXNet's open implementation) on the histogram of |x|: the threshold T
-    minimising KL(P || Q), P the histogram up to T with the tail added to its last bin, Q the histogram up to T
-    merged into the grid's levels and spread back over P's non-empty bins; both smoothed by 1e-4."""
+    """Entropy calibration (TensorRT; MXNet's and pytorch-quantization's open implementations) on the histogram
+    of |x|: the threshold T minimising KL(P || Q), P the histogram up to T with the tail added to its last bin, Q
+    the histogram up to T merged into the grid's levels and spread back over P's non-empty bins; both smoothed by
+    1e-4. The first bin takes its neighbour's count, as pytorch-quantization does."""
     half = BINS // 2
     folded = s.hist[half:].astype(np.float64) + s.hist[:half][::-1]
+    folded[0] = folded[1]  # a ReLU's zeros would pull the threshold down (as NVIDIA's pytorch-quantization does)
     width = s.absmax / half if s.absmax else 1.0
     levels = LEVELS if s.min >= 0 else LEVELS // 2  # non-negative tensors use the whole grid on one side
     best, best_kl = half, np.inf

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.cache import Cache
@@ -35,6 +35,7 @@ class Build:
     remeasure: bool = (
         False  # run the target checks again (host latency is otherwise kept from the run that measured it)
     )
+    shared: dict = field(default_factory=dict)  # values computed once per build (the int8 calibration)
 
     @property
     def dir(self) -> Path:

@@ -21,7 +21,7 @@ from toolchain.tflite_model import TFLiteModel
 log = logging.getLogger(__name__)
 STAGE = Stage("convert", 4, tools=("tensorflow",))
 CALIBRATE = Stage("calibrate", 1, tools=("tensorflow", "ai-edge-litert"), timing="convert")
-QUANTIZE = Stage("quantize", 1, tools=("tensorflow",), timing="convert")
+QUANTIZE = Stage("quantize", 2, tools=("tensorflow",), timing="convert")
 
 
 @dataclass
@@ -157,7 +157,9 @@ def stage_calibrate(b: Build, model: ModelStage, data: Data, batch: int | None):
     def load(entry):
         return entry.file("graph.tflite").read_bytes(), stats.load(entry.file("stats.npz"))
 
-    (graph, st), entry = b.cache.run(CALIBRATE, inputs, compute, load)
+    if batch not in b.shared.setdefault("calibration", {}):  # once per build, with or without --no-cache
+        b.shared["calibration"][batch] = b.cache.run(CALIBRATE, inputs, compute, load)
+    (graph, st), entry = b.shared["calibration"][batch]
     return graph, st, entry
 
 
