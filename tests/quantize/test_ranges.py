@@ -54,11 +54,12 @@ def test_kl_keeps_a_distribution_without_tails():
     assert lo == pytest.approx(-1, abs=0.01) and hi == pytest.approx(1, abs=0.01)
 
 
-def test_kl_clips_a_far_outlier_at_the_first_candidate():
-    # 10,000 values in [0, 1] and one at 100: the histogram's bins are 100/2048 wide and the first candidate
-    # threshold is 256 bins (the grid's levels for a non-negative tensor): 12.5. Every wider one costs more.
+def test_kl_clips_a_far_outlier_near_the_first_candidate():
+    # 10,000 values in [0, 1] and one at 100: the histogram's bins are 100/2048 wide, the bulk fills the first 21
+    # and the smallest candidate threshold is 256 bins (the grid's levels for a non-negative tensor): 12.5. Every
+    # candidate clips the outlier alike; only how the levels split the bulk's bins differs between the first few.
     lo, hi = ranges.compute(stats_of(np.r_[RNG.uniform(0, 1, 10_000), 100.0]), "kl")
-    assert (lo, hi) == (0.0, pytest.approx(12.5))
+    assert lo == 0.0 and 12.5 <= hi <= 13.5
 
 
 def test_kl_of_a_gaussian_is_a_few_sigma():
