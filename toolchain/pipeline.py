@@ -158,3 +158,56 @@ def ensure_build(recipe: Recipe, out: Path) -> BuildRecord:
         log.info("using the existing build %s", Path(out) / recipe.name)
         return record
     return build(recipe, None, out)
+
+
+def diagnose(recipe: Recipe, target_name: str | None, out: Path, samples: int = 64) -> dict:
+    """Per-layer diagnosis of the recipe's int8 plan for one target (default: its first int8 target), on the
+    build's cached model, data and calibration (built here when missing). Returns the diagnosis as a dict."""
+    from toolchain.errors import CompatibilityError
+    from toolchain.quantize.diagnose import as_dict
+    from toolchain.quantize.diagnose import diagnose as run
+    from toolchain.stages.convert import stage_calibrate
+
+    names = [target_name] if target_name else recipe.targets
+    pairs = [(t, resolve_plan(recipe, t)) for t in map(load_target, names)]
+    pairs = [(t, p) for t, p in pairs if p.mode == "int8"]
+    if recipe.model.is_tflite or not pairs:
+        raise CompatibilityError(
+            f"{recipe.name}: diagnose explains an int8 plan the toolchain quantizes; "
+            + ("a .tflite model is used as it is" if recipe.model.is_tflite else f"{', '.join(names)}: no int8 plan")
+        )
+    target, plan = pairs[0]
+    with open_build(recipe, out, True, False, True) as b, capture_fds(b.log_path):
+        data = stage_data(b)
+        model = stage_compress(b, stage_model(b, data), data)
+        if any(s.get("step") == "qat" for s in model.steps):
+            raise CompatibilityError(f"{recipe.name}: diagnose does not cover QAT models (their ranges are learnt)")
+        graph, stats, _ = stage_calibrate(b, model, data, None)
+        q = recipe.quantize
+        xs = [x[:samples] for x in data.xs_eval]
+        log.info(
+            "diagnose: %s on %s, %d eval samples, each layer isolated and accumulated",
+            recipe.name,
+            target.name,
+            len(xs[0]),
+        )
+        layers = run(
+            graph,
+            stats,
+            xs,
+            method=q.calibration,
+            percentile=q.percentile,
+            symmetric=q.activations == "symmetric",
+            per_channel=plan.per_channel,
+            layer_names={layer.name for layer in getattr(model.keras(), "layers", [])},
+            can_float=target.kind == "phone",
+        )
+    method = q.calibration + (f" {q.percentile}" if q.calibration == "percentile" else "")
+    return {
+        "recipe": recipe.name,
+        "target": target.name,
+        "plan": f"int8, {method} ranges, {q.activations} activations, "
+        f"{'per-channel' if plan.per_channel else 'per-tensor'} weights" + (", equalized" if q.equalize else ""),
+        "samples": len(xs[0]),
+        "layers": [as_dict(d) for d in layers],
+    }

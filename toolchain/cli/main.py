@@ -288,6 +288,55 @@ def compare(
 
 
 @cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--target", "target", help="The target whose int8 plan to explain (default: the recipe's first int8 one)."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("build"),
+    show_default=True,
+    help="Build folder: the cached model, data and calibration are reused (built when missing).",
+)
+@click.option("--samples", type=click.IntRange(1), default=64, show_default=True, help="Eval samples to measure on.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "html", "json"]),
+    default="md",
+    show_default=True,
+    help="What goes to stdout (md, json) or which page path is printed (html); all three are written.",
+)
+def diagnose(recipe: Path, target: str | None, out: Path, samples: int, fmt: str) -> None:
+    """Explain where RECIPE's int8 plan loses accuracy, layer by layer, and what fixes it.
+
+    For every quantized layer, on eval samples: its int8 output against the float op's, isolated (same input:
+    the layer's own error) and accumulated (everything up to it); activation range and clipped share; the
+    spread of per-channel weight ranges; mapped to Keras layer names and ranked, culprits first, each with the
+    fixes the toolchain can apply. Writes OUT/<recipe>/diagnosis/<target>.{md,html,json}.
+    """
+    from toolchain.config import load_recipe
+    from toolchain.fsutil import atomic_write
+    from toolchain.pipeline import diagnose as run
+    from toolchain.report import diagnosis
+
+    r = load_recipe(recipe)
+    d = run(r, target, out, samples)
+    folder = out / r.name / "diagnosis"
+    md = atomic_write(folder / f"{d['target']}.md", diagnosis.markdown(d))
+    page = atomic_write(folder / f"{d['target']}.html", diagnosis.html(d))
+    atomic_write(folder / f"{d['target']}.json", json.dumps(d, indent=1, default=float) + "\n")
+    log.info("diagnosis written to %s (.md, .html, .json)", md.with_suffix(""))
+    if fmt == "json":
+        click.echo(json.dumps(d, indent=1, default=float))
+    elif fmt == "md":
+        click.echo(diagnosis.markdown(d))
+    else:
+        click.echo(str(page))
+
+
+@cli.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def inspect(model: Path, as_json: bool) -> None:

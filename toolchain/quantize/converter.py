@@ -56,3 +56,26 @@ def quantize_graph(graph: bytes, io_type: str, per_channel: bool) -> bytes:
         return bytes(tf_lite._deduplicate_readonly_buffers(blob))
     except Exception as exc:
         raise ConversionError(f"TFLite quantizer failed (int8, I/O {io_type}): {first_line(exc)}") from exc
+
+
+def debug_graph(graph: bytes, per_channel: bool, accumulated: bool) -> bytes:
+    """The int8 model with a NumericVerify op after every quantized op (float I/O), as TensorFlow's
+    QuantizationDebugger builds it: each compares the op's dequantized int8 output with the float op run on the
+    same input (``accumulated=False``: the layer's own error) or on the float model's own input
+    (``accumulated=True``: the error of everything up to and including the layer)."""
+    t = tf()
+    from tensorflow.lite.python import convert as tf_convert
+
+    try:
+        return bytes(
+            tf_convert.mlir_quantize(
+                graph,
+                disable_per_channel=not per_channel,
+                input_data_type=t.float32,
+                output_data_type=t.float32,
+                enable_numeric_verify=True,
+                enable_whole_model_verify=accumulated,
+            )
+        )
+    except Exception as exc:
+        raise ConversionError(f"TFLite quantizer failed (debug model): {first_line(exc)}") from exc

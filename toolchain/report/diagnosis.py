@@ -1,0 +1,109 @@
+"""The per-layer diagnosis as Markdown and as one self-contained HTML page (error along depth, plotted)."""
+
+from __future__ import annotations
+
+from html import escape
+
+from toolchain.report.html import _png
+
+TOP = 10
+
+
+def _db(v) -> str:
+    return "-" if v is None else ("inf" if v == float("inf") else f"{v:.1f}")
+
+
+def rows(d: dict) -> list[list[str]]:
+    out = []
+    for rank, x in enumerate(d["layers"], 1):
+        acc = x["accumulated"] or {}
+        out.append(
+            [
+                str(rank),
+                x["layer"] or "-",
+                x["op"],
+                str(x["depth"]),
+                _db(x["isolated"]["channel_snr_db"]),
+                _db(x["isolated"]["snr_db"]),
+                _db(acc.get("snr_db")),
+                f"{x['isolated']['rmse_steps']:.2f}",
+                f"[{x['range'][0]:.3g}, {x['range'][1]:.3g}]",
+                f"{100 * x['clipped']:.3f} %",
+                "-" if x["weight_spread"] is None else f"{x['weight_spread']:.0f}x",
+                x["fixes"][0],
+            ]
+        )
+    return out
+
+
+HEADINGS = [
+    "rank",
+    "Keras layer",
+    "op",
+    "depth",
+    "isolated channel SNR dB",
+    "isolated SNR dB",
+    "accumulated SNR dB",
+    "isolated RMSE (steps)",
+    "activation range",
+    "clipped",
+    "weight spread",
+    "first fix",
+]
+
+
+def markdown(d: dict) -> str:
+    lines = [
+        f"# Why int8 loses accuracy: {d['recipe']} on {d['target']}",
+        "",
+        f"{d['plan']}; {d['samples']} eval samples. Ranked by the layer's own (isolated) error, per-channel SNR "
+        "averaged; accumulated SNR is the error of the whole int8 chain up to that layer. RMSE in steps of the "
+        "output's grid (rounding alone: 0.29).",
+        "",
+        "| " + " | ".join(HEADINGS) + " |",
+        "|" + "---|" * len(HEADINGS),
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(d)[:TOP]]
+    lines += ["", "## Fixes for the worst three", ""]
+    for x in d["layers"][:3]:
+        lines.append(f"- **{x['layer'] or x['tensor']}** ({x['op']}): " + "; ".join(x["fixes"]))
+    return "\n".join(lines) + "\n"
+
+
+def _plot(d: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = sorted(d["layers"], key=lambda x: x["depth"])
+    depth = [x["depth"] for x in layers]
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    ax.plot(depth, [x["isolated"]["channel_snr_db"] for x in layers], "o-", label="isolated, per-channel SNR")
+    acc = [(x["depth"], x["accumulated"]["snr_db"]) for x in layers if x["accumulated"]]
+    if acc:
+        ax.plot(*zip(*acc, strict=True), "s--", label="accumulated SNR")
+    for x in d["layers"][:3]:
+        ax.annotate(x["layer"] or str(x["depth"]), (x["depth"], x["isolated"]["channel_snr_db"]), fontsize=8)
+    ax.set_xlabel("depth (quantized op)")
+    ax.set_ylabel("SNR (dB)")
+    ax.set_title("int8 error along depth")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    png = _png(fig)
+    plt.close(fig)
+    return png
+
+
+def html(d: dict) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in HEADINGS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows(d))
+    title = f"Why int8 loses accuracy: {d['recipe']} on {d['target']}"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}</style></head><body>"
+        f"<h1>{escape(title)}</h1><p>{escape(d['plan'])}; {d['samples']} eval samples.</p>"
+        f"<img alt='error along depth' src='data:image/png;base64,{_plot(d)}'>"
+        f"<table id='layers'><tr>{head}</tr>{body}</table></body></html>\n"
+    )
