@@ -64,7 +64,82 @@ def build(
     return record
 
 
+#: quantize.mode auto, cheapest first: (name, quantize fields). int8 rungs keep the target's I/O type.
+LADDER = (
+    ("int8 minmax", {"mode": "int8", "calibration": "minmax"}),
+    ("int8 percentile 99.99", {"mode": "int8", "calibration": "percentile", "percentile": 99.99}),
+    ("int8 percentile 99.9", {"mode": "int8", "calibration": "percentile", "percentile": 99.9}),
+    ("int8 mse", {"mode": "int8", "calibration": "mse"}),
+    ("int8 minmax, equalized, bias-corrected", {"mode": "int8", "equalize": True, "bias_correction": True}),
+    ("int16x8 (16-bit activations)", {"mode": "int16x8"}),
+    ("float16", {"mode": "float16"}),
+    ("float32", {"mode": "float32"}),
+)
+
+
 def build_target(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage) -> TargetResult:
+    if b.recipe.quantize.mode == "auto" and not any(s.get("step") == "qat" for s in model.steps):
+        return _plan_search(b, target, data, model)
+    return _build_target(b, target, plan, data, model)
+
+
+def _plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> TargetResult:
+    """Climb LADDER for this target: the first plan whose result passes every gate is kept; when none does,
+    the most accurate one is, failing. Every rung tried is in the result's ``plan_search``."""
+    from dataclasses import replace
+
+    from toolchain.fsutil import atomic_write
+    from toolchain.report.markdown import target_markdown
+
+    tried: list[tuple[str, Build, TargetResult]] = []
+    for name, fields in LADDER:
+        if fields["mode"] not in target.numerics.modes:
+            continue
+        update = {"calibration": "minmax", "equalize": False, "bias_correction": False, **fields}
+        if fields["mode"] != "int8":
+            update["io_type"] = None
+        rb = replace(b, recipe=b.recipe.model_copy(update={"quantize": b.recipe.quantize.model_copy(update=update)}))
+        log.info("plan search on %s: trying %s", target.name, name)
+        tried.append((name, rb, _build_target(rb, target, resolve_plan(rb.recipe, target), data, model)))
+        if tried[-1][2].passed:
+            break
+    if not tried:
+        raise ConfigError(f"quantize.mode auto: {target.name} runs none of the plans the search tries")
+
+    def drop(r: TargetResult) -> float:
+        return r.metrics.drop if r.metrics and r.metrics.drop is not None else float("inf")
+
+    name, rb, chosen = tried[-1] if tried[-1][2].passed else min(tried, key=lambda t: drop(t[2]))
+    if chosen is not tried[-1][2]:  # publish the most accurate rung again (its stages are cached)
+        chosen = _build_target(rb, target, resolve_plan(rb.recipe, target), data, model)
+    log.info(
+        "plan search on %s: %s %s",
+        target.name,
+        name,
+        "meets the gates" if chosen.passed else "is the most accurate; no plan met the gates",
+    )
+    rungs = [
+        {
+            "plan": n,
+            "mode": r.mode,
+            "passed": r.passed,
+            "metric": r.metrics.headline[1] if r.metrics else None,
+            "drop": r.metrics.drop if r.metrics else None,
+            "size_bytes": r.size_bytes,
+            "latency_ms": r.latency.ms if r.latency else None,
+            "latency_kind": r.latency.kind if r.latency else None,
+            "failures": [f.message for f in r.failures],
+        }
+        for n, _, r in tried
+    ]
+    chosen = chosen.model_copy(update={"plan_search": rungs})
+    folder = inside(b.out, b.dir / target.name)
+    atomic_write(folder / "report.json", chosen.model_dump_json(indent=2) + "\n")
+    atomic_write(folder / "report.md", target_markdown(b.recipe.name, chosen))
+    return chosen
+
+
+def _build_target(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage) -> TargetResult:
     log.info("target %s (%s: %s)", target.name, target.kind, ", ".join(target.checks))
     artifact = stage_convert(b, model, data, plan)
     final = inside(b.out, b.dir / target.name)

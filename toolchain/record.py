@@ -195,6 +195,9 @@ class TargetResult(Headline):
     ops: dict[str, int] = Field(default_factory=dict)
     io: dict[str, Any] = Field(default_factory=dict)
     quantization: Quantization | None = None
+    plan_search: list[dict[str, Any]] | None = Field(
+        None, description="quantize.mode auto: every plan tried, cheapest first, with its numbers and gate result"
+    )
     sections: dict[str, Section] = Field(default_factory=dict)
     budget: dict[str, int | None] = Field(default_factory=dict, description="ram_bytes / flash_bytes the target has")
     failures: list[Failure] = Field(default_factory=list)

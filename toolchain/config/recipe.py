@@ -199,7 +199,10 @@ class QuantizeSpec(Strict):
     """``mode``/``io_type`` left out means: what each target profile needs. The calibration options apply to int8
     plans (the toolchain calibrates them itself; see README, "Quantization")."""
 
-    mode: Mode | None = None
+    mode: Literal["float32", "dynamic", "float16", "int8", "int16x8", "auto"] | None = Field(
+        None,
+        description="auto: per target, the cheapest plan that meets the acceptance gates (see README, Quantization)",
+    )
     io_type: IOType | None = None
     per_channel: bool = True
     calibration_samples: int = Field(100, ge=1)
@@ -266,8 +269,8 @@ class Recipe(Strict):
     def _task_fits(self):
         if self.model.is_tflite and (self.train or self.compress):
             raise ValueError("a .tflite model is used as it is: 'train' and 'compress' need a Keras model")
-        if self.model.is_tflite and self.quantize.own_calibration:
-            raise ValueError("a .tflite model is used as it is: the quantize calibration options need a Keras model")
+        if self.model.is_tflite and (self.quantize.own_calibration or self.quantize.mode == "auto"):
+            raise ValueError("a .tflite model is used as it is: quantize calibration options and mode auto need Keras")
         if any(s.step == "qat" for s in self.compress) and self.quantize.own_calibration:
             raise ValueError(
                 "quantize: QAT learns its ranges: calibration, activations, equalize and bias_correction do not apply"

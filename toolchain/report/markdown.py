@@ -164,6 +164,16 @@ def target_markdown(recipe: str, r: TargetResult) -> str:
     lines.append("")
     for s in r.sections.values():
         lines += section_markdown(s)
+    if r.plan_search:
+        lines += ["## Plan search (quantize.mode: auto)", "", "| plan | result | metric | drop | size | latency ms |"]
+        lines.append("|---|---|---|---|---|---|")
+        for p in r.plan_search:
+            lat = "-" if p["latency_ms"] is None else f"{p['latency_ms']:.3g} ({p['latency_kind']})"
+            metric = "-" if p["metric"] is None else f"{p['metric']:.4f}"
+            drop = "-" if p["drop"] is None else f"{p['drop']:.4g}"
+            verdict = "meets the gates" if p["passed"] else "fails: " + "; ".join(p["failures"])[:160]
+            lines.append(f"| {p['plan']} | {verdict} | {metric} | {drop} | {p['size_bytes']:,} B | {lat} |")
+        lines.append("")
     if r.quantization:
         lines += quantization_markdown(r.quantization)
     lines += ["## Operators", "", "| op | count |", "|---|---|"]

@@ -78,6 +78,8 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
         return plan
     q, n = recipe.quantize, target.numerics
     mode = q.mode or n.default_mode
+    if mode == "auto":  # the plan search starts from int8 where the target runs it
+        mode = "int8" if "int8" in n.modes else n.default_mode
     if mode not in n.modes:
         raise CompatibilityError(
             f"{recipe.line_of('quantize', 'mode')}: quantize.mode: {target.name} cannot run {mode!r} "
@@ -130,14 +132,15 @@ def stage_convert(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) ->
     return Artifact(blob, entry.dir / "convert.log", meta["gzip_bytes"], meta["ops"], meta["io"])
 
 
-def stage_calibrate(b: Build, model: ModelStage, data: Data, batch: int | None):
+def stage_calibrate(b: Build, model: ModelStage, data: Data, batch: int | None, equalize: bool | None = None):
     """The traced float graph (equalized if asked) and its statistics: once per model, calibration and batch form
     (the dynamic-batch graph serves every fixed batch unless it reads its batch size as data)."""
     from toolchain.quantize import stats
 
     q = b.recipe.quantize
+    equalize = q.equalize if equalize is None else equalize
     n_cal = min(q.calibration_samples, data.sizes["calib"])
-    inputs = {"model": model.key, "calibration": n_cal, "data": data.digest, "equalize": q.equalize, "batch": batch}
+    inputs = {"model": model.key, "calibration": n_cal, "data": data.digest, "equalize": equalize, "batch": batch}
 
     def compute(tmp: Path):
         from toolchain.quantize.calibrate import calibrate
@@ -146,10 +149,10 @@ def stage_calibrate(b: Build, model: ModelStage, data: Data, batch: int | None):
             "calibrate: tracing the float graph%s, statistics of %d samples%s",
             f" (batch {batch})" if batch else "",
             n_cal,
-            ", equalizing" if q.equalize else "",
+            ", equalizing" if equalize else "",
         )
         with capture_fds(tmp / "convert.log"):
-            graph, st, meta = calibrate(model.keras(), [x[:n_cal] for x in data.xs_calib], q.equalize, batch)
+            graph, st, meta = calibrate(model.keras(), [x[:n_cal] for x in data.xs_calib], equalize, batch)
         (tmp / "graph.tflite").write_bytes(graph)
         stats.save(st, tmp / "stats.npz")
         return {**meta, "samples": n_cal}, (graph, st)
@@ -157,9 +160,10 @@ def stage_calibrate(b: Build, model: ModelStage, data: Data, batch: int | None):
     def load(entry):
         return entry.file("graph.tflite").read_bytes(), stats.load(entry.file("stats.npz"))
 
-    if batch not in b.shared.setdefault("calibration", {}):  # once per build, with or without --no-cache
-        b.shared["calibration"][batch] = b.cache.run(CALIBRATE, inputs, compute, load)
-    (graph, st), entry = b.shared["calibration"][batch]
+    memo = b.shared.setdefault("calibration", {})
+    if (batch, equalize) not in memo:  # once per build, with or without --no-cache
+        memo[batch, equalize] = b.cache.run(CALIBRATE, inputs, compute, load)
+    (graph, st), entry = memo[batch, equalize]
     return graph, st, entry
 
 
