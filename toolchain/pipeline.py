@@ -286,3 +286,33 @@ def diagnose(recipe: Recipe, target_name: str | None, out: Path, samples: int = 
         "samples": len(xs[0]),
         "layers": [as_dict(d) for d in layers],
     }
+
+
+def plan_builds(recipe: Recipe, plans: list[str], out: Path) -> dict[str, BuildRecord]:
+    """The recipe built once per quantize plan (``OUT/<recipe>-<plan>``, reused when it exists), each for the
+    recipe's targets that can run that plan."""
+    from toolchain.errors import CompatibilityError
+
+    records = {}
+    for plan in plans:
+        if plan not in ("float32", "dynamic", "float16", "int8", "int16x8"):
+            raise ConfigError(f"--plans: {plan!r} is not a quantize mode (float32, dynamic, float16, int8, int16x8)")
+        q = recipe.quantize.model_copy(update={"mode": plan, "io_type": None})
+        variant = recipe.model_copy(update={"name": f"{recipe.name}-{plan}", "quantize": q})
+        runnable = []
+        for t in variant.targets:
+            try:
+                resolve_plan(variant, load_target(t))
+                runnable.append(t)
+            except CompatibilityError as exc:
+                log.info("compare --plans: %s skips %s (%s)", plan, t, str(exc).split(": ", 2)[-1])
+        if not runnable:
+            raise CompatibilityError(f"--plans: no target of {recipe.name} runs {plan!r}")
+        variant = variant.model_copy(update={"targets": runnable})
+        record = existing_build(variant, out)
+        if record is None:
+            log.info("compare --plans: building %s for %s", plan, ", ".join(runnable))
+            build(variant, None, out)
+            record = load_record(Path(out) / variant.name / "build.json")
+        records[plan] = record
+    return records

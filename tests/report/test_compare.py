@@ -110,3 +110,20 @@ def test_compare_json_and_md(all_targets, run_cli):
         "edgetpu",
     )
     assert code == 0 and stdout.count("\n| ") == 3 and (out / "tiny" / "compare.md").exists()
+
+
+def test_plans_are_compared_in_one_table(tiny_recipe, tmp_path, run_cli):
+    """--plans builds the recipe once per plan (each target that runs it) and shows plan x target with a front."""
+    recipe = tiny_recipe(targets="[phone-cpu, cortex-m7]", train="train: {epochs: 2}")
+    code, out, err = run_cli(
+        "compare", recipe, "--plans", "int8,float16", "--build-dir", tmp_path / "b", "--format", "json"
+    )
+    assert code == 0, err
+    table = json.loads(out)
+    assert table["plans"] == ["int8", "float16"]
+    labels = [x["target"] for x in table["rows"]]
+    assert labels == ["phone-cpu [int8]", "cortex-m7 [int8]", "phone-cpu [float16]"]  # cortex-m7 runs int8 only
+    assert [x["mode"] for x in table["rows"]] == ["int8", "int8", "float16"]
+    assert table["pareto"] and set(table["pareto"]) <= set(labels)
+    assert "cortex-m7" in err and "skips" in err
+    assert (tmp_path / "b" / "tiny-float16" / "build.json").exists()

@@ -244,8 +244,19 @@ def verify(bundle: Path) -> None:
     is_flag=True,
     help="Build the recipe first when BUILD_DIR has no build of it (may train: minutes).",
 )
+@click.option(
+    "--plans",
+    help="Compare quantize plans too, e.g. int8,int16x8,float16: one build per plan (BUILD_DIR/<recipe>-<plan>, "
+    "built when missing, each target that runs the plan), one table of plan x target.",
+)
 def compare(
-    recipe: Path, targets: tuple[str, ...], fmt: str, build_dir: Path, out: Path | None, do_build: bool
+    recipe: Path,
+    targets: tuple[str, ...],
+    fmt: str,
+    build_dir: Path,
+    out: Path | None,
+    do_build: bool,
+    plans: str | None,
 ) -> None:
     """Compare RECIPE's model and plan across device profiles, side by side, from its build record.
 
@@ -260,6 +271,12 @@ def compare(
 
     r = load_recipe(recipe)
     record_path = build_dir / r.name / "build.json"
+    if plans:
+        from toolchain.pipeline import plan_builds
+
+        table = cmp.compare_plans(plan_builds(r, [p.strip() for p in plans.split(",") if p.strip()], build_dir))
+        _emit(table, fmt, out or build_dir / r.name, r.name)
+        return
     if not record_path.exists():
         if not do_build:
             raise MissingBuildError(
@@ -270,6 +287,12 @@ def compare(
 
         run_build(r, list(targets) or None, build_dir)
     table = cmp.compare(load_record(record_path), list(targets) or None)
+    _emit(table, fmt, out or build_dir / r.name, r.name)
+
+
+def _emit(table: dict, fmt: str, folder: Path, name: str) -> None:
+    from toolchain.report import compare as cmp
+
     if fmt == "json":
         click.echo(json.dumps(table, indent=2))
     elif fmt == "table":
@@ -279,7 +302,7 @@ def compare(
         from toolchain.report.html import render
 
         text = cmp.markdown(table) if fmt == "md" else render(table)
-        path = atomic_write((out or build_dir / r.name) / f"compare.{fmt}", text)
+        path = atomic_write(folder / f"compare{'-plans' if 'plans' in table else ''}.{fmt}", text)
         if fmt == "md":
             click.echo(text)
         log.info("comparison written to %s", path)

@@ -85,6 +85,25 @@ def compare(record: BuildRecord, targets: list[str] | None = None) -> dict:
             )
     rows = [row(r) for r in record.results if not targets or r.target in targets]
     task = next((r.metrics.task for r in record.results if r.metrics), "classification")
+    return table_of(record.recipe, record.eval_samples, task, rows)
+
+
+def compare_plans(records: dict[str, BuildRecord], targets: list[str] | None = None) -> dict:
+    """Plans x targets in one table: ``records`` maps each plan (quantize mode) to the build of the recipe with
+    that plan; a row is one target under one plan, labelled ``target [plan]``."""
+    rows = []
+    for plan, record in records.items():
+        for r in record.results:
+            if not targets or r.target in targets:
+                rows.append(row(r) | {"target": f"{r.target} [{plan}]", "device": r.target, "plan": plan})
+    first = next(iter(records.values()))
+    task = next((r.metrics.task for rec in records.values() for r in rec.results if r.metrics), "classification")
+    table = table_of(first.recipe.rsplit("-", 1)[0], first.eval_samples, task, rows)
+    table["plans"] = list(records)
+    return table
+
+
+def table_of(recipe: str, eval_samples: int, task: str, rows: list[dict]) -> dict:
     name, higher = TASK_METRIC.get(task, ("top1", True))
     drop_unit = "pts" if task == "classification" else name
     columns = [
@@ -104,8 +123,8 @@ def compare(record: BuildRecord, targets: list[str] | None = None) -> dict:
             best[key] = [x["target"] for x in rows if x[key] == top]
     return {
         "schema": COMPARE_SCHEMA,
-        "recipe": record.recipe,
-        "eval_samples": record.eval_samples,
+        "recipe": recipe,
+        "eval_samples": eval_samples,
         "task": task,
         "columns": [{"key": k, "heading": h, "better": b} for k, h, b in columns],
         "rows": rows,
@@ -156,7 +175,7 @@ def print_table(table: dict) -> None:
 def markdown(table: dict) -> str:
     heads = ["Pareto"] + [c["heading"] for c in table["columns"]]
     lines = [
-        f"# {table['recipe']}: targets compared",
+        f"# {table['recipe']}: {'plans x targets' if 'plans' in table else 'targets'} compared",
         "",
         f"{table['eval_samples']} eval samples. `*` best in column; Pareto: accuracy vs latency vs memory.",
         "",

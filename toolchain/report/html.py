@@ -90,9 +90,10 @@ def render(table: dict) -> str:
         for title, data in _plots(table)
     )
     recipe = escape(table["recipe"])
+    what = "plans x targets" if "plans" in table else "targets"
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{recipe}: targets compared</title><style>{CSS}</style></head>
-<body><h1>{recipe}: targets compared</h1>
+<html lang="en"><head><meta charset="utf-8"><title>{recipe}: {what} compared</title><style>{CSS}</style></head>
+<body><h1>{recipe}: {what} compared</h1>
 <p><small>{table["eval_samples"]} eval samples. Bold: best in column.
 Green left edge: Pareto front (accuracy vs latency vs memory).
 Pareto front: {escape(", ".join(table["pareto"]))}.</small></p>
