@@ -177,6 +177,7 @@ class Quantization(Model):
     equalization: dict[str, Any] | None = None
     bias_correction: dict[str, Any] | None = None
     route: str = Field(description="keras3: traced from the model's Keras 3 twin; trace: from the model itself")
+    float_ops: list[str] = Field(default_factory=list, description="op outputs kept in float (quantize.float_layers)")
     traced_batch: int | None = Field(None, description="set when this batch needed its own trace")
 
 

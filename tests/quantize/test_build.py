@@ -51,3 +51,20 @@ def test_options_with_qat_are_refused(tiny_recipe, tmp_path, run_cli):
 def test_bad_percentile_is_refused(tiny_recipe, run_cli):
     code, _, err = run_cli("recipe", "check", tiny_recipe(quantize="mode: int8, percentile: 20"))
     assert code == 3 and "percentile" in err
+
+
+def test_float_layers_stay_float_on_a_phone_and_are_refused_by_an_mcu(tiny_recipe, tmp_path, run_cli):
+    from toolchain.tflite_model import TFLiteModel
+
+    recipe = tiny_recipe(quantize="mode: int8, float_layers: [dense]", train="train: {epochs: 2}")
+    code, _, err = run_cli("build", recipe, "--out", tmp_path / "b")
+    assert code == 0, err
+    (r,) = json.loads((tmp_path / "b" / "tiny" / "build.json").read_text())["results"]
+    assert r["quantization"]["float_ops"] and "dense" in r["quantization"]["float_ops"][0]
+    m = TFLiteModel.from_file(r["artifact"])
+    fc = next(op for op in m.ops if op.name == "FULLY_CONNECTED")
+    conv = next(op for op in m.ops if op.name == "CONV_2D")
+    assert m.tensors[fc.outputs[0]].dtype == "float32" and m.tensors[conv.outputs[0]].dtype == "int8"
+    assert r["metrics"]["top1_agreement"] > 0.9  # LiteRT runs the mixed model
+    code, _, err = run_cli("build", tiny_recipe(quantize="mode: int8, float_layers: [dense]", targets="[cortex-m7]"))
+    assert code == 9 and "cortex-m7 runs integer models only" in err

@@ -217,6 +217,11 @@ class QuantizeSpec(Strict):
     )
     equalize: bool = Field(False, description="cross-layer equalization of consecutive conv/dense layers")
     bias_correction: bool = Field(False, description="correct the output shift weight quantization causes")
+    float_layers: list[str] = Field(
+        default_factory=list,
+        description="int8: Keras layer names (or fnmatch patterns) kept in float, for targets whose runtime falls "
+        "back to float (a phone CPU); integer-only targets refuse them",
+    )
 
     @property
     def own_calibration(self) -> bool:

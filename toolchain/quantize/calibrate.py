@@ -52,6 +52,7 @@ def quantize(
     io_type: str,
     per_channel: bool,
     batch: int | None,
+    float_nodes: list[str] | None = None,
 ) -> tuple[bytes, dict]:
     """The int8 artifact and the report of its ranges."""
     from toolchain.quantize.converter import quantize_graph
@@ -75,7 +76,9 @@ def quantize(
 
         trial = quantize_graph(g.to_bytes(), "float32", per_channel)
         report["bias_correction"] = asdict(correct(g, trial, {i: s.channel_mean for i, s in stats.items()}))
-    blob = quantize_graph(g.to_bytes(), io_type, per_channel)
+    blob = quantize_graph(g.to_bytes(), io_type, per_channel, float_nodes)
+    if float_nodes:
+        report["float_ops"] = float_nodes
     shares = [r[3] for r in rows]
     worst = sorted(rows, key=lambda r: -r[3])[:MOST_CLIPPED]
     report |= {

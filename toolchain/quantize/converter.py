@@ -42,8 +42,9 @@ def calibration_graph(model, xs: list[np.ndarray], batch: int | None = None) -> 
     return g.to_bytes(), route
 
 
-def quantize_graph(graph: bytes, io_type: str, per_channel: bool) -> bytes:
-    """The int8 model from a graph whose slots hold the ranges; ``io_type`` int8, uint8 or float32."""
+def quantize_graph(graph: bytes, io_type: str, per_channel: bool, float_nodes: list[str] | None = None) -> bytes:
+    """The int8 model from a graph whose slots hold the ranges; ``io_type`` int8, uint8 or float32;
+    ``float_nodes`` (op output tensor names) stay in float (``denylisted_nodes``)."""
     t = tf()
     from tensorflow.lite.python import convert as tf_convert
     from tensorflow.lite.python import lite as tf_lite
@@ -51,7 +52,11 @@ def quantize_graph(graph: bytes, io_type: str, per_channel: bool) -> bytes:
     io = getattr(t, io_type)
     try:
         blob = tf_convert.mlir_quantize(
-            graph, disable_per_channel=not per_channel, input_data_type=io, output_data_type=io
+            graph,
+            disable_per_channel=not per_channel,
+            input_data_type=io,
+            output_data_type=io,
+            denylisted_nodes=float_nodes or None,
         )
         return bytes(tf_lite._deduplicate_readonly_buffers(blob))
     except Exception as exc:

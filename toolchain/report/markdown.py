@@ -83,6 +83,12 @@ def quantization_markdown(q: Quantization) -> list[str]:
             for c in q.most_clipped
         ]
         lines.append("")
+    if q.float_ops:
+        lines += [
+            f"Kept in float (quantize.float_layers): {len(q.float_ops)} ops: "
+            + ", ".join(f"`{o}`" for o in q.float_ops),
+            "",
+        ]
     if q.equalization:
         e = q.equalization
         skipped = "; ".join(f"{n} {why}" for why, n in e.get("skipped", {}).items()) or "none"

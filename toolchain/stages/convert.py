@@ -96,6 +96,11 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
             f"{recipe.line_of('quantize')}: quantize: calibration, activations, equalize and bias_correction apply "
             f"to int8; {target.name} gets {mode!r}"
         )
+    if q.float_layers and mode == "int8" and "float32" not in n.modes:
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'float_layers')}: quantize.float_layers: {target.name} runs integer models "
+            f"only ({', '.join(n.modes)}): no layer can stay in float there"
+        )
     return ConvertPlan(mode=mode, io_type=io, per_channel=q.per_channel, batch=target.batch)
 
 
@@ -175,7 +180,9 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
     if plan.batch is not None and not cal.meta["batch_fixable"]:
         graph, st, cal = stage_calibrate(b, model, data, plan.batch)
         trace_batch = plan.batch
+    float_nodes = _float_nodes(graph, model, q.float_layers) if q.float_layers else []
     settings = {
+        "float_nodes": float_nodes,
         "method": q.calibration,
         "percentile": q.percentile,
         "symmetric": q.activations == "symmetric",
@@ -214,6 +221,26 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
     meta = entry.meta
     logs = [p for p in (cal.dir / "convert.log", entry.dir / "convert.log") if p.exists()]
     return Artifact(blob, logs[0] if logs else None, meta["gzip_bytes"], meta["ops"], meta["io"], meta["quantization"])
+
+
+def _float_nodes(graph: bytes, model: ModelStage, patterns: list[str]) -> list[str]:
+    """The graph's op outputs that belong to a Keras layer matching ``quantize.float_layers``."""
+    from fnmatch import fnmatchcase
+
+    from toolchain.errors import ConfigError
+    from toolchain.quantize.diagnose import layer_of
+    from toolchain.quantize.graph import Graph
+
+    g = Graph(graph)
+    names = {layer.name for layer in getattr(model.keras(), "layers", [])}
+    nodes = [
+        g.name(int(o.outputs[0]))
+        for o in g.sg.operators
+        if len(o.outputs) and any(fnmatchcase(layer_of(g.name(int(o.outputs[0])), names) or "", p) for p in patterns)
+    ]
+    if not nodes:
+        raise ConfigError(f"quantize.float_layers: {', '.join(patterns)} match no layer of the model")
+    return nodes
 
 
 def describe(blob: bytes) -> dict:
