@@ -71,6 +71,7 @@ LADDER = (
     ("int8 percentile 99.9", {"mode": "int8", "calibration": "percentile", "percentile": 99.9}),
     ("int8 mse", {"mode": "int8", "calibration": "mse"}),
     ("int8 minmax, equalized, bias-corrected", {"mode": "int8", "equalize": True, "bias_correction": True}),
+    ("int8, the 3 worst layers (diagnosis) in float", {"mode": "int8", "float_worst": 3}),
     ("int16x8 (16-bit activations)", {"mode": "int16x8"}),
     ("float16", {"mode": "float16"}),
     ("float32", {"mode": "float32"}),
@@ -95,6 +96,14 @@ def _plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> Tar
     for name, fields in LADDER:
         if fields["mode"] not in target.numerics.modes:
             continue
+        fields = dict(fields)
+        if fields.pop("float_worst", None):
+            if "float32" not in target.numerics.modes:
+                continue  # an integer-only runtime cannot keep layers in float
+            fields["float_layers"] = _worst_layers(b, data, model, 3)
+            if not fields["float_layers"]:
+                continue
+            name = f"int8, {', '.join(fields['float_layers'])} in float (the diagnosis' worst)"
         update = {"calibration": "minmax", "equalize": False, "bias_correction": False, **fields}
         if fields["mode"] != "int8":
             update["io_type"] = None
@@ -137,6 +146,27 @@ def _plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> Tar
     atomic_write(folder / "report.json", chosen.model_dump_json(indent=2) + "\n")
     atomic_write(folder / "report.md", target_markdown(b.recipe.name, chosen))
     return chosen
+
+
+def _worst_layers(b: Build, data: Data, model: ModelStage, n: int) -> list[str]:
+    """The Keras layers the per-layer diagnosis ranks worst for int8 minmax (64 eval samples)."""
+    from toolchain.quantize.diagnose import FIXED_RANGE, diagnose
+    from toolchain.stages.convert import stage_calibrate
+
+    graph, stats, _ = stage_calibrate(b, model, data, None, equalize=False)
+    layers = diagnose(
+        graph,
+        stats,
+        [x[:64] for x in data.xs_eval],
+        method="minmax",
+        percentile=99.99,
+        symmetric=False,
+        per_channel=b.recipe.quantize.per_channel,
+        layer_names={layer.name for layer in getattr(model.keras(), "layers", [])},
+        can_float=True,
+    )
+    worst = [d.layer for d in layers if d.layer and d.op not in FIXED_RANGE]
+    return list(dict.fromkeys(worst))[:n]
 
 
 def _build_target(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage) -> TargetResult:

@@ -38,3 +38,16 @@ def test_auto_climbs_every_rung_the_target_runs_and_keeps_the_most_accurate(tiny
     best = min(p["drop"] for p in r["plan_search"])
     assert abs((r["metrics"]["reference_top1"] - r["metrics"]["top1"]) - best) < 1e-9  # the most accurate kept
     assert all("max_size_kb" in " ".join(p["failures"]) for p in r["plan_search"])
+
+
+def test_on_a_phone_the_search_reaches_float_layers_then_other_modes(tiny_recipe, tmp_path, run_cli):
+    recipe = tiny_recipe(
+        quantize="mode: auto", targets="[phone-cpu]", extra="acceptance: {max_accuracy_drop: 50, max_size_kb: 0.5}"
+    )
+    code, _, err = run_cli("build", recipe, "--out", tmp_path / "b")
+    assert code == 11, err
+    (r,) = record(tmp_path / "b")["results"]
+    plans = [p["plan"] for p in r["plan_search"]]
+    assert plans[5].startswith("int8, ") and plans[5].endswith("in float (the diagnosis' worst)")
+    assert plans[6:] == ["int16x8 (16-bit activations)", "float16", "float32"]
+    assert [p["mode"] for p in r["plan_search"]][5:] == ["int8", "int16x8", "float16", "float32"]
