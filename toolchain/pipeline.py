@@ -10,6 +10,7 @@ process's stdout/stderr is captured into ``build/<recipe>/build.log``.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -39,6 +40,7 @@ def build(
     use_cache: bool = True,
     remeasure: bool = False,
     wait: bool = True,
+    diagnose_int8: bool = False,
 ) -> BuildRecord:
     """Build the recipe for its targets (or ``target_names``); returns the record of the targets built now.
 
@@ -52,6 +54,7 @@ def build(
 
     check_offline(recipe.model)
     with open_build(recipe, out, use_cache, remeasure, wait) as b, capture_fds(b.log_path):
+        b.shared["diagnose"] = diagnose_int8
         started, results = time.perf_counter(), []
         _strategy(recipe)
         data = stage_data(b)
@@ -180,6 +183,13 @@ def _build_target(b: Build, target: Target, plan: ConvertPlan, data: Data, model
         sections = run_checks(b, target, path, artifact.sha256, data, model)
         result = target_result(b, target, plan, artifact, path, final, sections)
         write_target_files(folder, b.recipe.name, result)
+        if b.shared.get("diagnose") and artifact.quantization is not None:
+            from toolchain.report import diagnosis
+
+            d = _diagnosis(b, target, plan, data, model, 64)
+            atomic_write(folder / "diagnosis.md", diagnosis.markdown(d))
+            atomic_write(folder / "diagnosis.html", diagnosis.html(d))
+            atomic_write(folder / "diagnosis.json", json.dumps(d, indent=1, default=float) + "\n")
     return result
 
 
@@ -269,9 +279,6 @@ def diagnose(recipe: Recipe, target_name: str | None, out: Path, samples: int = 
     """Per-layer diagnosis of the recipe's int8 plan for one target (default: its first int8 target), on the
     build's cached model, data and calibration (built here when missing). Returns the diagnosis as a dict."""
     from toolchain.errors import CompatibilityError
-    from toolchain.quantize.diagnose import as_dict
-    from toolchain.quantize.diagnose import diagnose as run
-    from toolchain.stages.convert import stage_calibrate
 
     names = [target_name] if target_name else recipe.targets
     pairs = [(t, resolve_plan(recipe, t)) for t in map(load_target, names)]
@@ -287,29 +294,37 @@ def diagnose(recipe: Recipe, target_name: str | None, out: Path, samples: int = 
         model = stage_compress(b, stage_model(b, data), data)
         if any(s.get("step") == "qat" for s in model.steps):
             raise CompatibilityError(f"{recipe.name}: diagnose does not cover QAT models (their ranges are learnt)")
-        graph, stats, _ = stage_calibrate(b, model, data, None)
-        q = recipe.quantize
-        xs = [x[:samples] for x in data.xs_eval]
-        log.info(
-            "diagnose: %s on %s, %d eval samples, each layer isolated and accumulated",
-            recipe.name,
-            target.name,
-            len(xs[0]),
-        )
-        layers = run(
-            graph,
-            stats,
-            xs,
-            method=q.calibration,
-            percentile=q.percentile,
-            symmetric=q.activations == "symmetric",
-            per_channel=plan.per_channel,
-            layer_names={layer.name for layer in getattr(model.keras(), "layers", [])},
-            can_float=target.kind == "phone",
-        )
+        return _diagnosis(b, target, plan, data, model, samples)
+
+
+def _diagnosis(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage, samples: int) -> dict:
+    from toolchain.quantize.diagnose import as_dict
+    from toolchain.quantize.diagnose import diagnose as run
+    from toolchain.stages.convert import stage_calibrate
+
+    q = b.recipe.quantize
+    graph, stats, _ = stage_calibrate(b, model, data, None)
+    xs = [x[:samples] for x in data.xs_eval]
+    log.info(
+        "diagnose: %s on %s, %d eval samples, each layer isolated and accumulated",
+        b.recipe.name,
+        target.name,
+        len(xs[0]),
+    )
+    layers = run(
+        graph,
+        stats,
+        xs,
+        method=q.calibration,
+        percentile=q.percentile,
+        symmetric=q.activations == "symmetric",
+        per_channel=plan.per_channel,
+        layer_names={layer.name for layer in getattr(model.keras(), "layers", [])},
+        can_float=target.kind == "phone",
+    )
     method = q.calibration + (f" {q.percentile}" if q.calibration == "percentile" else "")
     return {
-        "recipe": recipe.name,
+        "recipe": b.recipe.name,
         "target": target.name,
         "plan": f"int8, {method} ranges, {q.activations} activations, "
         f"{'per-channel' if plan.per_channel else 'per-tensor'} weights" + (", equalized" if q.equalize else ""),

@@ -100,3 +100,16 @@ def test_diagnose_command_writes_the_three_pages(tiny_recipe, tmp_path, run_cli)
 def test_diagnose_refuses_a_plan_it_cannot_explain(tiny_recipe, tmp_path, run_cli):
     code, _, err = run_cli("diagnose", tiny_recipe(quantize="mode: float16"), "--out", tmp_path / "b")
     assert code == 9 and "no int8 plan" in err
+
+
+def test_build_writes_the_diagnosis_when_asked(tiny_recipe, tmp_path, run_cli):
+    recipe = tiny_recipe(targets="[phone-cpu]", train="train: {epochs: 2}")
+    code, _, err = run_cli("build", recipe, "--out", tmp_path / "b", "--diagnose")
+    assert code == 0, err
+    folder = tmp_path / "b" / "tiny" / "phone-cpu"
+    d = json.loads((folder / "diagnosis.json").read_text())
+    assert d["target"] == "phone-cpu" and d["layers"]
+    assert any("keep this layer in float" in f for x in d["layers"] for f in x["fixes"])  # a phone falls back
+    assert (folder / "diagnosis.md").exists() and (folder / "diagnosis.html").exists()
+    code, _, err = run_cli("build", recipe, "--out", tmp_path / "c")
+    assert code == 0 and not (tmp_path / "c" / "tiny" / "phone-cpu" / "diagnosis.json").exists()

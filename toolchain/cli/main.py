@@ -81,8 +81,21 @@ def cli(ctx: click.Context, verbose: bool, targets_dir: Path | None) -> None:
     help="Run the target checks again (host latency is otherwise kept from the run that measured it).",
 )
 @click.option("--no-wait", is_flag=True, help="Fail (exit 18) instead of waiting when another build is using OUT.")
+@click.option(
+    "--diagnose",
+    "diagnose_int8",
+    is_flag=True,
+    help="Also write each int8 target's per-layer diagnosis (diagnosis.md/.html/.json, see 'toolchain diagnose').",
+)
 def build(
-    recipe: Path, targets: tuple[str, ...], out: Path, as_json: bool, no_cache: bool, remeasure: bool, no_wait: bool
+    recipe: Path,
+    targets: tuple[str, ...],
+    out: Path,
+    as_json: bool,
+    no_cache: bool,
+    remeasure: bool,
+    no_wait: bool,
+    diagnose_int8: bool,
 ) -> None:
     """Build RECIPE for each target: data, model, training, conversion, the target's checks and gates.
 
@@ -95,7 +108,15 @@ def build(
     from toolchain.pipeline import build as run_build
 
     r = load_recipe(recipe)
-    record = run_build(r, list(targets) or None, out, use_cache=not no_cache, remeasure=remeasure, wait=not no_wait)
+    record = run_build(
+        r,
+        list(targets) or None,
+        out,
+        use_cache=not no_cache,
+        remeasure=remeasure,
+        wait=not no_wait,
+        diagnose_int8=diagnose_int8,
+    )
     if as_json:
         click.echo(record.to_json())
     else:
