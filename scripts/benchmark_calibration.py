@@ -79,27 +79,26 @@ def build(recipe: Path, out: Path) -> dict:
 
 
 def rows_of(record: dict, variant: str) -> list[dict]:
-    out = []
-    for r in record["results"]:
-        q = r.get("quantization") or {}
-        out.append(
-            {
-                "variant": variant,
-                "eval_samples": record["eval_samples"],
-                "target": r["target"],
-                "runtime": r["runtime"],
-                "float_top1": r["metrics"]["reference_top1"],
-                "top1": r["metrics"]["top1"],
-                "drop_points": round(100 * (r["metrics"]["reference_top1"] - r["metrics"]["top1"]), 2),
-                "clipped_tensors": q.get("clipped_tensors"),
-                "clipped_share_max": q.get("clipped_share_max"),
-                "utilisation_mean": q.get("utilisation_mean"),
-                "input_scale": r["io"]["input"]["scale"],
-                "input_zero_point": r["io"]["input"]["zero_point"],
-                "size_bytes": r["size_bytes"],
-            }
-        )
-    return out
+    return [row_of(record, r, variant) for r in record["results"]]
+
+
+def row_of(record: dict, r: dict, variant: str) -> dict:
+    q = r.get("quantization") or {}
+    return {
+        "variant": variant,
+        "eval_samples": record["eval_samples"],
+        "target": r["target"],
+        "runtime": r["runtime"],
+        "float_top1": r["metrics"]["reference_top1"],
+        "top1": r["metrics"]["top1"],
+        "drop_points": round(100 * (r["metrics"]["reference_top1"] - r["metrics"]["top1"]), 2),
+        "clipped_tensors": q.get("clipped_tensors"),
+        "clipped_share_max": q.get("clipped_share_max"),
+        "utilisation_mean": q.get("utilisation_mean"),
+        "input_scale": r["io"]["input"]["scale"],
+        "input_zero_point": r["io"]["input"]["zero_point"],
+        "size_bytes": r["size_bytes"],
+    }
 
 
 def outliers(out: Path, intensity: float, kind: str) -> list[dict]:
@@ -151,21 +150,18 @@ def auto(out: Path, intensity: float) -> list[dict]:
     record = build(recipe, out / "build")
     rows = []
     for r in record["results"]:
-        for p in r["plan_search"]:
+        for p in r["plan_search"]:  # the record keeps the kept rung's details; the others have their numbers
+            kept = p is r["plan_search"][-1]
             rows.append(
-                {
-                    "variant": f"{r['target']}: {p['plan']}",
-                    "eval_samples": record["eval_samples"],
-                    "target": r["target"],
-                    "runtime": r["runtime"],
-                    "float_top1": r["metrics"]["reference_top1"],
+                row_of(record, r, f"{r['target']}: {p['plan']}")
+                | {
                     "top1": r["metrics"]["reference_top1"] - p["drop"],
                     "drop_points": round(100 * p["drop"], 2),
                     "clipped_tensors": None,
                     "clipped_share_max": None,
                     "utilisation_mean": None,
-                    "input_scale": r["io"]["input"]["scale"] if p is r["plan_search"][-1] else 0.0,
-                    "input_zero_point": r["io"]["input"]["zero_point"] if p is r["plan_search"][-1] else 0,
+                    "input_scale": r["io"]["input"]["scale"] if kept else 0.0,
+                    "input_zero_point": r["io"]["input"]["zero_point"] if kept else 0,
                     "size_bytes": p["size_bytes"],
                     "passed": p["passed"],
                 }

@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from toolchain import checks
@@ -54,7 +55,7 @@ def build(
 
     check_offline(recipe.model)
     with open_build(recipe, out, use_cache, remeasure, wait) as b, capture_fds(b.log_path):
-        b.shared["diagnose"] = diagnose_int8
+        b.diagnose = diagnose_int8
         started, results = time.perf_counter(), []
         _strategy(recipe)
         data = stage_data(b)
@@ -82,7 +83,7 @@ LADDER = (
 
 
 def build_target(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage) -> TargetResult:
-    if b.recipe.quantize.mode == "auto" and not any(s.get("step") == "qat" for s in model.steps):
+    if b.recipe.quantize.mode == "auto" and not model.is_qat:
         return _plan_search(b, target, data, model)
     return _build_target(b, target, plan, data, model)
 
@@ -153,23 +154,31 @@ def _plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> Tar
 
 def _worst_layers(b: Build, data: Data, model: ModelStage, n: int) -> list[str]:
     """The Keras layers the per-layer diagnosis ranks worst for int8 minmax (64 eval samples)."""
-    from toolchain.quantize.diagnose import FIXED_RANGE, diagnose
-    from toolchain.stages.convert import stage_calibrate
+    from toolchain.quantize.diagnose import FIXED_RANGE
 
-    graph, stats, _ = stage_calibrate(b, model, data, None, equalize=False)
-    layers = diagnose(
-        graph,
-        stats,
-        [x[:64] for x in data.xs_eval],
-        method="minmax",
-        percentile=99.99,
-        symmetric=False,
-        per_channel=b.recipe.quantize.per_channel,
-        layer_names={layer.name for layer in getattr(model.keras(), "layers", [])},
-        can_float=True,
-    )
+    plain = {"calibration": "minmax", "activations": "asymmetric", "equalize": False}
+    layers = _layers(b, data, model, b.recipe.quantize.model_copy(update=plain), b.recipe.quantize.per_channel, 64)
     worst = [d.layer for d in layers if d.layer and d.op not in FIXED_RANGE]
     return list(dict.fromkeys(worst))[:n]
+
+
+def _layers(b: Build, data: Data, model: ModelStage, q, per_channel: bool, samples: int, can_float: bool = True):
+    """The per-layer diagnosis of the int8 plan ``q`` (the recipe's quantize settings) on eval samples."""
+    from toolchain.quantize.diagnose import diagnose
+    from toolchain.stages.convert import stage_calibrate
+
+    graph, stats, _ = stage_calibrate(b, model, data, None, equalize=q.equalize)
+    return diagnose(
+        graph,
+        stats,
+        [x[:samples] for x in data.xs_eval],
+        method=q.calibration,
+        percentile=q.percentile,
+        symmetric=q.activations == "symmetric",
+        per_channel=per_channel,
+        layer_names={layer.name for layer in getattr(model.keras(), "layers", [])},
+        can_float=can_float,
+    )
 
 
 def _build_target(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage) -> TargetResult:
@@ -183,7 +192,7 @@ def _build_target(b: Build, target: Target, plan: ConvertPlan, data: Data, model
         sections = run_checks(b, target, path, artifact.sha256, data, model)
         result = target_result(b, target, plan, artifact, path, final, sections)
         write_target_files(folder, b.recipe.name, result)
-        if b.shared.get("diagnose") and artifact.quantization is not None:
+        if b.diagnose and artifact.quantization is not None:
             from toolchain.report import diagnosis
 
             d = _diagnosis(b, target, plan, data, model, 64)
@@ -292,44 +301,23 @@ def diagnose(recipe: Recipe, target_name: str | None, out: Path, samples: int = 
     with open_build(recipe, out, True, False, True) as b, capture_fds(b.log_path):
         data = stage_data(b)
         model = stage_compress(b, stage_model(b, data), data)
-        if any(s.get("step") == "qat" for s in model.steps):
+        if model.is_qat:
             raise CompatibilityError(f"{recipe.name}: diagnose does not cover QAT models (their ranges are learnt)")
         return _diagnosis(b, target, plan, data, model, samples)
 
 
 def _diagnosis(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage, samples: int) -> dict:
-    from toolchain.quantize.diagnose import as_dict
-    from toolchain.quantize.diagnose import diagnose as run
-    from toolchain.stages.convert import stage_calibrate
-
     q = b.recipe.quantize
-    graph, stats, _ = stage_calibrate(b, model, data, None)
-    xs = [x[:samples] for x in data.xs_eval]
-    log.info(
-        "diagnose: %s on %s, %d eval samples, each layer isolated and accumulated",
-        b.recipe.name,
-        target.name,
-        len(xs[0]),
-    )
-    layers = run(
-        graph,
-        stats,
-        xs,
-        method=q.calibration,
-        percentile=q.percentile,
-        symmetric=q.activations == "symmetric",
-        per_channel=plan.per_channel,
-        layer_names={layer.name for layer in getattr(model.keras(), "layers", [])},
-        can_float=target.kind == "phone",
-    )
+    log.info("diagnose: %s on %s, each layer isolated and accumulated", b.recipe.name, target.name)
+    layers = _layers(b, data, model, q, plan.per_channel, samples, can_float=target.kind == "phone")
     method = q.calibration + (f" {q.percentile}" if q.calibration == "percentile" else "")
     return {
         "recipe": b.recipe.name,
         "target": target.name,
         "plan": f"int8, {method} ranges, {q.activations} activations, "
         f"{'per-channel' if plan.per_channel else 'per-tensor'} weights" + (", equalized" if q.equalize else ""),
-        "samples": len(xs[0]),
-        "layers": [as_dict(d) for d in layers],
+        "samples": min(samples, data.sizes["eval"]),
+        "layers": [asdict(d) for d in layers],
     }
 
 

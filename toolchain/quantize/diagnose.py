@@ -14,7 +14,7 @@ the others): a layer that is bad on its own is a cause; accumulated error only s
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -158,7 +158,7 @@ def diagnose(
         if i is None:
             continue
         s, (lo, hi) = stats[i], chosen[i]
-        p9999 = max(abs(ranges.compute(s, "percentile", 99.99)[0]), abs(ranges.compute(s, "percentile", 99.99)[1]))
+        p9999 = max(map(abs, ranges.compute(s, "percentile", 99.99)))
         spread = None
         if name in linear:
             w = g.array(linear[name].weights)
@@ -198,7 +198,3 @@ def fixes(d: LayerDiagnosis, method: str, per_channel: bool, can_float: bool) ->
     if can_float:
         out.append("keep this layer in float (the target's runtime falls back to float)")
     return out
-
-
-def as_dict(d: LayerDiagnosis) -> dict:
-    return asdict(d)

@@ -90,10 +90,10 @@ def collect(blob: bytes, xs: list[np.ndarray]) -> dict[int, TensorStats]:
                 cmin = flat.min(axis=0)
                 s["cmin"] = cmin if s["cmin"] is None else np.minimum(s["cmin"], cmin)
         hists = {i: np.zeros(BINS, dtype=np.int64) for i in slots}
+        absmax = {i: max(abs(min(first[i]["min"])), abs(max(first[i]["max"]))) or 1.0 for i in slots}
         for interp in _batches(blob, xs):
             for i in slots:
-                a = max(abs(min(first[i]["min"])), abs(max(first[i]["max"]))) or 1.0
-                hists[i] += np.histogram(interp.get_tensor(i), bins=BINS, range=(-a, a))[0]
+                hists[i] += np.histogram(interp.get_tensor(i), bins=BINS, range=(-absmax[i], absmax[i]))[0]
     except (ValueError, RuntimeError) as exc:
         raise ConversionError(f"calibration: LiteRT cannot run the float graph: {exc}") from None
     out = {}

@@ -36,6 +36,7 @@ class Build:
         False  # run the target checks again (host latency is otherwise kept from the run that measured it)
     )
     shared: dict = field(default_factory=dict)  # values computed once per build (the int8 calibration)
+    diagnose: bool = False  # write each int8 target's per-layer diagnosis into its folder
 
     @property
     def dir(self) -> Path:

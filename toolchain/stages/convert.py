@@ -109,7 +109,7 @@ def stage_convert(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) ->
         blob = b.recipe.model.file.read_bytes()
         log.info("convert: none, %s is used as it is (%s, I/O %s)", b.recipe.model.file.name, plan.mode, plan.io_type)
         return Artifact(blob, None, **describe(blob))
-    if plan.mode == "int8" and not any(s.get("step") == "qat" for s in model.steps):
+    if plan.mode == "int8" and not model.is_qat:
         return stage_quantize(b, model, data, plan)
     quantized = plan.mode in ("int8", "int16x8")
     n_cal = min(b.recipe.quantize.calibration_samples, data.sizes["calib"]) if quantized else 0

@@ -29,6 +29,11 @@ class ModelStage:
     steps: list = field(default_factory=list)  # compression step reports
     signature: str | None = None  # ``path`` is a SavedModel converted through this signature
 
+    @property
+    def is_qat(self) -> bool:
+        """Its last compression step was QAT: its ranges are learnt, the converter quantizes it itself."""
+        return any(s.get("step") == "qat" for s in self.steps)
+
     def keras(self):
         if self._model is None and self.signature is not None:
             from toolchain.models.source import SignatureModel
