@@ -326,10 +326,12 @@ def plan_builds(recipe: Recipe, plans: list[str], out: Path) -> dict[str, BuildR
     recipe's targets that can run that plan."""
     from toolchain.errors import CompatibilityError
 
+    modes = ("float32", "dynamic", "float16", "int8", "int16x8")
+    for plan in plans:  # every plan is checked before any is built
+        if plan not in modes:
+            raise ConfigError(f"--plans: {plan!r} is not a quantize mode ({', '.join(modes)})")
     records = {}
     for plan in plans:
-        if plan not in ("float32", "dynamic", "float16", "int8", "int16x8"):
-            raise ConfigError(f"--plans: {plan!r} is not a quantize mode (float32, dynamic, float16, int8, int16x8)")
         q = recipe.quantize.model_copy(update={"mode": plan, "io_type": None})
         variant = recipe.model_copy(update={"name": f"{recipe.name}-{plan}", "quantize": q})
         runnable = []

@@ -68,3 +68,9 @@ def test_float_layers_stay_float_on_a_phone_and_are_refused_by_an_mcu(tiny_recip
     assert r["metrics"]["top1_agreement"] > 0.9  # LiteRT runs the mixed model
     code, _, err = run_cli("build", tiny_recipe(quantize="mode: int8, float_layers: [dense]", targets="[cortex-m7]"))
     assert code == 9 and "cortex-m7 runs integer models only" in err
+
+
+def test_float_layers_that_match_nothing_are_refused(tiny_recipe, tmp_path, run_cli):
+    recipe = tiny_recipe(quantize="mode: int8, float_layers: [nosuchlayer]", train="train: {epochs: 1}")
+    code, _, err = run_cli("build", recipe, "--out", tmp_path / "b")
+    assert code == 3 and err.strip().splitlines()[-1].startswith("error: quantize.float_layers: nosuchlayer match no")

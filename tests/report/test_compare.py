@@ -127,3 +127,9 @@ def test_plans_are_compared_in_one_table(tiny_recipe, tmp_path, run_cli):
     assert table["pareto"] and set(table["pareto"]) <= set(labels)
     assert "cortex-m7" in err and "skips" in err
     assert (tmp_path / "b" / "tiny-float16" / "build.json").exists()
+
+
+def test_plans_must_be_quantize_modes(tiny_recipe, tmp_path, run_cli):
+    code, _, err = run_cli("compare", tiny_recipe(), "--plans", "int8,int4", "--build-dir", tmp_path / "b")
+    assert code == 3 and "--plans: 'int4' is not a quantize mode" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
