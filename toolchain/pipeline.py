@@ -76,6 +76,8 @@ LADDER = (
     ("int8 mse", {"mode": "int8", "calibration": "mse"}),
     ("int8 minmax, equalized, bias-corrected", {"mode": "int8", "equalize": True, "bias_correction": True}),
     ("int8, the 3 worst layers (diagnosis) in float", {"mode": "int8", "float_worst": 3}),
+    ("int8, the 3 worst layers (diagnosis) with 16-bit activations", {"mode": "int8", "int16_worst": 3}),
+    ("int8, quantization-aware training", {"mode": "int8", "qat": True}),
     ("int16x8 (16-bit activations)", {"mode": "int16x8"}),
     ("float16", {"mode": "float16"}),
     ("float32", {"mode": "float32"}),
@@ -96,7 +98,7 @@ def _plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> Tar
     from toolchain.fsutil import atomic_write
     from toolchain.report.markdown import target_markdown
 
-    tried: list[tuple[str, Build, TargetResult]] = []
+    tried: list[tuple[str, Build, ModelStage, TargetResult]] = []
     for name, fields in LADDER:
         if fields["mode"] not in target.numerics.modes:
             continue
@@ -108,13 +110,34 @@ def _plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> Tar
             if not fields["float_layers"]:
                 continue
             name = f"int8, {', '.join(fields['float_layers'])} in float (the diagnosis' worst)"
-        update = {"calibration": "minmax", "equalize": False, "bias_correction": False, **fields}
+        if fields.pop("int16_worst", None):
+            table = target.numerics.int16_ops
+            if table is None:
+                continue  # no 16-bit kernels on this device
+            from toolchain.quantize.mixed import refused_int16
+
+            fields["int16_layers"] = _worst_layers(b, data, model, 3, lambda op, t=table: not refused_int16(t, {op}))
+            if not fields["int16_layers"]:
+                continue
+            name = f"int8, {', '.join(fields['int16_layers'])} with 16-bit activations (the diagnosis' worst)"
+        qat = fields.pop("qat", False)
+        if qat and (b.recipe.train is None or b.recipe.task != "classification"):
+            continue  # QAT trains: only where the recipe trains a classifier
+        update = {"calibration": "minmax", "equalize": False, "bias_correction": False}
+        update |= {"float_layers": [], "int16_layers": [], **fields}
         if fields["mode"] != "int8":
             update["io_type"] = None
-        rb = replace(b, recipe=b.recipe.model_copy(update={"quantize": b.recipe.quantize.model_copy(update=update)}))
+        changes: dict = {"quantize": b.recipe.quantize.model_copy(update=update)}
+        if qat:
+            from toolchain.config.recipe import QatStep
+
+            changes["compress"] = [QatStep(step="qat")]
+        rb = replace(b, recipe=b.recipe.model_copy(update=changes))
         log.info("plan search on %s: trying %s", target.name, name)
-        tried.append((name, rb, _build_target(rb, target, resolve_plan(rb.recipe, target), data, model)))
-        if tried[-1][2].passed:
+        rung_model = stage_compress(rb, model, data) if qat else model
+        result = _build_target(rb, target, resolve_plan(rb.recipe, target), data, rung_model)
+        tried.append((name, rb, rung_model, result))
+        if result.passed:
             break
     if not tried:
         raise ConfigError(f"quantize.mode auto: {target.name} runs none of the plans the search tries")
@@ -122,9 +145,9 @@ def _plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> Tar
     def drop(r: TargetResult) -> float:
         return r.metrics.drop if r.metrics and r.metrics.drop is not None else float("inf")
 
-    name, rb, chosen = tried[-1] if tried[-1][2].passed else min(tried, key=lambda t: drop(t[2]))
-    if chosen is not tried[-1][2]:  # publish the most accurate rung again (its stages are cached)
-        chosen = _build_target(rb, target, resolve_plan(rb.recipe, target), data, model)
+    name, rb, rung_model, chosen = tried[-1] if tried[-1][3].passed else min(tried, key=lambda t: drop(t[3]))
+    if chosen is not tried[-1][3]:  # publish the most accurate rung again (its stages are cached)
+        chosen = _build_target(rb, target, resolve_plan(rb.recipe, target), data, rung_model)
     log.info(
         "plan search on %s: %s %s",
         target.name,
@@ -143,7 +166,7 @@ def _plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> Tar
             "latency_kind": r.latency.kind if r.latency else None,
             "failures": [f.message for f in r.failures],
         }
-        for n, _, r in tried
+        for n, _, _, r in tried
     ]
     chosen = chosen.model_copy(update={"plan_search": rungs})
     folder = inside(b.out, b.dir / target.name)
@@ -152,13 +175,14 @@ def _plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> Tar
     return chosen
 
 
-def _worst_layers(b: Build, data: Data, model: ModelStage, n: int) -> list[str]:
-    """The Keras layers the per-layer diagnosis ranks worst for int8 minmax (64 eval samples)."""
+def _worst_layers(b: Build, data: Data, model: ModelStage, n: int, op_ok=lambda op: True) -> list[str]:
+    """The Keras layers the per-layer diagnosis ranks worst for int8 minmax (64 eval samples), among those
+    whose op ``op_ok`` accepts."""
     from toolchain.quantize.diagnose import FIXED_RANGE
 
     plain = {"calibration": "minmax", "activations": "asymmetric", "equalize": False}
     layers = _layers(b, data, model, b.recipe.quantize.model_copy(update=plain), b.recipe.quantize.per_channel, 64)
-    worst = [d.layer for d in layers if d.layer and d.op not in FIXED_RANGE]
+    worst = [d.layer for d in layers if d.layer and d.op not in FIXED_RANGE and op_ok(d.op)]
     return list(dict.fromkeys(worst))[:n]
 
 

@@ -178,6 +178,12 @@ class Quantization(Model):
     bias_correction: dict[str, Any] | None = None
     route: str = Field(description="keras3: traced from the model's Keras 3 twin; trace: from the model itself")
     float_ops: list[str] = Field(default_factory=list, description="op outputs kept in float (quantize.float_layers)")
+    int16_ops: list[str] = Field(
+        default_factory=list, description="op outputs with 16-bit activations (quantize.int16_layers)"
+    )
+    int8_bytes: int | None = Field(
+        None, description="with float or 16-bit exceptions: the size of the same plan with every op int8"
+    )
     traced_batch: int | None = Field(None, description="set when this batch needed its own trace")
 
 

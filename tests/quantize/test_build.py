@@ -32,7 +32,10 @@ def test_build_with_every_option_records_and_reports_the_calibration(tiny_recipe
 @pytest.mark.parametrize(
     "quantize,message",
     [
-        ("mode: int16x8, calibration: kl", "quantize: calibration, activations, equalize and bias_correction apply"),
+        (
+            "mode: int16x8, calibration: kl",
+            "quantize: calibration, activations, equalize, bias_correction, float_layers and int16_layers apply",
+        ),
         ("mode: float16, equalize: true", "apply to int8; phone-cpu gets 'float16'"),
     ],
 )

@@ -222,6 +222,16 @@ class QuantizeSpec(Strict):
         description="int8: Keras layer names (or fnmatch patterns) kept in float, for targets whose runtime falls "
         "back to float (a phone CPU); integer-only targets refuse them",
     )
+    int16_layers: list[str] = Field(
+        default_factory=list,
+        description="int8: Keras layer names (or fnmatch patterns) given 16-bit activations (8-bit weights), on "
+        "targets whose runtime has int16 kernels for their ops (the profile's numerics.int16_ops)",
+    )
+
+    @property
+    def mixed(self) -> bool:
+        """Per-layer exceptions to int8."""
+        return bool(self.float_layers or self.int16_layers)
 
     @property
     def own_calibration(self) -> bool:
@@ -274,11 +284,16 @@ class Recipe(Strict):
     def _task_fits(self):
         if self.model.is_tflite and (self.train or self.compress):
             raise ValueError("a .tflite model is used as it is: 'train' and 'compress' need a Keras model")
-        if self.model.is_tflite and (self.quantize.own_calibration or self.quantize.mode == "auto"):
-            raise ValueError("a .tflite model is used as it is: quantize calibration options and mode auto need Keras")
-        if any(s.step == "qat" for s in self.compress) and self.quantize.own_calibration:
+        q = self.quantize
+        if self.model.is_tflite and (q.own_calibration or q.mixed or q.mode == "auto"):
             raise ValueError(
-                "quantize: QAT learns its ranges: calibration, activations, equalize and bias_correction do not apply"
+                "a .tflite model is used as it is: quantize calibration options, float_layers, int16_layers and "
+                "mode auto need Keras"
+            )
+        if any(s.step == "qat" for s in self.compress) and (q.own_calibration or q.mixed):
+            raise ValueError(
+                "quantize: QAT learns its ranges and converts every layer to int8: calibration, activations, "
+                "equalize, bias_correction, float_layers and int16_layers do not apply"
             )
         if self.compress and self.task != "classification":
             raise ValueError("compress: the compression steps fine-tune classifiers (task: classification)")

@@ -14,6 +14,11 @@ class Numerics(Strict):
     default_mode: Mode
     io_types: list[IOType] = Field(min_length=1, description="input/output types accepted for integer models")
     default_io_type: IOType
+    int16_ops: Literal["litert", "tflm", "vela-ethos-u55", "vela-ethos-u85"] | None = Field(
+        None,
+        description="the runtime whose measured 16-bit-activation kernels (toolchain/quantize/int16_ops.yaml) this "
+        "device has, for quantize.int16_layers; unset: none (integer-8 only, like the Edge TPU)",
+    )
 
     @model_validator(mode="after")
     def _defaults_allowed(self):

@@ -25,9 +25,13 @@ class ConvertPlan:
     io_type: str = "float32"
     per_channel: bool = True
     batch: int | None = None  # None keeps the batch axis dynamic
+    int16_ops: str | None = None  # the table of ops the target runs with 16-bit activations (quantize.int16_layers)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["int16_ops"] is None:
+            del d["int16_ops"]
+        return d
 
 
 _IO_TYPES = {"int8": "int8", "uint8": "uint8", "int16": "int16", "float32": "float32"}

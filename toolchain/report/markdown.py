@@ -64,7 +64,7 @@ def section_markdown(s: Section) -> list[str]:
     return head + (["| field | value |", "|---|---|"] + rows if rows else []) + tables + [""]
 
 
-def quantization_markdown(q: Quantization) -> list[str]:
+def quantization_markdown(q: Quantization, size_bytes: int) -> list[str]:
     method = q.method + (f" {q.percentile}" if q.percentile is not None else "")
     lines = [
         "## Calibration",
@@ -83,10 +83,17 @@ def quantization_markdown(q: Quantization) -> list[str]:
             for c in q.most_clipped
         ]
         lines.append("")
-    if q.float_ops:
+    for ops, what in (
+        (q.float_ops, "Kept in float (quantize.float_layers)"),
+        (q.int16_ops, "16-bit activations (quantize.int16_layers)"),
+    ):
+        if ops:
+            lines += [f"{what}: {len(ops)} ops: " + ", ".join(f"`{o}`" for o in ops), ""]
+    if q.int8_bytes:
         lines += [
-            f"Kept in float (quantize.float_layers): {len(q.float_ops)} ops: "
-            + ", ".join(f"`{o}`" for o in q.float_ops),
+            f"Cost of the exceptions: {size_bytes - q.int8_bytes:+,} bytes against the same ranges all in int8 "
+            f"({q.int8_bytes:,} bytes); their latency is this report's, the all-int8 plan's is the plan search's "
+            "first rung (or `toolchain compare --plans`).",
             "",
         ]
     if q.equalization:
@@ -181,7 +188,7 @@ def target_markdown(recipe: str, r: TargetResult) -> str:
             lines.append(f"| {p['plan']} | {verdict} | {metric} | {drop} | {p['size_bytes']:,} B | {lat} |")
         lines.append("")
     if r.quantization:
-        lines += quantization_markdown(r.quantization)
+        lines += quantization_markdown(r.quantization, r.size_bytes)
     lines += ["## Operators", "", "| op | count |", "|---|---|"]
     lines += [_row(op, n) for op, n in sorted(r.ops.items())]
     lines += ["", "## Gates", ""]

@@ -91,17 +91,33 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
             f"{recipe.line_of('quantize', 'io_type')}: quantize.io_type: {target.name} cannot take {io!r} "
             f"input/output (it accepts {', '.join(n.io_types)})"
         )
-    if q.own_calibration and mode != "int8":
+    if (q.own_calibration or q.mixed) and mode != "int8":
         raise CompatibilityError(
-            f"{recipe.line_of('quantize')}: quantize: calibration, activations, equalize and bias_correction apply "
-            f"to int8; {target.name} gets {mode!r}"
+            f"{recipe.line_of('quantize')}: quantize: calibration, activations, equalize, bias_correction, "
+            f"float_layers and int16_layers apply to int8; {target.name} gets {mode!r}"
+        )
+    if q.int16_layers and mode == "int8" and n.int16_ops is None:
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'int16_layers')}: quantize.int16_layers: {target.name} has no 16-bit "
+            f"activation kernels (its profile sets no numerics.int16_ops): every layer runs int8 there"
+        )
+    if q.int16_layers and mode == "int8" and io not in ("int8", "float32"):
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'io_type')}: quantize.int16_layers: mixed-precision artifacts take int8 "
+            f"or float32 input/output, not {io!r} ({target.name})"
         )
     if q.float_layers and mode == "int8" and "float32" not in n.modes:
         raise CompatibilityError(
             f"{recipe.line_of('quantize', 'float_layers')}: quantize.float_layers: {target.name} runs integer models "
             f"only ({', '.join(n.modes)}): no layer can stay in float there"
         )
-    return ConvertPlan(mode=mode, io_type=io, per_channel=q.per_channel, batch=target.batch)
+    return ConvertPlan(
+        mode=mode,
+        io_type=io,
+        per_channel=q.per_channel,
+        batch=target.batch,
+        int16_ops=n.int16_ops if q.int16_layers else None,
+    )
 
 
 def stage_convert(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -> Artifact:
@@ -180,9 +196,13 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
     if plan.batch is not None and not cal.meta["batch_fixable"]:
         graph, st, cal = stage_calibrate(b, model, data, plan.batch)
         trace_batch = plan.batch
-    float_nodes = _float_nodes(graph, model, q.float_layers) if q.float_layers else []
+    float_nodes = _nodes(graph, model, q.float_layers, "float_layers") if q.float_layers else []
+    int16_nodes = _nodes(graph, model, q.int16_layers, "int16_layers") if q.int16_layers else []
+    if int16_nodes:
+        _check_int16(b, graph, int16_nodes, plan)
     settings = {
         "float_nodes": float_nodes,
+        "int16_nodes": int16_nodes,
         "method": q.calibration,
         "percentile": q.percentile,
         "symmetric": q.activations == "symmetric",
@@ -200,7 +220,10 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
             plan.io_type,
             plan.batch or "dynamic",
             q.calibration,
-            f", {q.activations}" + (", bias correction" if q.bias_correction else ""),
+            f", {q.activations}"
+            + (", bias correction" if q.bias_correction else "")
+            + (f", {len(int16_nodes)} ops with 16-bit activations" if int16_nodes else "")
+            + (f", {len(float_nodes)} ops in float" if float_nodes else ""),
         )
         with capture_fds(tmp / "convert.log"):
             blob, report = quantize(graph, st, **settings)
@@ -223,8 +246,24 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
     return Artifact(blob, logs[0] if logs else None, meta["gzip_bytes"], meta["ops"], meta["io"], meta["quantization"])
 
 
-def _float_nodes(graph: bytes, model: ModelStage, patterns: list[str]) -> list[str]:
-    """The graph's op outputs that belong to a Keras layer matching ``quantize.float_layers``."""
+def _check_int16(b: Build, graph: bytes, nodes: list[str], plan: ConvertPlan) -> None:
+    """Refuse 16-bit activations on ops the target's runtime has no int16 kernel for (measured data)."""
+    from toolchain.quantize.mixed import refused_int16
+    from toolchain.tflite_model import TFLiteModel
+
+    m = TFLiteModel(graph)
+    ops = {op.name for op in m.ops if op.outputs and m.tensors[op.outputs[0]].name in nodes}
+    refused = refused_int16(plan.int16_ops, ops)
+    if refused:
+        why = "; ".join(f"{op}: {reason}" for op, reason in refused.items())
+        raise CompatibilityError(
+            f"{b.recipe.line_of('quantize', 'int16_layers')}: quantize.int16_layers: {plan.int16_ops} has no "
+            f"16-bit-activation kernel for {', '.join(refused)} ({why})"
+        )
+
+
+def _nodes(graph: bytes, model: ModelStage, patterns: list[str], field: str) -> list[str]:
+    """The graph's op outputs that belong to a Keras layer matching ``quantize.<field>``."""
     from fnmatch import fnmatchcase
 
     from toolchain.errors import ConfigError
@@ -239,7 +278,7 @@ def _float_nodes(graph: bytes, model: ModelStage, patterns: list[str]) -> list[s
         if len(o.outputs) and any(fnmatchcase(layer_of(g.name(int(o.outputs[0])), names) or "", p) for p in patterns)
     ]
     if not nodes:
-        raise ConfigError(f"quantize.float_layers: {', '.join(patterns)} match no layer of the model")
+        raise ConfigError(f"quantize.{field}: {', '.join(patterns)} match no layer of the model")
     return nodes
 
 
