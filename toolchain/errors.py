@@ -109,6 +109,12 @@ class BuildLockedError(ToolchainError):
     exit_code = 18
 
 
+class RegressionError(ToolchainError):
+    """`toolchain diff --fail-on`: build B regressed past a threshold against build A."""
+
+    exit_code = 20
+
+
 #: OS errors that are the user's environment, not a bug (read-only, full, permissions, name too long).
 FILESYSTEM_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
 

@@ -311,6 +311,43 @@ def compare(
     _emit(table, fmt, out or build_dir / r.name, r.name)
 
 
+@cli.command()
+@click.argument("build_a", type=click.Path(exists=True, path_type=Path))
+@click.argument("build_b", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
+@click.option(
+    "--fail-on",
+    "fail_on",
+    default=None,
+    help='Exit 20 when B regresses past a rule, e.g. "size>+2%,arena>+0,accuracy<-0.5". Quantities: size, ram, '
+    "arena, flash (bytes), latency (measured ms), estimate (estimated ms), accuracy (headline metric, better = "
+    "higher; points of top-1), accel_ops; % makes a rule relative to A. A lost target or a pass turned into a fail "
+    "regresses too.",
+)
+def diff(build_a: Path, build_b: Path, fmt: str, fail_on: str | None) -> None:
+    """Compare two builds (folders or build.json files) target by target: size, RAM, arena, flash, latency
+    (measured and estimated), accuracy or the task's metric, ops on the accelerator, pass/fail.
+
+    Reads the two build records only. Exit 0, or 20 when --fail-on is given and B regresses (the offending
+    rows are named on stderr), so CI can hold a model to its last release.
+    """
+    from toolchain.errors import RegressionError
+    from toolchain.record import load_record
+    from toolchain.report import diff as d
+
+    rules = d.parse_rules(fail_on) if fail_on else []
+    table = d.diff(load_record(build_a), load_record(build_b), rules)
+    if fmt == "json":
+        click.echo(json.dumps(table, indent=2))
+    elif fmt == "md":
+        click.echo(d.markdown(table), nl=False)
+    else:
+        d.print_table(table)
+    if table["regressed"]:
+        bad = [f"{r['target']}: {'; '.join(r['regressions'])}" for r in table["rows"] if r["regressions"]]
+        raise RegressionError(f"{build_b} regressed against {build_a}: " + " | ".join(bad))
+
+
 def _emit(table: dict, fmt: str, folder: Path, name: str) -> None:
     from toolchain.report import compare as cmp
 
