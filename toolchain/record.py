@@ -90,6 +90,9 @@ class Latency(Model):
     ms: float | None = Field(description="the headline figure: the host median when measured, else the estimate")
     kind: Literal["measured", "estimate"]
     source: str
+    error_pct: float | None = Field(
+        None, description="an estimate's typical error (median |error| against published measurements), when known"
+    )
     median: float | None = None
     p90: float | None = None
     runs: int | None = None

@@ -68,3 +68,14 @@ def test_a_model_that_aborts_at_every_arena_is_named_with_its_op(keras, tmp_path
 def test_a_segfault_at_a_small_arena_only_means_too_small(tiny_conv_int8):
     arena, _ = tflm.min_arena(tiny_conv_int8, hint=64)  # 64 bytes segfaults: the search goes on upwards
     assert tflm.probe(tiny_conv_int8, arena).ok and not tflm.probe(tiny_conv_int8, 64).ok
+
+
+def test_one_worker_survives_its_crashing_forks(tiny_conv_int8):
+    """The bisection's probes run in forks of one worker: a segfaulting probe kills only its fork."""
+    with tflm.Prober(tiny_conv_int8, 1) as p:
+        crashed = p.probe(16)
+        assert not crashed.ok and (crashed.signal or crashed.returncode == 3)
+        assert p.proc.poll() is None  # the worker lives on
+        good = p.probe(1 << 16)
+        assert good.ok and good.stage == "invoke 0"
+        assert p.probe(4096).ok == tflm.probe(tiny_conv_int8, 4096).ok  # the same answer as a fresh process

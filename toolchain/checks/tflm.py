@@ -91,15 +91,60 @@ def recorded_arena(model_path: Path, arena: int) -> int | None:
     return int(m.group(1)) if out.ok and m else None
 
 
+class Prober:
+    """Arena probes of one model from one worker (``tflm_worker serve``), each probe in a fork of it."""
+
+    def __init__(self, model_path: Path, n_inputs: int):
+        cmd = [sys.executable, "-m", "toolchain.checks.tflm_worker", "serve", str(model_path), str(n_inputs)]
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
+
+    def probe(self, arena: int) -> Outcome:
+        import json
+
+        self.proc.stdin.write(f"{arena}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:  # the worker itself died: it is only a parent of forks, so this is not the model's doing
+            self.err.seek(0)
+            last = (self.err.read().decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+            raise RuntimeValidationError(f"the tflite-micro probe worker exited ({self.proc.wait()}): {last}")
+        r = json.loads(line)
+        stages = [x[7:] for x in r["stdout"].splitlines() if x.startswith("stage: ")]
+        rc = r["returncode"]
+        return Outcome(rc == 0, rc, stages[-1] if stages else "start", r["stdout"], r["stderr"])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.err.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def min_arena(model_path: Path, hint: int | None = None) -> tuple[int, int]:
     """Smallest arena (bytes) in which the model allocates and invokes; returns (arena, probes).
 
     A failure, even a signal, at a small arena only means "too small" while a larger one works: the arena
     doubles up to ``MAX_ARENA``; a model that fails at every size is a ``TflmCrash`` naming the op it dies in.
+    The probes run in forks of one worker (``Prober``).
     """
+    with Prober(model_path, _inputs(model_path)) as p:
+        return _bisect(model_path, p, hint)
+
+
+def _bisect(model_path: Path, p: Prober, hint: int | None) -> tuple[int, int]:
     hi = max(ARENA_ALIGN, min(hint or 1 << 14, MAX_ARENA))
-    probes, n_in = 1, _inputs(model_path)
-    while not (first := probe(model_path, hi, n_in)).ok:
+    probes = 1
+    while not (first := p.probe(hi)).ok:
         if hi >= MAX_ARENA:
             op = _culprit(model_path, hi, first)
             where = f", in op {op.index} ({op.name})" if op else ""
@@ -112,7 +157,7 @@ def min_arena(model_path: Path, hint: int | None = None) -> tuple[int, int]:
             break
         mid = (lo + hi) // 2
         probes += 1
-        if probe(model_path, mid, n_in).ok:
+        if p.probe(mid).ok:
             hi = mid
         else:
             lo = mid
@@ -252,17 +297,7 @@ class TflmCheck(TflmNumericsCheck):
         t, m, path = ctx.target, ctx.model, ctx.artifact_path
         n = self.samples(ctx)
         fixed = int(t.memory.arena_kb * 1024) if t.memory.arena_kb else None
-        macs = m.total_macs()
-        cycles = t.mcu.cycles_per_mac if t.mcu else None
-        latency = (
-            Latency(
-                ms=macs * cycles / (t.clock_mhz * 1e6) * 1e3,
-                kind="estimate",
-                source=f"estimate: {macs:,} MACs x {cycles} cycles/MAC / {t.clock_mhz:g} MHz",
-            )
-            if cycles and t.clock_mhz
-            else None
-        )
+        latency, cost_details = _estimate(m, t)
         size = path.stat().st_size
         memory = Memory(flash_bytes=size, details={"fixed_arena_bytes": fixed})
         common = {"runtime": "tflite-micro", "latency": latency, "reload": Reload(runtime="tflite-micro")}
@@ -283,4 +318,31 @@ class TflmCheck(TflmNumericsCheck):
         memory.details.update(arena_with_margin_bytes=arena, arena_margin=t.memory.arena_margin, io_bytes=io_bytes)
         common["reload"] = Reload(runtime="tflite-micro", arena_bytes=arena)
         firmware = Firmware(model_file=path.name, arena_bytes=arena)
-        return self.section(memory=memory, firmware=firmware, **common, **self.numerics(ctx, outputs, n, host_ms))
+        section = self.numerics(ctx, outputs, n, host_ms)
+        if cost_details:
+            section["details"] = {**section.get("details", {}), "latency_estimate": cost_details}
+        return self.section(memory=memory, firmware=firmware, **common, **section)
+
+
+def _estimate(m, t) -> tuple[Latency | None, dict | None]:
+    """The latency estimate: the profile's per-op cost model with its error band, else MACs x cycles/MAC."""
+    if not t.mcu or not t.clock_mhz:
+        return None, None
+    c = t.mcu.cost
+    if c is None:
+        macs, cpm = m.total_macs(), t.mcu.cycles_per_mac
+        source = f"estimate: {macs:,} MACs x {cpm} cycles/MAC / {t.clock_mhz:g} MHz (no error band: uncalibrated)"
+        return Latency(ms=macs * cpm / (t.clock_mhz * 1e3), kind="estimate", source=source), None
+    from toolchain.checks.mcu_cost import cycles
+
+    total, per = cycles(m, c)
+    band = (
+        f"±{c.error_pct:.0f} % (leave-one-model-out median; at most {c.max_error_pct:.0f} %) against "
+        f"{c.measurements} published measurements"
+        if c.error_pct is not None
+        else "no error band: no published measurement"
+    )
+    source = f"estimate: per-op {c.kernels} cost model ({c.family}) at {t.clock_mhz:g} MHz, {band}"
+    ms = {k: v / (t.clock_mhz * 1e3) for k, v in per.items()}
+    latency = Latency(ms=total / (t.clock_mhz * 1e3), kind="estimate", source=source, error_pct=c.error_pct)
+    return latency, {"cycles": total, "ms_by_kind": ms, "family": c.family, "error_pct": c.error_pct}

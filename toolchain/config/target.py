@@ -38,8 +38,33 @@ class Memory(Strict):
     )
 
 
+class OpCost(Strict):
+    mac: float = Field(0.0, ge=0, description="cycles per multiply-accumulate")
+    element: float = Field(0.0, ge=0, description="cycles per activation element read or written")
+    op: float = Field(0.0, ge=0, description="cycles per op (dispatch, setup)")
+
+
+OpKind = Literal["conv", "depthwise", "fully_connected", "pooling", "elementwise", "softmax", "copy"]
+
+
+class McuCost(Strict):
+    """cycles = Σ over ops of (mac·MACs + element·elements + op), per op kind: fitted to published measurements
+    by scripts/fit_mcu_cost.py, which also writes the error band every estimate reports."""
+
+    kernels: str = Field(description="the kernels the coefficients assume, e.g. CMSIS-NN")
+    family: str = Field(description="the core family the coefficients were fitted for")
+    fitted: str | None = Field(None, description="date of the fit")
+    measurements: int = Field(ge=0, description="published measurements the fit and its error rest on")
+    error_pct: float | None = Field(None, ge=0, description="leave-one-model-out median |error|")
+    max_error_pct: float | None = Field(None, ge=0, description="leave-one-model-out largest |error|")
+    kinds: dict[OpKind, OpCost]
+
+
 class Mcu(Strict):
-    cycles_per_mac: float = Field(gt=0, description="average cycles per multiply-accumulate (CMSIS-NN int8)")
+    cycles_per_mac: float = Field(
+        gt=0, description="average cycles per multiply-accumulate (CMSIS-NN int8): the estimate without a cost model"
+    )
+    cost: McuCost | None = Field(None, description="the per-op cost model; when set, it makes the estimate")
     eval_samples: int | None = Field(None, ge=1, description="eval samples run in tflite-micro (null: all)")
 
 
