@@ -42,11 +42,14 @@ def build(
     remeasure: bool = False,
     wait: bool = True,
     diagnose_int8: bool = False,
+    jobs: int = 1,
 ) -> BuildRecord:
     """Build the recipe for its targets (or ``target_names``); returns the record of the targets built now.
 
     ``OUT/<recipe>/build.json`` keeps every target built into that folder from the same recipe text, data and
     tools; it is rewritten after each target, so a target folder and its record entry appear together.
+    ``jobs`` > 1: the targets' checks run in that many worker processes (not with ``quantize.mode: auto``,
+    whose search is sequential per target).
     """
     targets = [(t, resolve_plan(recipe, t)) for t in map(load_target, target_names or recipe.targets)]
     for name in dict.fromkeys(n for t, _ in targets for n in t.checks):
@@ -61,11 +64,90 @@ def build(
         data = stage_data(b)
         model = stage_compress(b, stage_model(b, data), data)
         previous = _previous(b, data, [t.name for t, _ in targets])
-        for target, plan in targets:
-            results.append(build_target(b, target, plan, data, model))
+        parallel = jobs > 1 and len(targets) > 1 and recipe.quantize.mode != "auto"
+        for result in (_build_parallel if parallel else _build_serial)(b, targets, data, model, jobs):
+            results.append(result)
             record = _record(b, data, model, results, time.perf_counter() - started)
             atomic_write(b.dir / "build.json", merge(previous, record).to_json() + "\n")
     return record
+
+
+def default_jobs() -> int:
+    """Processes validating targets at once: the cores this process may use, at most 4."""
+    import os
+
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _build_serial(b: Build, targets: list, data: Data, model: ModelStage, jobs: int):
+    for target, plan in targets:
+        yield build_target(b, target, plan, data, model)
+
+
+def _build_parallel(b: Build, targets: list, data: Data, model: ModelStage, jobs: int):
+    """Artifacts are converted here one after another (TensorFlow), each target's checks run in a worker
+    process as soon as its artifact exists; results, folders and the workers' log lines come back in the
+    targets' order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pending = []  # (target, plan, artifact, path, final, open atomic_dir, future)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            for target, plan in targets:
+                log.info("target %s (%s: %s)", target.name, target.kind, ", ".join(target.checks))
+                artifact = stage_convert(b, model, data, plan)
+                final = inside(b.out, b.dir / target.name)
+                folder_cm = atomic_dir(final)
+                folder = folder_cm.__enter__()
+                path = atomic_write(folder / f"{b.recipe.name}_{plan.mode}.tflite", artifact.blob)
+                if artifact.log and artifact.log.exists():
+                    atomic_copy(artifact.log, folder / "convert.log")
+                job = (b.cache.root, b.cache.enabled, b.cache.versions, b.remeasure, b.recipe, target, path)
+                job += (artifact.sha256, data.digest, list(data.xs_eval), data.y_eval, model.key, model.reference)
+                pending.append((target, plan, artifact, path, final, folder_cm, pool.submit(validate_job, *job)))
+            while pending:
+                target, plan, artifact, path, final, folder_cm, future = pending[0]
+                sections, lines, timings = future.result()
+                for name, level, message in lines:
+                    logging.getLogger(name).log(level, "%s", message)
+                for k, v in timings.items():
+                    b.cache.timings[k] = round(b.cache.timings.get(k, 0) + v, 3)
+                result = target_result(b, target, plan, artifact, path, final, sections)
+                write_target_files(path.parent, b.recipe.name, result)
+                if b.diagnose and artifact.quantization is not None:
+                    _write_diagnosis(b, target, plan, data, model, path.parent)
+                pending.pop(0)
+                folder_cm.__exit__(None, None, None)
+                yield result
+        finally:
+            for *_, folder_cm, future in pending:  # an error: unpublished folders are removed
+                future.cancel()
+                folder_cm.__exit__(RuntimeError, RuntimeError("build stopped"), None)
+
+
+def validate_job(cache_root, enabled, versions, remeasure, recipe, target, path, sha, digest, xs, y, key, reference):
+    """A worker's share of ``_build_parallel``: one target's checks; returns its sections, its log lines and
+    its stage timings."""
+    from types import SimpleNamespace
+
+    from toolchain.cache import Cache
+
+    lines: list[tuple[str, int, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append((record.name, record.levelno, record.getMessage()))
+
+    root = logging.getLogger()
+    root.handlers[:] = [Keep(logging.INFO)]
+    root.setLevel(logging.INFO)
+    b = Build(recipe=recipe, out=Path(path).parent.parent, cache=Cache(cache_root, enabled, versions))
+    b.remeasure = remeasure
+    data = SimpleNamespace(digest=digest, xs_eval=xs, y_eval=y)
+    model = SimpleNamespace(key=key, reference=reference)
+    sections = run_checks(b, target, Path(path), sha, data, model)
+    return sections, lines, b.cache.timings
 
 
 #: quantize.mode auto, cheapest first: (name, quantize fields). int8 rungs keep the target's I/O type.
@@ -217,13 +299,17 @@ def _build_target(b: Build, target: Target, plan: ConvertPlan, data: Data, model
         result = target_result(b, target, plan, artifact, path, final, sections)
         write_target_files(folder, b.recipe.name, result)
         if b.diagnose and artifact.quantization is not None:
-            from toolchain.report import diagnosis
-
-            d = _diagnosis(b, target, plan, data, model, 64)
-            atomic_write(folder / "diagnosis.md", diagnosis.markdown(d))
-            atomic_write(folder / "diagnosis.html", diagnosis.html(d))
-            atomic_write(folder / "diagnosis.json", json.dumps(d, indent=1, default=float) + "\n")
+            _write_diagnosis(b, target, plan, data, model, folder)
     return result
+
+
+def _write_diagnosis(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage, folder: Path):
+    from toolchain.report import diagnosis
+
+    d = _diagnosis(b, target, plan, data, model, 64)
+    atomic_write(folder / "diagnosis.md", diagnosis.markdown(d))
+    atomic_write(folder / "diagnosis.html", diagnosis.html(d))
+    atomic_write(folder / "diagnosis.json", json.dumps(d, indent=1, default=float) + "\n")
 
 
 def inside(out: Path, path: Path) -> Path:

@@ -87,6 +87,14 @@ def cli(ctx: click.Context, verbose: bool, targets_dir: Path | None) -> None:
     is_flag=True,
     help="Also write each int8 target's per-layer diagnosis (diagnosis.md/.html/.json, see 'toolchain diagnose').",
 )
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes validating targets at once (results and logs keep the targets' order); "
+    "default: the usable cores, at most 4; 1: one after another.",
+)
 def build(
     recipe: Path,
     targets: tuple[str, ...],
@@ -96,6 +104,7 @@ def build(
     remeasure: bool,
     no_wait: bool,
     diagnose_int8: bool,
+    jobs: int | None,
 ) -> None:
     """Build RECIPE for each target: data, model, training, conversion, the target's checks and gates.
 
@@ -106,6 +115,7 @@ def build(
     """
     from toolchain.config import load_recipe
     from toolchain.pipeline import build as run_build
+    from toolchain.pipeline import default_jobs
 
     r = load_recipe(recipe)
     record = run_build(
@@ -116,6 +126,7 @@ def build(
         remeasure=remeasure,
         wait=not no_wait,
         diagnose_int8=diagnose_int8,
+        jobs=jobs or default_jobs(),
     )
     if as_json:
         click.echo(record.to_json())
