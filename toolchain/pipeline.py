@@ -85,45 +85,57 @@ def _build_serial(b: Build, targets: list, data: Data, model: ModelStage, jobs: 
 
 
 def _build_parallel(b: Build, targets: list, data: Data, model: ModelStage, jobs: int):
-    """Artifacts are converted here one after another (TensorFlow), each target's checks run in a worker
-    process as soon as its artifact exists; results, folders and the workers' log lines come back in the
-    targets' order."""
+    """Artifacts are converted here one after another (TensorFlow); each target's checks run in a worker
+    process as soon as its artifact exists (here, at its turn, when every section is cached); results, folders
+    and the workers' log lines come back in the targets' order."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Future, ProcessPoolExecutor
+    from functools import partial
 
-    pending = []  # (target, plan, artifact, path, final, open atomic_dir, future)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        try:
-            for target, plan in targets:
-                log.info("target %s (%s: %s)", target.name, target.kind, ", ".join(target.checks))
-                artifact = stage_convert(b, model, data, plan)
-                final = inside(b.out, b.dir / target.name)
-                folder_cm = atomic_dir(final)
-                folder = folder_cm.__enter__()
-                path = atomic_write(folder / f"{b.recipe.name}_{plan.mode}.tflite", artifact.blob)
-                if artifact.log and artifact.log.exists():
-                    atomic_copy(artifact.log, folder / "convert.log")
+    from toolchain.stages.validate import all_cached
+
+    pending = []  # (target, plan, artifact, path, final, open atomic_dir, Future or a deferred run_checks)
+    pool = None
+    try:
+        for target, plan in targets:
+            log.info("target %s (%s: %s)", target.name, target.kind, ", ".join(target.checks))
+            artifact = stage_convert(b, model, data, plan)
+            final = inside(b.out, b.dir / target.name)
+            folder_cm = atomic_dir(final)
+            folder = folder_cm.__enter__()
+            path = atomic_write(folder / f"{b.recipe.name}_{plan.mode}.tflite", artifact.blob)
+            if artifact.log and artifact.log.exists():
+                atomic_copy(artifact.log, folder / "convert.log")
+            if all_cached(b, target, path.name, artifact.sha256, data, model):  # nothing to run: no worker
+                work = partial(run_checks, b, target, path, artifact.sha256, data, model)
+            else:
+                if pool is None:
+                    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
                 job = (b.cache.root, b.cache.enabled, b.cache.versions, b.remeasure, b.recipe, target, path)
                 job += (artifact.sha256, data.digest, list(data.xs_eval), data.y_eval, model.key, model.reference)
-                pending.append((target, plan, artifact, path, final, folder_cm, pool.submit(validate_job, *job)))
-            while pending:
-                target, plan, artifact, path, final, folder_cm, future = pending[0]
-                sections, lines, timings = future.result()
-                for name, level, message in lines:
-                    logging.getLogger(name).log(level, "%s", message)
-                for k, v in timings.items():
-                    b.cache.timings[k] = round(b.cache.timings.get(k, 0) + v, 3)
-                result = target_result(b, target, plan, artifact, path, final, sections)
-                write_target_files(path.parent, b.recipe.name, result)
-                if b.diagnose and artifact.quantization is not None:
-                    _write_diagnosis(b, target, plan, data, model, path.parent)
-                pending.pop(0)
-                folder_cm.__exit__(None, None, None)
-                yield result
-        finally:
-            for *_, folder_cm, future in pending:  # an error: unpublished folders are removed
-                future.cancel()
-                folder_cm.__exit__(RuntimeError, RuntimeError("build stopped"), None)
+                work = pool.submit(validate_job, *job)
+            pending.append((target, plan, artifact, path, final, folder_cm, work))
+        while pending:
+            target, plan, artifact, path, final, folder_cm, work = pending[0]
+            sections, lines, timings = work.result() if isinstance(work, Future) else (work(), [], {})
+            for name, level, message in lines:
+                logging.getLogger(name).log(level, "%s", message)
+            for k, v in timings.items():
+                b.cache.timings[k] = round(b.cache.timings.get(k, 0) + v, 3)
+            result = target_result(b, target, plan, artifact, path, final, sections)
+            write_target_files(path.parent, b.recipe.name, result)
+            if b.diagnose and artifact.quantization is not None:
+                _write_diagnosis(b, target, plan, data, model, path.parent)
+            pending.pop(0)
+            folder_cm.__exit__(None, None, None)
+            yield result
+    finally:
+        for *_, folder_cm, work in pending:  # an error: unpublished folders are removed
+            if isinstance(work, Future):
+                work.cancel()
+            folder_cm.__exit__(RuntimeError, RuntimeError("build stopped"), None)
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 def validate_job(cache_root, enabled, versions, remeasure, recipe, target, path, sha, digest, xs, y, key, reference):

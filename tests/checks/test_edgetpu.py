@@ -1,5 +1,7 @@
 """Coral's published Edge TPU rules: one tiny model per rule, built to break exactly that rule."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,23 @@ def test_committed_op_docs_are_generated_from_the_rules_and_the_table():
         "regenerate it: python -m toolchain.checks.edgetpu > docs/edgetpu-ops.md"
     )
     assert "CONV_2D" in SUPPORTED_OPS and "HARD_SWISH" not in SUPPORTED_OPS
+
+
+@pytest.mark.parametrize(("ctor", "published_ms"), [("MobileNet", 2.4), ("MobileNetV2", 2.6)])
+def test_the_profile_estimate_is_within_25_percent_of_corals_published_latency(ctor, published_ms, tmp_path):
+    """Coral's table (USB Accelerator, coral.ai/docs/edgetpu/benchmarks): MobileNet v1 1.0 224 2.4 ms, v2 2.6 ms.
+    The same architecture with random weights (the shapes decide the time) through the edgetpu profile's fitted
+    estimate."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from edgetpu_models import build
+
+    from toolchain.config import load_target
+
+    name = "mobilenet_v1_1.0_224" if ctor == "MobileNet" else "mobilenet_v2_1.0_224"
+    spec = load_target("edgetpu").edgetpu
+    r = check(TFLiteModel.from_file(build(name, tmp_path)), spec)
+    assert r["compiles"] and r["ops_on_cpu"] == 0
+    assert abs(r["estimate_ms"]["total"] / published_ms - 1) <= 0.25, r["estimate_ms"]
+    assert spec.error_pct is not None and spec.measurements >= 3

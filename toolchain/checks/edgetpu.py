@@ -150,6 +150,29 @@ def _boundary(m: TFLiteModel, op: Op) -> bool:
     return op.name == "DEQUANTIZE" and op.outputs[0] in m.outputs
 
 
+def _kind(op: str) -> str:
+    return {"DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "fully_connected"}.get(op, "conv")
+
+
+def features(m: TFLiteModel, spec: EdgeTpu) -> dict:
+    """What the estimate is made of, for fitting it: MACs on the TPU per kind, TPU ops, streamed parameter bytes,
+    I/O bytes and CPU MACs."""
+    r = check(m, spec)
+    on_tpu = {p["index"] for p in r["placement"] if p["on"] == "tpu"}
+    macs = {"conv": 0, "depthwise": 0, "fully_connected": 0}
+    for k, v in m.macs().items():
+        if k in on_tpu:
+            macs[_kind(m.ops[k].name)] += v
+    io_bytes = sum(m.tensors[i].activation_bytes for i in m.inputs + m.outputs)
+    return {
+        "macs": macs,
+        "tpu_ops": len(on_tpu),
+        "streamed_bytes": r["streamed_param_bytes"],
+        "io_bytes": io_bytes,
+        "cpu_macs": r["macs_on_cpu"],
+    }
+
+
 def check(m: TFLiteModel, spec: EdgeTpu) -> dict:
     """The ``edgetpu`` section of a result: what maps to the TPU, what stays on the CPU and why."""
     refusals = [f"{_first_line(rule)}: {detail}" for rule in MODEL_RULES for ok, detail in [rule(m)] if not ok]
@@ -198,7 +221,12 @@ def check(m: TFLiteModel, spec: EdgeTpu) -> dict:
     macs = m.macs()
     tpu_macs = sum(v for k, v in macs.items() if k in on_tpu)
     cpu_macs = sum(v for k, v in macs.items() if k not in on_tpu)
-    tpu_ms = 2 * tpu_macs / (spec.tops * 1e12 * spec.utilization) * 1e3
+    tpu_ms = sum(
+        2 * v / (spec.tops * 1e12 * spec.utilization_by_kind.get(_kind(m.ops[k].name), spec.utilization)) * 1e3
+        for k, v in macs.items()
+        if k in on_tpu
+    )
+    tpu_ms += spec.op_overhead_ms * len(on_tpu)
     stream_ms = (params - cached) / (spec.usb_mb_per_s * 1e6) * 1e3
     cpu_ms = cpu_macs / (spec.cpu_gmacs * 1e9) * 1e3
     io_bytes = sum(m.tensors[i].activation_bytes for i in m.inputs + m.outputs)
@@ -242,10 +270,19 @@ class EdgeTpuCheck(Check):
             Failure(kind="compat", check=self.name, message=f"edgetpu: the compiler would refuse the model: {r}")
             for r in tpu["refusals"]
         ]
+        spec = ctx.target.edgetpu
+        band = (
+            f", ±{spec.error_pct:.0f} % (leave-one-model-out median; at most {spec.max_error_pct:.0f} %) against "
+            f"{spec.measurements} published Coral USB Accelerator latencies"
+            if spec.error_pct is not None
+            else " (uncalibrated)"
+        )
         latency = Latency(
             ms=tpu["estimate_ms"]["total"],
             kind="estimate",
-            source="estimate: Coral Edge TPU rules (MACs at assumed utilization + I/O + streamed parameters + CPU ops)",
+            source="estimate: Coral Edge TPU rules (MACs per op kind at fitted utilization + per-op time + I/O + "
+            f"streamed parameters + CPU ops){band}",
+            error_pct=spec.error_pct,
         )
         accelerator = Accelerator(
             name="Edge TPU", ops_on=tpu["ops_on_tpu"], ops_total=tpu["ops_on_tpu"] + tpu["ops_on_cpu"]

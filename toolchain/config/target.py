@@ -81,6 +81,15 @@ class EdgeTpu(Strict):
     invoke_overhead_ms: float = Field(0.3, ge=0, description="fixed cost of one inference (driver, USB round trip)")
     usb_mb_per_s: float = Field(320.0, gt=0, description="host link bandwidth for streamed parameters")
     cpu_gmacs: float = Field(2.0, gt=0, description="host CPU int8 GMAC/s for ops left on the CPU")
+    utilization_by_kind: dict[Literal["conv", "depthwise", "fully_connected"], float] = Field(
+        default_factory=dict,
+        description="share of peak reached per op kind (fitted by scripts/fit_edgetpu.py); a kind not listed "
+        "takes `utilization`",
+    )
+    op_overhead_ms: float = Field(0.0, ge=0, description="fixed time per op on the TPU (fitted)")
+    error_pct: float | None = Field(None, ge=0, description="leave-one-model-out median |error| against Coral's table")
+    max_error_pct: float | None = Field(None, ge=0)
+    measurements: int = Field(0, ge=0, description="published latencies the fit rests on")
 
 
 #: What the ``runtime`` field of early profiles meant, as check lists.
