@@ -4,7 +4,7 @@ The architectures of the table that Keras applications can build (scripts/edgetp
 int8, uint8 I/O; the shapes decide the time) are placed by the toolchain's Coral rules; the estimate is
 
     ms = invoke + I/O bytes / USB + MACs on the TPU / (2 TMAC/s · u) + TPU ops · t_op
-         + parameter bytes beyond the 8 MB cache / USB + CPU MACs / CPU
+         + output elements of non-MAC TPU ops · e + parameter bytes beyond the 8 MB cache / USB + CPU MACs / CPU
 
 (the check's formula, toolchain/checks/edgetpu.py). u (utilisation of the 4 TOPS peak), t_op (fixed time per TPU
 op), the USB rate and the invoke overhead are fitted on log error (scipy least_squares). The four MACs kinds share
@@ -59,9 +59,10 @@ def rows(work: Path) -> list[dict]:
 
 
 def predict(theta, f, cpu_gmacs: float) -> float:
-    u, t_op, usb, invoke = theta
+    u, t_op, usb, invoke, per_m = theta
     return (
         invoke
+        + per_m * f["other_elements"] / 1e6
         + f["io_bytes"] / (usb * 1e3)
         + sum(f["macs"].values()) / (2e9 * u)
         + t_op * f["tpu_ops"]
@@ -76,8 +77,8 @@ def fit(data: list[dict], cpu_gmacs: float) -> np.ndarray:
     def residuals(theta):
         return [np.log(predict(theta, r["features"], cpu_gmacs) / r["ms"]) for r in data]
 
-    lo, hi = [0.01, 0.0, 50.0, 0.0], [1.0, 1.0, USB3_MB_PER_S, 5.0]
-    return least_squares(residuals, [0.2, 0.02, 320.0, 0.3], bounds=(lo, hi)).x
+    lo, hi = [0.01, 0.0, 50.0, 0.0, 0.0], [1.0, 1.0, USB3_MB_PER_S, 5.0, 100.0]
+    return least_squares(residuals, [0.2, 0.02, 320.0, 0.3, 0.1], bounds=(lo, hi)).x
 
 
 def main() -> int:
@@ -112,6 +113,7 @@ def main() -> int:
         "op_overhead_ms": float(theta[1]),
         "usb_mb_per_s": float(theta[2]),
         "invoke_overhead_ms": float(theta[3]),
+        "element_ms_per_m": float(theta[4]),
         "rows": [
             {
                 "model": r["model"],
@@ -143,7 +145,7 @@ def table(r: dict) -> str:
     lines = [
         f"Edge TPU (USB Accelerator), {r['measurements']} published latencies fitted: utilisation "
         f"{r['utilization']:.3f}, {r['op_overhead_ms'] * 1e3:.1f} µs per TPU op, USB {r['usb_mb_per_s']:.0f} MB/s, "
-        f"invoke {r['invoke_overhead_ms']:.2f} ms",
+        f"invoke {r['invoke_overhead_ms']:.2f} ms, {r['element_ms_per_m']:.3f} ms per million elements of non-MAC ops",
         "",
         "| model | Coral USB ms | previous estimate | fitted | fit error | leave-one-model-out |",
         "|---|---|---|---|---|---|",
@@ -167,6 +169,7 @@ def table(r: dict) -> str:
 
 def write_profile(path: Path, r: dict) -> None:
     keys = ("utilization", "invoke_overhead_ms", "usb_mb_per_s", "utilization_by_kind", "op_overhead_ms")
+    keys += ("element_ms_per_m",)
     keys += ("error_pct", "max_error_pct", "measurements")
     text = re.sub(r"\n  (" + "|".join(keys) + r"):.*", "", path.read_text())
     u = r["utilization"]
@@ -175,6 +178,7 @@ def write_profile(path: Path, r: dict) -> None:
         f"\n  utilization: {u:.4g}"
         f"\n  utilization_by_kind: {{conv: {u:.4g}, depthwise: {u:.4g}, fully_connected: {u:.4g}}}"
         f"\n  op_overhead_ms: {r['op_overhead_ms']:.4g}"
+        f"\n  element_ms_per_m: {r['element_ms_per_m']:.4g}"
         f"\n  usb_mb_per_s: {r['usb_mb_per_s']:.4g}"
         f"\n  invoke_overhead_ms: {r['invoke_overhead_ms']:.3f}"
         f"\n  error_pct: {r['loo_median_abs_pct']:.1f}   # leave-one-model-out median |error| (the fit's own: "

@@ -87,6 +87,9 @@ class EdgeTpu(Strict):
         "takes `utilization`",
     )
     op_overhead_ms: float = Field(0.0, ge=0, description="fixed time per op on the TPU (fitted)")
+    element_ms_per_m: float = Field(
+        0.0, ge=0, description="time per million output elements of the TPU's non-MAC ops (adds, muls, pools, concats)"
+    )
     error_pct: float | None = Field(None, ge=0, description="leave-one-model-out median |error| against Coral's table")
     max_error_pct: float | None = Field(None, ge=0)
     measurements: int = Field(0, ge=0, description="published latencies the fit rests on")
