@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from toolchain.checks import Check, CheckContext, register
@@ -155,15 +154,9 @@ def _kind(op: str) -> str:
     return {"DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "fully_connected"}.get(op, "conv")
 
 
-def _other_elements(m: TFLiteModel, on_tpu: set[int]) -> int:
+def _other_elements(m: TFLiteModel, on_tpu: set[int], macs: dict[int, int]) -> int:
     """Output elements of the TPU's ops that do no multiply-accumulates (memory-bound: adds, muls, pools...)."""
-    macs = m.macs()
-    return sum(
-        int(np.prod(m.tensors[i].shape))
-        for op in m.ops
-        if op.index in on_tpu and op.index not in macs
-        for i in op.outputs
-    )
+    return sum(m.tensors[i].elements for op in m.ops if op.index in on_tpu and op.index not in macs for i in op.outputs)
 
 
 def features(m: TFLiteModel, spec: EdgeTpu) -> dict:
@@ -179,7 +172,7 @@ def features(m: TFLiteModel, spec: EdgeTpu) -> dict:
     return {
         "macs": macs,
         "tpu_ops": len(on_tpu),
-        "other_elements": _other_elements(m, on_tpu),
+        "other_elements": _other_elements(m, on_tpu, m.macs()),
         "streamed_bytes": r["streamed_param_bytes"],
         "io_bytes": io_bytes,
         "cpu_macs": r["macs_on_cpu"],
@@ -239,7 +232,7 @@ def check(m: TFLiteModel, spec: EdgeTpu) -> dict:
         for k, v in macs.items()
         if k in on_tpu
     )
-    tpu_ms += spec.op_overhead_ms * len(on_tpu) + spec.element_ms_per_m * _other_elements(m, on_tpu) / 1e6
+    tpu_ms += spec.op_overhead_ms * len(on_tpu) + spec.element_ms_per_m * _other_elements(m, on_tpu, macs) / 1e6
     stream_ms = (params - cached) / (spec.usb_mb_per_s * 1e6) * 1e3
     cpu_ms = cpu_macs / (spec.cpu_gmacs * 1e9) * 1e3
     io_bytes = sum(m.tensors[i].activation_bytes for i in m.inputs + m.outputs)

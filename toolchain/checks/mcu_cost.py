@@ -8,8 +8,6 @@ profile also carries the fit's leave-one-model-out error, which every estimate r
 
 from __future__ import annotations
 
-import numpy as np
-
 from toolchain.tflite_model import TFLiteModel
 
 #: TFLite op -> the kind whose coefficients it takes (an op not listed is a "copy": data movement only)
@@ -62,9 +60,7 @@ def features(m: TFLiteModel) -> dict[str, dict[str, float]]:
         f = out[kind_of(op.name)]
         f["macs"] += macs.get(op.index, 0)
         f["elements"] += sum(
-            int(np.prod(m.tensors[i].shape))
-            for i in [*op.inputs, *op.outputs]
-            if i >= 0 and not m.tensors[i].is_constant
+            m.tensors[i].elements for i in [*op.inputs, *op.outputs] if i >= 0 and not m.tensors[i].is_constant
         )
         f["ops"] += 1
     return out
