@@ -63,6 +63,10 @@ def build(
         _strategy(recipe)
         data = stage_data(b)
         model = stage_compress(b, stage_model(b, data), data)
+        if model.steps:
+            from toolchain.report.markdown import compression_markdown
+
+            atomic_write(b.dir / "compression.md", compression_markdown(recipe.name, model.steps))
         previous = _previous(b, data, [t.name for t, _ in targets])
         parallel = jobs > 1 and len(targets) > 1 and recipe.quantize.mode != "auto"
         for result in (_build_parallel if parallel else _build_serial)(b, targets, data, model, jobs):

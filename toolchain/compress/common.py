@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -88,20 +89,80 @@ def soft_targets(teacher_probs: np.ndarray, temperature: float) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+@dataclass
+class Teacher:
+    """The float teacher's outputs on the training split, and its feature maps of the layers steps name."""
+
+    probs: np.ndarray
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, teacher, x: np.ndarray, layers: list[str]) -> Teacher:
+        k = keras()
+        missing = [n for n in layers if n not in {layer.name for layer in teacher.layers}]
+        if missing:
+            raise CompressionError(f"distill.features: the teacher has no layer {missing[0]!r}")
+        probs = teacher.predict(x, batch_size=64, verbose=0)
+        if not layers:
+            return cls(probs)
+        shapes = [teacher.get_layer(n).output.shape[1:] for n in layers]
+        size = len(x) * sum(int(np.prod(s)) for s in shapes) * 4
+        if size > 2 * 2**30:
+            raise CompressionError(
+                f"distill.features: the teacher's maps of {', '.join(layers)} take {size / 2**30:.1f} GiB over the "
+                "training split; name later (smaller) layers"
+            )
+        tap = k.Model(teacher.inputs, [teacher.get_layer(n).output for n in layers])
+        maps = tap.predict(x, batch_size=64, verbose=0)
+        maps = maps if isinstance(maps, list) else [maps]
+        return cls(probs, dict(zip(layers, maps, strict=True)))
+
+
+def find_layer(model, name: str):
+    """``name`` in ``model``, or the tfmot wrapper (prune_low_magnitude_*, quant_*, cluster_*) around it."""
+    for layer in model.layers:
+        if layer.name == name or getattr(getattr(layer, "layer", None), "name", None) == name:
+            return layer
+    raise CompressionError(f"distill.features: the student has no layer {name!r}")
+
+
+def feature_model(model, pairs, teacher: Teacher):
+    """A training model: the student's output, then per pair its layer's map through a 1x1 adapter (a Dense on
+    the channel axis) when the channel counts differ. Returns (model, adapters {student layer: (in, out)})."""
+    k = keras()
+    L = k.layers
+    outputs, adapters = [L.Activation("linear", name="output")(model.output)], {}
+    for i, pair in enumerate(pairs):
+        x = find_layer(model, pair.student).output
+        want = teacher.features[pair.teacher].shape[1:]
+        if tuple(x.shape[1:-1]) != tuple(want[:-1]):
+            raise CompressionError(
+                f"distill.features: student {pair.student!r} gives {tuple(x.shape[1:])}, teacher {pair.teacher!r} "
+                f"gives {tuple(want)}: only the channel count may differ"
+            )
+        if x.shape[-1] != want[-1]:
+            adapters[pair.student] = (int(x.shape[-1]), int(want[-1]))
+            x = L.Dense(int(want[-1]), use_bias=False, name=f"adapter_{i}")(x)  # a 1x1 conv on a feature map
+        outputs.append(L.Activation("linear", name=f"feature_{i}")(x))
+    return k.Model(model.inputs, outputs), adapters
+
+
 def finetune(
     model,
     spec: FineTune,
     x: np.ndarray,
     y: np.ndarray,
-    teacher_train: np.ndarray | None,
+    teacher_train: Teacher | None,
     scope,
     name: str,
     callbacks=(),
 ) -> dict:
-    """Compile (in the strategy scope) and fit; with ``spec.distill`` against the teacher's outputs too."""
+    """Compile (in the strategy scope) and fit; with ``spec.distill`` against the teacher's outputs too, and with
+    ``distill.features`` against its feature maps (a training model around ``model``; the adapters are dropped)."""
     k = keras()
     k.utils.set_random_seed(spec.seed)
     classes = model.output_shape[-1]
+    pairs = spec.distill.features if spec.distill else []
     # cosine decay to zero lets the weights settle; gradual pruning keeps a constant rate so the last masks can heal
     schedule = spec.lr_schedule or ("constant" if getattr(spec, "method", None) in ("magnitude", "2:4") else "cosine")
     lr = spec.learning_rate
@@ -115,31 +176,45 @@ def finetune(
             if teacher_train is None:
                 raise CompressionError(f"{name}: distillation needs the float teacher's outputs")
             target = np.concatenate(
-                [np.eye(classes, dtype=np.float32)[y], soft_targets(teacher_train, d.temperature)], axis=1
+                [np.eye(classes, dtype=np.float32)[y], soft_targets(teacher_train.probs, d.temperature)], axis=1
             )
             acc = k.metrics.MeanMetricWrapper(
                 lambda yt, q: k.metrics.categorical_accuracy(yt[:, :classes], q), name="accuracy"
             )
-            model.compile(k.optimizers.Adam(lr), distillation_loss(classes, d.temperature, d.alpha), [acc])
+            loss = distillation_loss(classes, d.temperature, d.alpha)
         else:
-            target = y
-            model.compile(k.optimizers.Adam(lr), "sparse_categorical_crossentropy", ["accuracy"])
+            target, acc, loss = y, "accuracy", "sparse_categorical_crossentropy"
+        trained, adapters = model, {}
+        if pairs:
+            trained, adapters = feature_model(model, pairs, teacher_train)
+            target = [target, *(teacher_train.features[p.teacher] for p in pairs)]
+            trained.compile(
+                k.optimizers.Adam(lr),
+                [loss] + ["mse"] * len(pairs),
+                loss_weights=[1.0] + [spec.distill.feature_weight] * len(pairs),
+                metrics={"output": [acc]},
+            )
+        else:
+            model.compile(k.optimizers.Adam(lr), loss, [acc])
+
+    features = [f"feature_{i}_loss" for i in range(len(pairs))]
 
     class Progress(k.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             log.info(
-                "%s: fine-tune epoch %d/%d loss %.4f acc %.3f",
+                "%s: fine-tune epoch %d/%d loss %.4f acc %.3f%s",
                 name,
                 epoch + 1,
                 spec.epochs,
                 logs.get("loss", float("nan")),
-                logs.get("accuracy", float("nan")),
+                logs.get("accuracy", logs.get("output_accuracy", float("nan"))),
+                f" feature loss {sum(logs.get(f, 0.0) for f in features):.4f}" if features else "",
             )
 
     if spec.epochs == 0:
         return {}
-    hist = model.fit(
+    hist = trained.fit(
         x,
         target,
         batch_size=spec.batch_size,
@@ -148,7 +223,12 @@ def finetune(
         shuffle=True,
         callbacks=[*callbacks, Progress()],
     )
-    return {key: [float(v) for v in vals] for key, vals in hist.history.items()}
+    history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
+    if pairs:  # the student's own names, and the feature term (unweighted sum of the pairs' mean squared errors)
+        history["accuracy"] = history.pop("output_accuracy")
+        history["feature_loss"] = [float(sum(v)) for v in zip(*(history[f] for f in features), strict=True)]
+        history["adapters"] = {n: list(shape) for n, shape in adapters.items()}
+    return history
 
 
 def reestimate_batchnorm(model, x: np.ndarray, batch_size: int = 64) -> int:

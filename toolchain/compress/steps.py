@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
-from toolchain.compress import filters, prune, qat
-from toolchain.compress.common import macs_and_params, sparsity, strategy, top1
-from toolchain.config.recipe import Recipe
+from toolchain.compress import cluster, filters, lowrank, prune, qat
+from toolchain.compress.common import Teacher, macs_and_params, sparsity, strategy, top1
+from toolchain.config.recipe import Recipe, step_label
 
 log = logging.getLogger(__name__)
 
@@ -17,15 +17,16 @@ def run(model, recipe: Recipe, data, teacher) -> tuple[object, list[dict]]:
     scope = strategy(recipe.strategy)
     teacher_train = None
     if any(s.distill for s in recipe.compress):
-        teacher_train = teacher.predict(data.x_train, batch_size=64, verbose=0)
+        layers = sorted({p.teacher for s in recipe.compress if s.distill for p in s.distill.features})
+        teacher_train = Teacher.of(teacher, data.x_train, layers)
     reports = []
     for i, step in enumerate(recipe.compress):
-        name = step.step if step.step == "qat" else f"prune {step.method}"
+        label = step_label(step.model_dump())
         log.info(
             "compress %d/%d: %s (%d fine-tune epochs%s)",
             i + 1,
             len(recipe.compress),
-            name,
+            label,
             step.epochs,
             ", distilled" if step.distill else "",
         )
@@ -33,6 +34,10 @@ def run(model, recipe: Recipe, data, teacher) -> tuple[object, list[dict]]:
         before = top1(model, data.x_eval, data.y_eval)
         if step.step == "qat":
             model, report = qat.run(model, step, data, teacher_train, scope)
+        elif step.step == "low_rank":
+            model, report = lowrank.run(model, step, data, teacher_train, scope)
+        elif step.step == "cluster":
+            model, report = cluster.run(model, step, data, teacher_train, scope)
         elif step.method == "l1_filter":
             model, report = filters.run(model, step, data, teacher_train, scope)
         else:
@@ -51,7 +56,7 @@ def run(model, recipe: Recipe, data, teacher) -> tuple[object, list[dict]]:
             report["sparsity"] = sparsity(model)
         log.info(
             "compress %s: top-1 %.4f -> %.4f, %s MACs, %s parameters, sparsity %.1f%%",
-            name,
+            label,
             before,
             after,
             f"{report['macs']:,}",

@@ -136,11 +136,23 @@ class TrainSpec(Strict):
     batchnorm_momentum: float | None = Field(0.9, gt=0, lt=1)
 
 
+class FeaturePair(Strict):
+    """Match the student layer's output to the teacher layer's (a 1x1 adapter maps the channels when they differ)."""
+
+    teacher: str
+    student: str
+
+
 class Distill(Strict):
-    """Train against the float teacher's softened outputs as well as the labels."""
+    """Train against the float teacher's softened outputs as well as the labels, and optionally against its
+    intermediate feature maps (``features``: mean squared error after a trained 1x1 adapter, FitNets-style)."""
 
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term (1 - alpha: the labels)")
+    features: list[FeaturePair] = Field(
+        default_factory=list, description="teacher/student layer pairs whose outputs the student learns to match"
+    )
+    feature_weight: float = Field(1.0, ge=0, description="weight of the feature terms (each a mean squared error)")
 
 
 class FineTune(Strict):
@@ -172,6 +184,46 @@ class PruneStep(FineTune):
     )
     schedule: Literal["constant", "polynomial"] = "polynomial"
     channel_multiple: int = Field(1, ge=1, description="l1_filter: keep a multiple of this many channels")
+
+
+class LowRankStep(FineTune):
+    """Factorize Dense and Conv2D layers (truncated SVD; a k x k conv as k x 1 + 1 x k, or a Tucker 1x1 / k x k /
+    1x1 sandwich) at a rank chosen per layer, then fine-tune. Layers whose factorized form costs as many MACs are
+    left alone."""
+
+    step: Literal["low_rank"]
+    energy: float = Field(
+        0.9, gt=0, le=1, description="the smallest rank keeping this share of the squared singular values"
+    )
+    macs_removed: float | None = Field(
+        None, gt=0, lt=1, description="instead of energy: per layer, the largest rank removing this share of its MACs"
+    )
+    conv: Literal["spatial", "tucker"] = Field("spatial", description="how a k x k (k > 1) Conv2D is factorized")
+    layers: list[str] = Field(
+        default_factory=list, description="Keras layer names or fnmatch patterns; empty: every Dense and Conv2D"
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self):
+        if "energy" in self.model_fields_set and self.macs_removed is not None:
+            raise ValueError("low_rank: give 'energy' or 'macs_removed', not both")
+        return self
+
+
+class ClusterStep(FineTune):
+    """Weight clustering (tensorflow-model-optimization): every Conv2D, DepthwiseConv2D and Dense kernel shares
+    ``clusters`` values, fine-tuned, then stripped. Smaller compressed; the interpreter runs the same dense work."""
+
+    step: Literal["cluster"]
+    clusters: int = Field(16, ge=2, le=256)
+    init: Literal["kmeans_plus_plus", "linear", "density_based", "random"] = Field(
+        "kmeans_plus_plus", description="where the centroids start"
+    )
+
+
+def step_label(step: dict) -> str:
+    """A compression step's short name for logs and reports: qat, low_rank, cluster, prune magnitude, ..."""
+    return f"prune {step['method']}" if step["step"] == "prune" else step["step"]
 
 
 class Strategy(Strict):
@@ -261,7 +313,9 @@ class Recipe(Strict):
     model: ModelSpec
     data: DataSpec
     train: TrainSpec | None = None
-    compress: list[Annotated[QatStep | PruneStep, Field(discriminator="step")]] = Field(default_factory=list)
+    compress: list[Annotated[QatStep | PruneStep | LowRankStep | ClusterStep, Field(discriminator="step")]] = Field(
+        default_factory=list
+    )
     strategy: Strategy = Strategy()
     quantize: QuantizeSpec = QuantizeSpec()
     targets: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=1, max_length=64)

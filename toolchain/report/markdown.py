@@ -6,6 +6,7 @@ small dicts flattened one level, lists of records as tables. A new check needs n
 
 from __future__ import annotations
 
+from toolchain.config.recipe import step_label
 from toolchain.record import Quantization, Section, TargetResult
 
 
@@ -194,3 +195,19 @@ def target_markdown(recipe: str, r: TargetResult) -> str:
     lines += ["", "## Gates", ""]
     lines += [f"- FAILED [{f.kind}] {f.message}" for f in r.failures] or ["- all gates passed"]
     return "\n".join(lines) + "\n"
+
+
+def compression_markdown(recipe: str, steps: list[dict]) -> str:
+    """The compression steps of a build: what each did (scalars), per-layer tables (factorized ranks, unique
+    values, channels removed) and the fine-tuning curves' first and last values."""
+    lines = [f"# {recipe}: compression", ""]
+    for i, step in enumerate(steps, 1):
+        rows, tables = _data_lines({k: v for k, v in step.items() if k != "history"})
+        for k, v in step.items():  # per-layer dicts too long for rows: a two-column table
+            if isinstance(v, dict) and len(v) > 8 and all(not isinstance(x, (dict, list)) for x in v.values()):
+                tables += ["", f"**{k}**", ""] + _table([{"layer": kk, k: vv} for kk, vv in v.items()])
+        for k, v in step.get("history", {}).items():
+            if isinstance(v, list) and v and all(isinstance(x, float) for x in v):
+                rows.append(_row(f"fine-tune {k} (first -> last of {len(v)} epochs)", f"{v[0]:.4g} -> {v[-1]:.4g}"))
+        lines += [f"## {i}. {step_label(step)}", "", "| field | value |", "|---|---|", *rows, *tables, ""]
+    return "\n".join(lines)

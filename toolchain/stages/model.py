@@ -189,9 +189,8 @@ def stage_compress(b: Build, base: ModelStage, data: Data) -> ModelStage:
     model, entry = b.cache.run(COMPRESS, inputs, compute, lambda entry: None)
     steps = entry.meta["steps"]
     if entry.hit:
-        log.info(
-            "compress: %s (cached)",
-            " -> ".join(s["step"] if s["step"] == "qat" else f"prune {s['method']}" for s in steps),
-        )
+        from toolchain.config.recipe import step_label
+
+        log.info("compress: %s (cached)", " -> ".join(step_label(s) for s in steps))
     path = entry.file("model.h5") if entry.hit else entry.dir / "model.h5"
     return ModelStage(entry.meta["key"], path, base.reference, base.history, model, steps)
