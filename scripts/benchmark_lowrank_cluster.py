@@ -1,16 +1,18 @@
 #!/usr/bin/env python
-"""Low-rank factorization, weight clustering and feature distillation on digits MobileNetV2 (alpha 0.35, 96x96).
+"""Low-rank factorization, weight clustering, feature distillation and 4-bit weights on the digits data.
 
-Builds, sharing the trained float model through the build cache:
-  - recipes/mobilenet.yaml (no compression) and recipes/compression/mobilenet-lowrank.yaml, for the same four
-    targets: MACs of the factorized layers before/after, float and int8 top-1, each target's latency figure
-    (measured on the host for phone-cpu, estimated for the others), and both int8 artifacts timed on the host
-    with LiteRT side by side (interleaved rounds);
+Builds, sharing the trained float models through the build cache:
+  - low-rank, for MobileNetV2 (recipes/mobilenet.yaml vs recipes/compression/mobilenet-lowrank.yaml, same four
+    targets) and for a plain CNN with wider layers (written to OUT/cnn32.keras, recipes to OUT/*.yaml): MACs of
+    the factorized layers before/after, float and int8 top-1 against the unfactorized model fine-tuned the same
+    way (a `finetune` step: the control), each target's latency figure (measured on the host for phone-cpu,
+    estimated for the others), and the int8 artifacts timed on the host with LiteRT side by side;
   - recipes/compression/mobilenet-cluster16.yaml: distinct values per kernel after stripping, distinct int8
     values per output channel in the artifact, raw and gzip'd size against the unclustered artifact (int8, and
     the same two models converted to float32);
   - recipes/compression/mobilenet-l1-features.yaml and the same recipe without its feature pairs: the feature
-    term over the fine-tuning epochs and both students' top-1.
+    term over the fine-tuning epochs and both students' top-1;
+  - recipes/mobilenet.yaml with `quantize.int4_layers: ['*']` for phone-cpu and cortex-m7: size and top-1.
 Writes docs/benchmark-lowrank-cluster.md and .json.
 
     python scripts/benchmark_lowrank_cluster.py [--out build] [--rounds 15] [--invokes 40]
@@ -72,6 +74,112 @@ def int8_values_per_channel(path: Path) -> dict[str, int]:
     return out
 
 
+CNN = """\
+schema_version: 1
+name: {name}
+model:
+  file: {file}
+  classes: 10
+data:
+  builtin: digits
+  normalization: {{mean: 0.5, std: 0.5}}
+  split: {{train: 0.7, calibration: 0.1, eval: 0.2, seed: 0}}
+train: {{epochs: 15, batch_size: 32, learning_rate: 0.002, seed: 0}}
+{compress}
+quantize: {{mode: int8, calibration_samples: 100}}
+targets: [phone-cpu, cortex-m7]
+acceptance: {{max_accuracy_drop: 1.5}}
+"""
+
+
+def cnn_file(out: Path) -> Path:
+    """A plain CNN with wider convs and a large dense layer (32x32x1 digits): what low-rank factorization is for."""
+    from toolchain.models.compat import keras
+
+    path = out / "cnn32.keras"
+    if path.exists():
+        return path
+    k = keras()
+    L = k.layers
+    k.utils.set_random_seed(0)
+    model = k.Sequential(
+        [
+            k.Input((32, 32, 1)),
+            L.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
+            L.MaxPooling2D(name="pool1"),
+            L.Conv2D(64, 3, padding="same", activation="relu", name="conv2"),
+            L.MaxPooling2D(name="pool2"),
+            L.Conv2D(128, 3, padding="same", activation="relu", name="conv3"),
+            L.MaxPooling2D(name="pool3"),
+            L.Flatten(name="flatten"),
+            L.Dense(256, activation="relu", name="fc1"),
+            L.Dense(10, activation="softmax", name="fc2"),
+        ]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+def _recipe_text(out: Path, text: str, name: str):
+    path = out / f"{name}.yaml"
+    path.write_text(text)
+    return load_recipe(path)
+
+
+def _step_variant(recipe, name: str, steps):
+    return recipe.model_copy(update={"name": name, "compress": steps})
+
+
+def _control(recipe, name: str):
+    """The same fine-tuning as the recipe's one step, without the compression: the fair comparison."""
+    from toolchain.config.recipe import FineTuneStep
+
+    s = recipe.compress[0]
+    step = FineTuneStep(
+        step="finetune", epochs=s.epochs, learning_rate=s.learning_rate, batch_size=s.batch_size, distill=s.distill
+    )
+    return _step_variant(recipe, name, [step])
+
+
+def lowrank_part(out: Path, args) -> dict:
+    """MobileNetV2 and the plain CNN, each without compression, factorized, and fine-tuned without factorization."""
+    part = {}
+    mobilenet = load_recipe(ROOT / "recipes" / "mobilenet.yaml")
+    lowrank = load_recipe(COMPRESSION / "mobilenet-lowrank.yaml")
+    cnn = cnn_file(out)
+    cnn_base = _recipe_text(out, CNN.format(name="cnn32", file=cnn, compress=""), "cnn32")
+    cnn_lowrank = _recipe_text(
+        out,
+        CNN.format(
+            name="cnn32-lowrank",
+            file=cnn,
+            compress="compress:\n  - {step: low_rank, macs_removed: 0.5, epochs: 8, learning_rate: 0.001, "
+            "distill: {temperature: 4, alpha: 0.5}}",
+        ),
+        "cnn32-lowrank",
+    )
+    for key, base, factorized in (("mobilenet", mobilenet, lowrank), ("cnn32", cnn_base, cnn_lowrank)):
+        targets = list(factorized.targets)
+        recs = {
+            "base": _build(base, targets, out),
+            "lowrank": _build(factorized, None, out),
+            "control": _build(_control(factorized, f"{factorized.name}-control"), ["phone-cpu"], out),
+        }
+        lat = latencies(
+            {n: Path(res(recs[n])["artifact"]) for n in ("base", "lowrank", "control")},
+            args.threads,
+            args.rounds,
+            args.invokes,
+        )
+        part[key] = {"records": recs, "host_latency": lat, "targets": targets}
+    return part
+
+
+def res(rec, t="phone-cpu"):
+    return next(r for r in rec["results"] if r["target"] == t)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "build")
@@ -82,70 +190,55 @@ def main() -> int:
     args = ap.parse_args()
     setup_logging()
 
-    lowrank_recipe = load_recipe(COMPRESSION / "mobilenet-lowrank.yaml")
-    targets = list(lowrank_recipe.targets)
-    base = _build(load_recipe(ROOT / "recipes" / "mobilenet.yaml"), targets, args.out)
-    lowrank = _build(lowrank_recipe, None, args.out)
+    lowrank = lowrank_part(args.out, args)
+    mobilenet = load_recipe(ROOT / "recipes" / "mobilenet.yaml")
+    base = lowrank["mobilenet"]["records"]["base"]
     cluster_recipe = load_recipe(COMPRESSION / "mobilenet-cluster16.yaml")
     cluster = _build(cluster_recipe, None, args.out)
-    base_f32 = _build(_float32(load_recipe(ROOT / "recipes" / "mobilenet.yaml")), ["phone-cpu"], args.out)
+    base_f32 = _build(_float32(mobilenet), ["phone-cpu"], args.out)
     cluster_f32 = _build(_float32(cluster_recipe), None, args.out)
     feat_recipe = load_recipe(COMPRESSION / "mobilenet-l1-features.yaml")
     step = feat_recipe.compress[0]
     plain_step = step.model_copy(update={"distill": step.distill.model_copy(update={"features": []})})
-    plain_recipe = feat_recipe.model_copy(update={"name": "mobilenet-l1-nofeatures", "compress": [plain_step]})
     with_features = _build(feat_recipe, None, args.out)
-    without_features = _build(plain_recipe, None, args.out)
-
-    res = lambda rec, t="phone-cpu": next(r for r in rec["results"] if r["target"] == t)  # noqa: E731
-    lat = latencies(
-        {"base": Path(res(base)["artifact"]), "lowrank": Path(res(lowrank)["artifact"])},
-        args.threads,
-        args.rounds,
-        args.invokes,
+    without_features = _build(_step_variant(feat_recipe, "mobilenet-l1-nofeatures", [plain_step]), None, args.out)
+    int4_recipe = mobilenet.model_copy(
+        update={"name": "mobilenet-int4", "quantize": mobilenet.quantize.model_copy(update={"int4_layers": ["*"]})}
     )
-    lr = lowrank["compression"][0]
-    float_top1 = res(base)["metrics"]["reference_top1"]
-    per_target = {
-        t: {
-            name: {
-                "ms": res(rec, t)["latency"]["ms"] if res(rec, t).get("latency") else None,
-                "kind": res(rec, t)["latency"]["kind"] if res(rec, t).get("latency") else None,
-                "source": res(rec, t)["latency"]["source"] if res(rec, t).get("latency") else None,
-                "top1": res(rec, t)["metrics"]["top1"] if res(rec, t).get("metrics") else None,
-                "ops": sum(res(rec, t)["ops"].values()),
-            }
-            for name, rec in (("base", base), ("lowrank", lowrank))
-        }
-        for t in targets
-    }
+    int4 = _build(int4_recipe, ["phone-cpu", "cortex-m7"], args.out)
+
     cl = cluster["compression"][0]
     channel_values = int8_values_per_channel(Path(res(cluster)["artifact"]))
     fw, fo = with_features["compression"][0], without_features["compression"][0]
     pts = lambda a: a * 100  # noqa: E731
-    checks = [
-        (
-            "low-rank: >= 30 % fewer MACs in the factorized layers",
-            f"{pts(lr['factorized_macs_removed']):.1f} % ({lr['factorized_macs_before']:,} -> "
-            f"{lr['factorized_macs_after']:,}; whole model {lr['macs_before']:,} -> {lr['macs_after']:,})",
-            lr["factorized_macs_removed"] >= 0.30,
-        ),
-        (
-            "low-rank: float top-1 after fine-tuning within 1.5 points of the unfactorized model",
-            f"{pts(lr['top1_after']):.2f} vs {pts(lr['top1_before']):.2f}",
-            lr["top1_after"] >= lr["top1_before"] - 0.015,
-        ),
-        (
-            "(info) low-rank: int8 top-1 on phone-cpu",
-            f"{pts(res(lowrank)['metrics']['top1']):.2f} vs {pts(res(base)['metrics']['top1']):.2f}",
-            None,
-        ),
-        (
-            "(info) low-rank: host latency, int8 on LiteRT, side by side",
-            f"{lat['base']['median_ms']:.3f} -> {lat['lowrank']['median_ms']:.3f} ms "
-            f"({lat['base']['median_ms'] / lat['lowrank']['median_ms']:.2f}x)",
-            None,
-        ),
+    checks = []
+    summary = {}
+    for key, part in lowrank.items():
+        recs, lat = part["records"], part["host_latency"]
+        lr, ctl = recs["lowrank"]["compression"][0], recs["control"]["compression"][0]
+        summary[key] = {"step": {k: v for k, v in lr.items() if k != "history"}, "control_top1": ctl["top1_after"]}
+        checks += [
+            (
+                f"{key} low-rank: >= 30 % fewer MACs in the factorized layers",
+                f"{pts(lr['factorized_macs_removed']):.1f} % ({lr['factorized_macs_before']:,} -> "
+                f"{lr['factorized_macs_after']:,}; whole model {lr['macs_before']:,} -> {lr['macs_after']:,})",
+                lr["factorized_macs_removed"] >= 0.30,
+            ),
+            (
+                f"{key} low-rank: float top-1 within 1.5 points of the unfactorized model fine-tuned the same way",
+                f"{pts(lr['top1_after']):.2f} vs {pts(ctl['top1_after']):.2f} (before any fine-tuning "
+                f"{pts(lr['top1_before']):.2f})",
+                lr["top1_after"] >= ctl["top1_after"] - 0.015,
+            ),
+            (
+                f"(info) {key} low-rank: host latency, int8 on LiteRT, side by side",
+                f"{lat['base']['median_ms']:.3f} -> {lat['lowrank']['median_ms']:.3f} ms "
+                f"({lat['base']['median_ms'] / lat['lowrank']['median_ms']:.2f}x faster; ops "
+                f"{sum(res(recs['base'])['ops'].values())} -> {sum(res(recs['lowrank'])['ops'].values())})",
+                None,
+            ),
+        ]
+    checks += [
         (
             "clustering 16: every clustered kernel has <= 16 distinct values after stripping",
             f"{len(cl['clustered_layers'])} kernels, max {cl['max_unique_values']}",
@@ -176,6 +269,17 @@ def main() -> int:
             None,
         ),
     ]
+    for t in ("phone-cpu", "cortex-m7"):
+        a, b = res(base, t), res(int4, t)
+        checks.append(
+            (
+                f"(info) 4-bit weights on {t}: size and int8 top-1 against all int8",
+                f"{a['size_bytes'] / 1024:.1f} -> {b['size_bytes'] / 1024:.1f} KB, top-1 "
+                f"{pts(a['metrics']['top1']):.2f} -> {pts(b['metrics']['top1']):.2f} "
+                f"({len(b['quantization']['int4_ops'])} ops 4-bit)",
+                None,
+            )
+        )
     result = {
         "machine": {
             "platform": platform.platform(),
@@ -184,14 +288,20 @@ def main() -> int:
         },
         "tool_versions": base["tool_versions"],
         "eval_samples": base["eval_samples"],
-        "float_top1": float_top1,
+        "float_top1": res(base)["metrics"]["reference_top1"],
         "threads": args.threads,
         "rounds": args.rounds,
         "invokes_per_round": args.invokes,
         "checks": [{"check": c, "measured": m, "passed": ok if ok is None else bool(ok)} for c, m, ok in checks],
-        "lowrank": {k: v for k, v in lr.items() if k != "history"},
-        "lowrank_targets": per_target,
-        "host_latency": lat,
+        "lowrank": summary,
+        "lowrank_targets": {
+            key: {
+                t: {name: _target_row(part["records"][name], t) for name in ("base", "lowrank")}
+                for t in part["targets"]
+            }
+            for key, part in lowrank.items()
+        },
+        "host_latency": {key: part["host_latency"] for key, part in lowrank.items()},
         "cluster": {k: v for k, v in cl.items() if k != "history"},
         "cluster_int8_values_per_channel_max": max(channel_values.values(), default=None),
         "sizes": {
@@ -202,6 +312,18 @@ def main() -> int:
                 ("float32", res(base_f32)),
                 ("float32 clustered", res(cluster_f32)),
             )
+        },
+        "int4": {
+            t: {
+                "int8": {"size_bytes": res(base, t)["size_bytes"], "top1": res(base, t)["metrics"]["top1"]},
+                "int4": {
+                    "size_bytes": res(int4, t)["size_bytes"],
+                    "top1": res(int4, t)["metrics"]["top1"],
+                    "ops": len(res(int4, t)["quantization"]["int4_ops"]),
+                    "passed": res(int4, t)["passed"],
+                },
+            }
+            for t in ("phone-cpu", "cortex-m7")
         },
         "features": {
             "with": {
@@ -224,17 +346,29 @@ def main() -> int:
     return 0 if all(ok for _, _, ok in checks if ok is not None) else 1
 
 
+def _target_row(rec: dict, t: str) -> dict:
+    r = res(rec, t)
+    lat = r.get("latency") or {}
+    return {
+        "ms": lat.get("ms"),
+        "kind": lat.get("kind"),
+        "source": lat.get("source"),
+        "top1": (r.get("metrics") or {}).get("top1"),
+        "ops": sum(r["ops"].values()),
+    }
+
+
 def render(r: dict) -> str:
-    lr = r["lowrank"]
     lines = [
-        "# Low-rank factorization, weight clustering, feature distillation (digits, MobileNetV2 alpha 0.35, 96x96)",
+        "# Low-rank factorization, weight clustering, feature distillation, 4-bit weights (digits)",
         "",
         f"Generated by `python scripts/benchmark_lowrank_cluster.py` on {r['machine']['platform']} "
         f"({r['machine']['processor']}), Python {r['machine']['python']}, TensorFlow "
         f"{r['tool_versions']['tensorflow']}, tfmot {r['tool_versions'].get('tensorflow-model-optimization')}. "
-        f"Top-1 on {r['eval_samples']} eval samples; float model top-1 {r['float_top1'] * 100:.2f} %. Host latency: "
-        f"LiteRT, {r['threads']} thread(s), median of {r['rounds']} interleaved rounds x {r['invokes_per_round']} "
-        "invokes.",
+        f"MobileNetV2 alpha 0.35 at 96x96 (float top-1 {r['float_top1'] * 100:.2f} % on {r['eval_samples']} eval "
+        "samples) and a plain CNN at 32x32x1 (three 3x3 convs of 32/64/128 filters, a 2048x256 dense layer). Host "
+        f"latency: LiteRT, {r['threads']} thread(s), median of {r['rounds']} interleaved rounds x "
+        f"{r['invokes_per_round']} invokes.",
         "",
         "## Checks",
         "",
@@ -245,37 +379,41 @@ def render(r: dict) -> str:
         f"| {c['check']} | {c['measured']} | {'-' if c['passed'] is None else 'pass' if c['passed'] else 'FAIL'} |"
         for c in r["checks"]
     ]
-    lines += [
-        "",
-        "## Low-rank: per layer",
-        "",
-        f"Rule: {lr['macs_removed']:.0%} of each layer's MACs removed (`macs_removed`), {lr['epochs']} distilled "
-        f"fine-tuning epochs. Top-1 right after factorization {lr['top1_after_factorization'] * 100:.2f} %, after "
-        f"fine-tuning {lr['top1_after'] * 100:.2f} %. Left alone: {len(lr['skipped'])} layers.",
-        "",
-        "| layer | kind | rank | energy kept | MACs before | MACs after | params before | params after |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {x['layer']} | {x['kind']} | {x['rank']} | {x['energy_kept']:.3f} | {x['macs_before']:,} | "
-        f"{x['macs_after']:,} | {x['params_before']:,} | {x['params_after']:,} |"
-        for x in lr["layers"]
-    ]
-    lines += [
-        "",
-        "## Low-rank: each target's latency figure",
-        "",
-        "| target | before ms | after ms | kind | ops before | ops after | int8 top-1 before | after |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for t, v in r["lowrank_targets"].items():
-        b, a = v["base"], v["lowrank"]
-        fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-        top = lambda x: "-" if x is None else f"{x * 100:.2f}"  # noqa: E731
-        lines.append(
-            f"| {t} | {fmt(b['ms'])} | {fmt(a['ms'])} | {b['kind']} ({b['source']}) | {b['ops']} | {a['ops']} | "
-            f"{top(b['top1'])} | {top(a['top1'])} |"
-        )
+    for key, part in r["lowrank"].items():
+        lr = part["step"]
+        rule = f"energy {lr['energy']}" if lr.get("macs_removed") is None else f"macs_removed {lr['macs_removed']}"
+        lines += [
+            "",
+            f"## Low-rank ({key}): per layer",
+            "",
+            f"Rule: {rule}, {lr['epochs']} distilled fine-tuning epochs. Top-1 right after factorization "
+            f"{lr['top1_after_factorization'] * 100:.2f} %, after fine-tuning {lr['top1_after'] * 100:.2f} %; the "
+            f"unfactorized model fine-tuned the same way: {part['control_top1'] * 100:.2f} %. Left alone: "
+            f"{', '.join(f'{k} ({v})' for k, v in lr['skipped'].items()) or 'none'}.",
+            "",
+            "| layer | kind | rank | energy kept | MACs before | MACs after | params before | params after |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {x['layer']} | {x['kind']} | {x['rank']} | {x['energy_kept']:.3f} | {x['macs_before']:,} | "
+            f"{x['macs_after']:,} | {x['params_before']:,} | {x['params_after']:,} |"
+            for x in lr["layers"]
+        ]
+        lines += [
+            "",
+            f"## Low-rank ({key}): each target's latency figure",
+            "",
+            "| target | before ms | after ms | kind | ops before | ops after | int8 top-1 before % | after % |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for t, v in r["lowrank_targets"][key].items():
+            b, a = v["base"], v["lowrank"]
+            fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+            top = lambda x: "-" if x is None else f"{x * 100:.2f}"  # noqa: E731
+            lines.append(
+                f"| {t} | {fmt(b['ms'])} | {fmt(a['ms'])} | {b['kind']} ({b['source']}) | {b['ops']} | {a['ops']} | "
+                f"{top(b['top1'])} | {top(a['top1'])} |"
+            )
     c = r["cluster"]
     lines += [
         "",
@@ -309,6 +447,22 @@ def render(r: dict) -> str:
         f"| without | {f['without']['top1_float'] * 100:.2f} | {f['without']['top1_int8'] * 100:.2f} | - |",
         "",
         f"Adapters (student channels -> teacher channels): {f['with'].get('adapters')}.",
+        "",
+        "## 4-bit weights (MobileNetV2, `quantize.int4_layers: ['*']`)",
+        "",
+        "| target | int8 KB | with 4-bit weights KB | ops with 4-bit weights | int8 top-1 % | 4-bit top-1 % | passed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t, v in r["int4"].items():
+        lines.append(
+            f"| {t} | {v['int8']['size_bytes'] / 1024:.1f} | {v['int4']['size_bytes'] / 1024:.1f} | {v['int4']['ops']} "
+            f"| {v['int8']['top1'] * 100:.2f} | {v['int4']['top1'] * 100:.2f} | {v['int4']['passed']} |"
+        )
+    lines += [
+        "",
+        "Depthwise convolutions keep 8-bit weights (ai-edge-quantizer 0.10.0 gives them no 4-bit weights), and so do "
+        "all ops on Ethos-U (Vela 5.2.0 crashes on INT4 tensors) and the Edge TPU: "
+        "[toolchain/quantize/int4_ops.yaml](../toolchain/quantize/int4_ops.yaml).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -184,8 +184,11 @@ class Quantization(Model):
     int16_ops: list[str] = Field(
         default_factory=list, description="op outputs with 16-bit activations (quantize.int16_layers)"
     )
+    int4_ops: list[str] = Field(
+        default_factory=list, description="op outputs whose ops have 4-bit weights (quantize.int4_layers)"
+    )
     int8_bytes: int | None = Field(
-        None, description="with float or 16-bit exceptions: the size of the same plan with every op int8"
+        None, description="with float, 16-bit or 4-bit exceptions: the size of the same plan with every op int8"
     )
     traced_batch: int | None = Field(None, description="set when this batch needed its own trace")
 

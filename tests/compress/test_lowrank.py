@@ -107,3 +107,15 @@ def test_feature_distillation_names_a_missing_layer(tiny_recipe, tmp_path, run_c
     )
     code, _, err = run_cli("build", recipe, "--out", tmp_path / "b")
     assert code == 15 and "the teacher has no layer 'nope'" in err
+
+
+def test_finetune_step_with_same_width_features_needs_no_adapter(tiny_recipe, tmp_path, run_cli):
+    record = build(
+        tiny_recipe,
+        tmp_path,
+        run_cli,
+        "  - {step: finetune, epochs: 2, distill: {alpha: 0.3, features: [{teacher: relu, student: relu}]}}",
+    )
+    step = record["compression"][0]
+    assert step["step"] == "finetune" and step["history"]["adapters"] == {}
+    assert len(step["history"]["feature_loss"]) == 2 and step["top1_after"] > 0.5

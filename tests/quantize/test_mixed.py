@@ -2,6 +2,7 @@
 profile data's refusals checked against what the runtime really does."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,35 @@ def test_every_profile_names_a_measured_table():
         if target.numerics.int16_ops:
             assert data["runtimes"][target.numerics.int16_ops]["ok"], target.name
     assert "CONV_2D" in data["runtimes"]["tflm"]["ok"] and "GELU" in data["runtimes"]["tflm"]["refused"]
+
+
+def test_int4_weights_run_on_litert_and_tflite_micro(tiny_recipe, tmp_path, run_cli):
+    """4-bit conv and dense weights (int8 activations): the artifact holds INT4 tensors, is smaller than the same
+    ranges all int8, and passes LiteRT on the phone and tflite-micro on cortex-m7 (per-tensor dense weights there)."""
+    from toolchain.tflite_model import TFLiteModel
+
+    recipe = tiny_recipe(
+        quantize="mode: int8, int4_layers: ['*']",
+        targets="[phone-cpu, cortex-m7]",
+        extra="acceptance: {max_accuracy_drop: 10}",
+    )
+    code, out, err = run_cli("build", recipe, "--out", tmp_path / "b", "--json")
+    assert code == 0, err
+    for r in json.loads(out)["results"]:
+        q = r["quantization"]
+        assert len(q["int4_ops"]) == 2 and r["size_bytes"] < q["int8_bytes"] - 1000, (r["target"], q)
+        m = TFLiteModel(Path(r["artifact"]).read_bytes())
+        four = [t for t in m.tensors if t.dtype == "int4"]
+        assert {t.elements for t in four} == {72, 2880}  # conv 3x3x1x8 and dense 288x10
+        dense = next(t for t in four if t.elements == 2880)
+        assert len(dense.scales) == (10 if r["target"] == "phone-cpu" else 1)
+        assert r["passed"] and r["metrics"]["top1"] > 0.5
+
+
+def test_int4_weights_refused_where_no_runtime_runs_them(tiny_recipe, tmp_path, run_cli):
+    recipe = tiny_recipe(quantize="mode: int8, int4_layers: ['*']", targets="[ethos-u55-128]")
+    code, _, err = run_cli("build", recipe, "--out", tmp_path / "b")
+    assert code == 9 and "quantize.int4_layers: ethos-u55-128 runs no 4-bit weights" in err
+    recipe = tiny_recipe(quantize="mode: int8, int4_layers: [flatten]", targets="[phone-cpu]")
+    code, _, err = run_cli("build", recipe, "--out", tmp_path / "c")
+    assert code == 9 and "runs none of the named layers' ops with 4-bit weights" in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,9 +52,17 @@ def compile(model_path: Path, spec: Vela, out_dir: Path) -> dict:
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     (out_dir / "vela.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode < 0:  # killed by a signal: Vela 5.2.0 dies of SIGFPE on 4-bit weights
+        raise RuntimeValidationError(
+            f"vela crashed on {model_path.name} ({signal.Signals(-proc.returncode).name}); log: {out_dir / 'vela.log'}"
+        )
     if proc.returncode != 0:
         last = next(
-            (line for line in reversed((proc.stdout + proc.stderr).splitlines()) if line.strip()),
+            (
+                line
+                for line in reversed((proc.stdout + proc.stderr).splitlines())
+                if line.strip() and not line.startswith("Warning:")
+            ),
             f"exit {proc.returncode}",
         )
         if "Error" in last and ("config" in last.lower() or "option" in last.lower()):

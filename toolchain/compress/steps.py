@@ -6,7 +6,7 @@ import logging
 import time
 
 from toolchain.compress import cluster, filters, lowrank, prune, qat
-from toolchain.compress.common import Teacher, macs_and_params, sparsity, strategy, top1
+from toolchain.compress.common import Teacher, clone, finetune, macs_and_params, sparsity, strategy, top1
 from toolchain.config.recipe import Recipe, step_label
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,10 @@ def run(model, recipe: Recipe, data, teacher) -> tuple[object, list[dict]]:
             model, report = qat.run(model, step, data, teacher_train, scope)
         elif step.step == "low_rank":
             model, report = lowrank.run(model, step, data, teacher_train, scope)
+        elif step.step == "finetune":
+            with scope.scope():
+                model = clone(model)
+            report = {"history": finetune(model, step, data.x_train, data.y_train, teacher_train, scope, "finetune")}
         elif step.step == "cluster":
             model, report = cluster.run(model, step, data, teacher_train, scope)
         elif step.method == "l1_filter":

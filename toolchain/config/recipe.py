@@ -186,6 +186,13 @@ class PruneStep(FineTune):
     channel_multiple: int = Field(1, ge=1, description="l1_filter: keep a multiple of this many channels")
 
 
+class FineTuneStep(FineTune):
+    """Fine-tune the model as it is (with ``distill``: learn from the float teacher's outputs and feature maps);
+    also the control a compression step is compared with: the same epochs without the compression."""
+
+    step: Literal["finetune"]
+
+
 class LowRankStep(FineTune):
     """Factorize Dense and Conv2D layers (truncated SVD; a k x k conv as k x 1 + 1 x k, or a Tucker 1x1 / k x k /
     1x1 sandwich) at a rank chosen per layer, then fine-tune. Layers whose factorized form costs as many MACs are
@@ -280,10 +287,17 @@ class QuantizeSpec(Strict):
         "targets whose runtime has int16 kernels for their ops (the profile's numerics.int16_ops)",
     )
 
+    int4_layers: list[str] = Field(
+        default_factory=list,
+        description="int8: Keras layer names (or fnmatch patterns) whose conv / dense weights are 4-bit (activations "
+        "stay int8), on targets whose runtime runs 4-bit weights (the profile's numerics.int4_ops); ops the runtime "
+        "cannot run so keep 8-bit weights",
+    )
+
     @property
     def mixed(self) -> bool:
         """Per-layer exceptions to int8."""
-        return bool(self.float_layers or self.int16_layers)
+        return bool(self.float_layers or self.int16_layers or self.int4_layers)
 
     @property
     def own_calibration(self) -> bool:
@@ -313,9 +327,9 @@ class Recipe(Strict):
     model: ModelSpec
     data: DataSpec
     train: TrainSpec | None = None
-    compress: list[Annotated[QatStep | PruneStep | LowRankStep | ClusterStep, Field(discriminator="step")]] = Field(
-        default_factory=list
-    )
+    compress: list[
+        Annotated[QatStep | PruneStep | LowRankStep | ClusterStep | FineTuneStep, Field(discriminator="step")]
+    ] = Field(default_factory=list)
     strategy: Strategy = Strategy()
     quantize: QuantizeSpec = QuantizeSpec()
     targets: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=1, max_length=64)
@@ -341,13 +355,13 @@ class Recipe(Strict):
         q = self.quantize
         if self.model.is_tflite and (q.own_calibration or q.mixed or q.mode == "auto"):
             raise ValueError(
-                "a .tflite model is used as it is: quantize calibration options, float_layers, int16_layers and "
-                "mode auto need Keras"
+                "a .tflite model is used as it is: quantize calibration options, float_layers, int16_layers, "
+                "int4_layers and mode auto need Keras"
             )
         if any(s.step == "qat" for s in self.compress) and (q.own_calibration or q.mixed):
             raise ValueError(
                 "quantize: QAT learns its ranges and converts every layer to int8: calibration, activations, "
-                "equalize, bias_correction, float_layers and int16_layers do not apply"
+                "equalize, bias_correction, float_layers, int16_layers and int4_layers do not apply"
             )
         if self.compress and self.task != "classification":
             raise ValueError("compress: the compression steps fine-tune classifiers (task: classification)")

@@ -19,6 +19,11 @@ class Numerics(Strict):
         description="the runtime whose measured 16-bit-activation kernels (toolchain/quantize/int16_ops.yaml) this "
         "device has, for quantize.int16_layers; unset: none (integer-8 only, like the Edge TPU)",
     )
+    int4_ops: Literal["litert", "tflm"] | None = Field(
+        None,
+        description="the runtime whose measured 4-bit-weight kernels (toolchain/quantize/int4_ops.yaml) this device "
+        "has, for quantize.int4_layers; unset: none (Vela 5.2.0 crashes on 4-bit weights; the Edge TPU is int8)",
+    )
 
     @model_validator(mode="after")
     def _defaults_allowed(self):

@@ -26,12 +26,10 @@ class ConvertPlan:
     per_channel: bool = True
     batch: int | None = None  # None keeps the batch axis dynamic
     int16_ops: str | None = None  # the table of ops the target runs with 16-bit activations (quantize.int16_layers)
+    int4_ops: str | None = None  # the table of ops the target runs with 4-bit weights (quantize.int4_layers)
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        if d["int16_ops"] is None:
-            del d["int16_ops"]
-        return d
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("int16_ops", "int4_ops")}
 
 
 _IO_TYPES = {"int8": "int8", "uint8": "uint8", "int16": "int16", "float32": "float32"}

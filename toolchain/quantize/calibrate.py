@@ -54,9 +54,11 @@ def quantize(
     batch: int | None,
     float_nodes: list[str] | None = None,
     int16_nodes: list[str] | None = None,
+    int4_nodes: dict[str, str] | None = None,
 ) -> tuple[bytes, dict]:
-    """The int8 artifact and the report of its ranges. ``float_nodes``/``int16_nodes``: op outputs kept in float
-    or given 16-bit activations (with 16-bit ones, ai-edge-quantizer writes the artifact; see ``mixed``)."""
+    """The int8 artifact and the report of its ranges. ``float_nodes``/``int16_nodes``/``int4_nodes``: op outputs
+    kept in float, given 16-bit activations, or whose ops get 4-bit weights ({node: weight granularity}; with
+    16- or 4-bit ones, ai-edge-quantizer writes the artifact; see ``mixed``)."""
     from toolchain.quantize.converter import quantize_graph
 
     g = Graph(graph)
@@ -78,15 +80,17 @@ def quantize(
 
         trial = quantize_graph(g.to_bytes(), "float32", per_channel)
         report["bias_correction"] = asdict(correct(g, trial, {i: s.channel_mean for i, s in stats.items()}))
-    if int16_nodes:
+    if int16_nodes or int4_nodes:
         from toolchain.quantize.mixed import quantize_mixed
 
         bounds = {g.name(i): g.range(i) for i in g.slots()}
-        blob = quantize_mixed(g.to_bytes(), bounds, int16_nodes, float_nodes or [], io_type, per_channel)
+        blob = quantize_mixed(
+            g.to_bytes(), bounds, int16_nodes or [], float_nodes or [], io_type, per_channel, int4_nodes
+        )
     else:
         blob = quantize_graph(g.to_bytes(), io_type, per_channel, float_nodes)
-    if float_nodes or int16_nodes:  # what the exceptions cost: the same ranges, every op int8
-        report |= {"float_ops": float_nodes or [], "int16_ops": int16_nodes or []}
+    if float_nodes or int16_nodes or int4_nodes:  # what the exceptions cost: the same ranges, every op int8
+        report |= {"float_ops": float_nodes or [], "int16_ops": int16_nodes or [], "int4_ops": sorted(int4_nodes or [])}
         report["int8_bytes"] = len(quantize_graph(g.to_bytes(), io_type, per_channel))
     shares = [r[3] for r in rows]
     worst = sorted(rows, key=lambda r: -r[3])[:MOST_CLIPPED]

@@ -1,10 +1,11 @@
-"""Mixed precision: int8 everywhere but on chosen ops, which get 16-bit activations (8-bit weights) or stay float.
+"""Mixed precision: int8 everywhere but on chosen ops, which get 16-bit activations (8-bit weights), 4-bit
+weights (8-bit activations) or stay float.
 
 The converter's quantizer has one activation width per model; Google's ai-edge-quantizer takes per-op recipes
 and inserts the QUANTIZE ops that move a tensor between int8 and int16. The activation ranges are the
 toolchain's own (every calibration method applies): they are handed to it as its calibration result.
 Which runtimes have int16 kernels for which ops is data (``int16_ops.yaml``, measured by
-``scripts/probe_int16_ops.py``).
+``scripts/probe_int16_ops.py``), and so is which run 4-bit weights (``int4_ops.yaml``, ``scripts/probe_int4_ops.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,26 @@ def int16_data() -> dict:
 
 def int16_runtimes() -> list[str]:
     return list(int16_data()["runtimes"])
+
+
+@cache
+def int4_data() -> dict:
+    """The measured 4-bit-weight op support: ``runtimes: {runtime: {ok: {op: granularity}, refused: {op: reason}}}``
+    (granularity: channelwise or tensorwise, the one the runtime's kernel takes)."""
+    return yaml.safe_load(resources.files("toolchain.quantize").joinpath("int4_ops.yaml").read_text())
+
+
+def int4_plan(runtime: str, ops: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Of ``ops`` ({node: op kind}, the weighted ops the recipe named), those ``runtime`` runs with 4-bit weights
+    ({node: granularity}) and those it keeps at 8 bits ({node: the reason measured})."""
+    table = int4_data()["runtimes"][runtime]
+    ok = {n: table["ok"][op] for n, op in ops.items() if op in table["ok"]}
+    kept = {
+        n: f"{op}: " + table["refused"].get(op, "not among the ops scripts/probe_int4_ops.py measured")
+        for n, op in ops.items()
+        if op not in table["ok"]
+    }
+    return ok, kept
 
 
 def refused_int16(runtime: str, ops: set[str]) -> dict[str, str]:
@@ -54,9 +75,11 @@ def quantize_mixed(
     float_nodes: list[str],
     io_type: str,
     per_channel: bool,
+    int4_nodes: dict[str, str] | None = None,
 ) -> bytes:
     """The artifact of ``graph`` (float, ranges chosen) with the ops producing ``int16_nodes`` in 16-bit
-    activations and those producing ``float_nodes`` in float; int8 elsewhere."""
+    activations, those producing ``float_nodes`` in float and those producing ``int4_nodes`` with 4-bit weights
+    ({node: channelwise|tensorwise}); int8 elsewhere."""
     import numpy as np
     from ai_edge_quantizer import qtyping, quantizer
 
@@ -68,6 +91,11 @@ def quantize_mixed(
     q.add_static_config(".*", op, 8, 8, granularity)
     if int16_nodes:
         q.add_static_config(_scope(int16_nodes), op, 16, 8, granularity)
+    by_granularity: dict[str, list[str]] = {}
+    for node, g in (int4_nodes or {}).items():
+        by_granularity.setdefault(g, []).append(node)
+    for g, nodes in by_granularity.items():
+        q.add_static_config(_scope(nodes), op, 8, 4, getattr(qtyping.QuantGranularity, g.upper()))
     if float_nodes:
         q.update_quantization_recipe(_scope(float_nodes), op, algorithm_key="no_quantize")
     if io_type == "float32":
@@ -83,4 +111,12 @@ def quantize_mixed(
     missed = [n for n in int16_nodes if dtypes.get(n) != 7]  # TensorType.INT16
     if missed:
         raise ConversionError(f"mixed precision: the quantizer left {', '.join(missed)} without 16-bit activations")
+    four = {
+        g.name(int(o.outputs[0]))
+        for o in g.sg.operators
+        if any(i >= 0 and dtypes.get(g.name(int(i))) == 17 for i in o.inputs)
+    }
+    missed = [n for n in (int4_nodes or {}) if n not in four]  # TensorType.INT4 weights
+    if missed:
+        raise ConversionError(f"mixed precision: the quantizer left {', '.join(missed)} without 4-bit weights")
     return blob

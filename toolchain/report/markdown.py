@@ -87,6 +87,7 @@ def quantization_markdown(q: Quantization, size_bytes: int) -> list[str]:
     for ops, what in (
         (q.float_ops, "Kept in float (quantize.float_layers)"),
         (q.int16_ops, "16-bit activations (quantize.int16_layers)"),
+        (q.int4_ops, "4-bit weights (quantize.int4_layers)"),
     ):
         if ops:
             lines += [f"{what}: {len(ops)} ops: " + ", ".join(f"`{o}`" for o in ops), ""]

@@ -94,16 +94,21 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
     if (q.own_calibration or q.mixed) and mode != "int8":
         raise CompatibilityError(
             f"{recipe.line_of('quantize')}: quantize: calibration, activations, equalize, bias_correction, "
-            f"float_layers and int16_layers apply to int8; {target.name} gets {mode!r}"
+            f"float_layers, int16_layers and int4_layers apply to int8; {target.name} gets {mode!r}"
         )
     if q.int16_layers and mode == "int8" and n.int16_ops is None:
         raise CompatibilityError(
             f"{recipe.line_of('quantize', 'int16_layers')}: quantize.int16_layers: {target.name} has no 16-bit "
             f"activation kernels (its profile sets no numerics.int16_ops): every layer runs int8 there"
         )
-    if q.int16_layers and mode == "int8" and io not in ("int8", "float32"):
+    if q.int4_layers and mode == "int8" and n.int4_ops is None:
         raise CompatibilityError(
-            f"{recipe.line_of('quantize', 'io_type')}: quantize.int16_layers: mixed-precision artifacts take int8 "
+            f"{recipe.line_of('quantize', 'int4_layers')}: quantize.int4_layers: {target.name} runs no 4-bit weights "
+            f"(its profile sets no numerics.int4_ops; measured in toolchain/quantize/int4_ops.yaml)"
+        )
+    if (q.int16_layers or q.int4_layers) and mode == "int8" and io not in ("int8", "float32"):
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'io_type')}: quantize: mixed-precision artifacts take int8 "
             f"or float32 input/output, not {io!r} ({target.name})"
         )
     if q.float_layers and mode == "int8" and "float32" not in n.modes:
@@ -117,6 +122,7 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
         per_channel=q.per_channel,
         batch=target.batch,
         int16_ops=n.int16_ops if q.int16_layers else None,
+        int4_ops=n.int4_ops if q.int4_layers else None,
     )
 
 
@@ -200,9 +206,11 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
     int16_nodes = _nodes(graph, model, q.int16_layers, "int16_layers") if q.int16_layers else []
     if int16_nodes:
         _check_int16(b, graph, int16_nodes, plan)
+    int4_nodes = _int4_nodes(b, graph, model, plan) if q.int4_layers else {}
     settings = {
         "float_nodes": float_nodes,
         "int16_nodes": int16_nodes,
+        **({"int4_nodes": int4_nodes} if int4_nodes else {}),  # absent when unused: other cache keys stay as they were
         "method": q.calibration,
         "percentile": q.percentile,
         "symmetric": q.activations == "symmetric",
@@ -223,6 +231,7 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
             f", {q.activations}"
             + (", bias correction" if q.bias_correction else "")
             + (f", {len(int16_nodes)} ops with 16-bit activations" if int16_nodes else "")
+            + (f", {len(int4_nodes)} ops with 4-bit weights" if int4_nodes else "")
             + (f", {len(float_nodes)} ops in float" if float_nodes else ""),
         )
         with capture_fds(tmp / "convert.log"):
@@ -260,6 +269,35 @@ def _check_int16(b: Build, graph: bytes, nodes: list[str], plan: ConvertPlan) ->
             f"{b.recipe.line_of('quantize', 'int16_layers')}: quantize.int16_layers: {plan.int16_ops} has no "
             f"16-bit-activation kernel for {', '.join(refused)} ({why})"
         )
+
+
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def _int4_nodes(b: Build, graph: bytes, model: ModelStage, plan: ConvertPlan) -> dict[str, str]:
+    """The weighted ops of ``quantize.int4_layers`` the target's runtime runs with 4-bit weights ({node: weight
+    granularity}); the others keep 8-bit weights, said in the log. None at all: refused."""
+    from toolchain.quantize.mixed import int4_plan
+    from toolchain.tflite_model import TFLiteModel
+
+    nodes = set(_nodes(graph, model, b.recipe.quantize.int4_layers, "int4_layers"))
+    m = TFLiteModel(graph)
+    ops = {m.tensors[op.outputs[0]].name: op.name for op in m.ops if op.outputs and op.name in WEIGHTED_OPS}
+    ok, kept = int4_plan(plan.int4_ops, {n: k for n, k in ops.items() if n in nodes})
+    where = f"{b.recipe.line_of('quantize', 'int4_layers')}: quantize.int4_layers"
+    if not ok:
+        raise CompatibilityError(
+            f"{where}: {plan.int4_ops} runs none of the named layers' ops with 4-bit weights"
+            + (f" ({'; '.join(sorted(set(kept.values())))})" if kept else " (they have no conv or dense weights)")
+        )
+    if kept:
+        log.warning(
+            "quantize.int4_layers: %d ops keep 8-bit weights on %s (%s)",
+            len(kept),
+            plan.int4_ops,
+            "; ".join(sorted(set(kept.values()))),
+        )
+    return ok
 
 
 def _nodes(graph: bytes, model: ModelStage, patterns: list[str], field: str) -> list[str]:
