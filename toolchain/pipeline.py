@@ -106,10 +106,7 @@ def _build_parallel(b: Build, targets: list, data: Data, model: ModelStage, jobs
             artifact = stage_convert(b, model, data, plan)
             final = inside(b.out, b.dir / target.name)
             folder_cm = atomic_dir(final)
-            folder = folder_cm.__enter__()
-            path = atomic_write(folder / f"{b.recipe.name}_{plan.mode}.tflite", artifact.blob)
-            if artifact.log and artifact.log.exists():
-                atomic_copy(artifact.log, folder / "convert.log")
+            path = _write_artifact(b, plan, artifact, folder_cm.__enter__())
             builtin = all(type(checks.get(n)).__module__.startswith("toolchain.checks.") for n in target.checks)
             if not builtin or all_cached(b, target, path.name, artifact.sha256, data, model):
                 # here, at its turn: nothing to run, or a check registered in this process only (a plug-in)
@@ -128,10 +125,7 @@ def _build_parallel(b: Build, targets: list, data: Data, model: ModelStage, jobs
                 logging.getLogger(name).log(level, "%s", message)
             for k, v in timings.items():
                 b.cache.timings[k] = round(b.cache.timings.get(k, 0) + v, 3)
-            result = target_result(b, target, plan, artifact, path, final, sections)
-            write_target_files(path.parent, b.recipe.name, result)
-            if b.diagnose and artifact.quantization is not None:
-                _write_diagnosis(b, target, plan, data, model, path.parent)
+            result = _publish(b, target, plan, artifact, path, final, sections, data, model)
             pending.pop(0)
             folder_cm.__exit__(None, None, None)
             yield result
@@ -310,14 +304,25 @@ def _build_target(b: Build, target: Target, plan: ConvertPlan, data: Data, model
     artifact = stage_convert(b, model, data, plan)
     final = inside(b.out, b.dir / target.name)
     with atomic_dir(final) as folder:
-        path = atomic_write(folder / f"{b.recipe.name}_{plan.mode}.tflite", artifact.blob)
-        if artifact.log and artifact.log.exists():
-            atomic_copy(artifact.log, folder / "convert.log")
+        path = _write_artifact(b, plan, artifact, folder)
         sections = run_checks(b, target, path, artifact.sha256, data, model)
-        result = target_result(b, target, plan, artifact, path, final, sections)
-        write_target_files(folder, b.recipe.name, result)
-        if b.diagnose and artifact.quantization is not None:
-            _write_diagnosis(b, target, plan, data, model, folder)
+        return _publish(b, target, plan, artifact, path, final, sections, data, model)
+
+
+def _write_artifact(b: Build, plan: ConvertPlan, artifact, folder: Path) -> Path:
+    """The artifact (and its conversion log) in the target's unpublished folder; returns the artifact's path."""
+    path = atomic_write(folder / f"{b.recipe.name}_{plan.mode}.tflite", artifact.blob)
+    if artifact.log and artifact.log.exists():
+        atomic_copy(artifact.log, folder / "convert.log")
+    return path
+
+
+def _publish(b: Build, target: Target, plan: ConvertPlan, artifact, path: Path, final: Path, sections, data, model):
+    """The target's result from its checks' sections, written next to the artifact (reports, diagnosis)."""
+    result = target_result(b, target, plan, artifact, path, final, sections)
+    write_target_files(path.parent, b.recipe.name, result)
+    if b.diagnose and artifact.quantization is not None:
+        _write_diagnosis(b, target, plan, data, model, path.parent)
     return result
 
 

@@ -96,3 +96,10 @@ def test_diff_of_a_missing_build_is_an_input_error(tmp_path, run_cli):
     (tmp_path / "x").mkdir()
     code, _, err = run_cli("diff", tmp_path / "x", tmp_path / "x")
     assert code == 5 and "no build record here" in err
+
+
+def test_a_bad_fail_on_rule_exits_3_before_reading_the_builds(tmp_path, run_cli):
+    (tmp_path / "x").mkdir()
+    code, out, err = run_cli("diff", tmp_path / "x", tmp_path / "x", "--fail-on", "size>>2")
+    assert code == 3 and "--fail-on: cannot read" in err and out == ""
+    assert len(err.strip().splitlines()) == 1
