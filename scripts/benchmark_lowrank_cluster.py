@@ -429,8 +429,10 @@ def render(r: dict) -> str:
     lines += [
         "",
         f"{len(c['clustered_layers'])} kernels clustered; most distinct values in one kernel after stripping: "
-        f"{c['max_unique_values']}. In the int8 artifact the BatchNorm folded into each conv scales every output "
-        "channel by its own factor and per-channel quantization gives each channel its own grid, so the 16 shared "
+        f"{c['max_unique_values']}. Left alone (tfmot registers DepthwiseConv2D with no clusterable weights): "
+        f"{len([n for n, v in c['unique_values'].items() if v > c['clusters']])} kernels. In the int8 artifact the "
+        "BatchNorm folded into each conv scales every output channel by its own factor and per-channel "
+        "quantization gives each channel its own grid, so the 16 shared "
         f"values survive per channel (most distinct int8 values in one channel: "
         f"{r['cluster_int8_values_per_channel_max']}), not per tensor. The interpreter does the same dense work.",
         "",

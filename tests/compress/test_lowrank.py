@@ -82,7 +82,33 @@ def test_clustering_leaves_at_most_n_values_per_kernel(tiny_recipe, tmp_path, ru
     step = record["compression"][0]
     assert step["clustered_layers"] == ["conv", "dense"]
     assert all(step["unique_values"][n] <= 4 < step["unique_values_before"][n] for n in ("conv", "dense"))
-    assert record["results"][0]["passed"]
+    assert step["left_alone"] == [] and record["results"][0]["passed"]
+
+
+def test_clustering_reports_the_depthwise_kernels_tfmot_leaves_alone(keras):
+    from types import SimpleNamespace
+
+    from toolchain.compress import cluster, common
+    from toolchain.config.recipe import ClusterStep, Strategy
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 4)),
+            L.DepthwiseConv2D(3, name="dw"),
+            L.Conv2D(8, 1, name="pw"),
+            L.Flatten(name="flat"),
+            L.Dense(3, activation="softmax", name="fc"),
+        ]
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6, 6, 4)).astype(np.float32)
+    data = SimpleNamespace(x_train=x, y_train=rng.integers(0, 3, 64))
+    step = ClusterStep(step="cluster", clusters=8, epochs=1)
+    _, report = cluster.run(model, step, data, None, common.strategy(Strategy()))
+    assert report["clustered_layers"] == ["fc", "pw"] and report["left_alone"] == ["dw"]
+    assert report["unique_values"]["dw"] == 36 and report["max_unique_values"] <= 8
 
 
 def test_feature_distillation_adapts_channels_and_its_term_decreases(tiny_recipe, tmp_path, run_cli):

@@ -218,8 +218,9 @@ class LowRankStep(FineTune):
 
 
 class ClusterStep(FineTune):
-    """Weight clustering (tensorflow-model-optimization): every Conv2D, DepthwiseConv2D and Dense kernel shares
-    ``clusters`` values, fine-tuned, then stripped. Smaller compressed; the interpreter runs the same dense work."""
+    """Weight clustering (tensorflow-model-optimization): every Conv2D and Dense kernel shares ``clusters`` values
+    (tfmot leaves depthwise kernels alone), fine-tuned, then stripped. Smaller compressed; the interpreter runs the
+    same dense work."""
 
     step: Literal["cluster"]
     clusters: int = Field(16, ge=2, le=256)
