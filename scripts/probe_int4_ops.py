@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import re
 import sys
 import tempfile
 from importlib.metadata import version
@@ -118,7 +117,7 @@ def main() -> int:
                         off = [f for f in npu["cpu_fallbacks"] if f["op"] == op]
                         ok, why = not off, (f"on the CPU: {off[0]['reason']}" if off else None)
                     except Exception as exc:  # noqa: BLE001
-                        ok, why = False, re.sub(r"; log: \S+", "", _first(exc))
+                        ok, why = False, _first(exc).replace("; its output is in vela.log", "")
                     (works if ok else reasons)[vkey].setdefault(op, []).append(gran if ok else f"{gran}: {why}")
                 print(
                     f"{key}: " + ", ".join(f"{r} {'ok' if gran in works[r].get(op, []) else 'no'}" for r in runtimes),

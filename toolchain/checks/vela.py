@@ -54,7 +54,7 @@ def compile(model_path: Path, spec: Vela, out_dir: Path) -> dict:
     (out_dir / "vela.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode < 0:  # killed by a signal: Vela 5.2.0 dies of SIGFPE on 4-bit weights
         raise RuntimeValidationError(
-            f"vela crashed on {model_path.name} ({signal.Signals(-proc.returncode).name}); log: {out_dir / 'vela.log'}"
+            f"vela crashed on {model_path.name} ({signal.Signals(-proc.returncode).name}; its output is in vela.log)"
         )
     if proc.returncode != 0:
         last = next(
