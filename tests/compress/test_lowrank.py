@@ -1,10 +1,9 @@
 """Low-rank factorization, weight clustering and feature distillation on tiny real models."""
 
-import json
-
 import numpy as np
 import pytest
 
+from tests.compress.test_steps import build
 from toolchain.compress import lowrank
 from toolchain.config.recipe import LowRankStep
 from toolchain.errors import CompressionError
@@ -57,13 +56,6 @@ def test_energy_and_macs_removed_exclude_each_other(tiny_recipe, run_cli):
     recipe = tiny_recipe(extra="compress:\n  - {step: low_rank, energy: 0.8, macs_removed: 0.3}")
     code, _, err = run_cli("recipe", "check", recipe)
     assert code == 3 and "give 'energy' or 'macs_removed', not both" in err
-
-
-def build(tiny_recipe, tmp_path, run_cli, compress: str):
-    recipe = tiny_recipe(extra=f"compress:\n{compress}\nacceptance: {{max_accuracy_drop: 100}}")
-    code, out, err = run_cli("build", recipe, "--out", tmp_path / "b", "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 def test_low_rank_step_builds_and_reports_per_layer(tiny_recipe, tmp_path, run_cli):
