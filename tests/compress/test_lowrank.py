@@ -42,6 +42,9 @@ def test_rank_rules(branchy):
     by_macs = LowRankStep(step="low_rank", macs_removed=0.5)
     _, plans, _ = lowrank.factorize(branchy, by_macs)
     assert plans and all(p.macs_after <= 0.5 * p.macs_before for p in plans)
+    _, plans, skipped = lowrank.factorize(branchy, LowRankStep(step="low_rank", macs_removed=0.9))
+    assert all(p.macs_after <= 0.1 * p.macs_before for p in plans)  # a layer that cannot is left alone, said why
+    assert skipped["d1"] == "even rank 1 keeps 23% of its 96 MACs"
     by_energy = LowRankStep(step="low_rank", energy=0.7, conv="tucker")
     _, plans, _ = lowrank.factorize(branchy, by_energy)
     assert all(p.energy >= 0.7 and p.macs_after < p.macs_before for p in plans)

@@ -154,6 +154,8 @@ def plan_layer(layer, step: LowRankStep, keep_costlier: bool = False) -> Plan | 
         )
     if mac_after >= macs and not keep_costlier:
         return f"rank {rank} would cost {mac_after:,} MACs, the layer costs {macs:,}"
+    if budget is not None and mac_after > budget:
+        return f"even rank {rank} keeps {mac_after / macs:.0%} of its {macs:,} MACs"
     return Plan(layer.name, kind, rank, kept, kernels, macs, mac_after, params, par_after)
 
 
