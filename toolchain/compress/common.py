@@ -102,9 +102,8 @@ class Teacher:
         missing = [n for n in layers if n not in {layer.name for layer in teacher.layers}]
         if missing:
             raise CompressionError(f"distill.features: the teacher has no layer {missing[0]!r}")
-        probs = teacher.predict(x, batch_size=64, verbose=0)
         if not layers:
-            return cls(probs)
+            return cls(teacher.predict(x, batch_size=64, verbose=0))
         shapes = [teacher.get_layer(n).output.shape[1:] for n in layers]
         size = len(x) * sum(int(np.prod(s)) for s in shapes) * 4
         if size > 2 * 2**30:
@@ -112,9 +111,8 @@ class Teacher:
                 f"distill.features: the teacher's maps of {', '.join(layers)} take {size / 2**30:.1f} GiB over the "
                 "training split; name later (smaller) layers"
             )
-        tap = k.Model(teacher.inputs, [teacher.get_layer(n).output for n in layers])
-        maps = tap.predict(x, batch_size=64, verbose=0)
-        maps = maps if isinstance(maps, list) else [maps]
+        tap = k.Model(teacher.inputs, [teacher.output, *(teacher.get_layer(n).output for n in layers)])
+        probs, *maps = tap.predict(x, batch_size=64, verbose=0)  # one pass: outputs and maps together
         return cls(probs, dict(zip(layers, maps, strict=True)))
 
 

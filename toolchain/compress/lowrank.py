@@ -220,10 +220,8 @@ def rebuild(model, replace: dict[str, Callable]):
             if node.is_input:
                 continue
             args, kwargs = node.map_arguments({i: [tensors[i]] for i in node.flat_input_ids})
-            fn = replace.get(node.layer.name, node.layer)
-            if node.layer.name in replace and kwargs:
-                kwargs = {}
-            outputs = fn(*args, **kwargs)
+            name = node.layer.name  # a replacement takes the layer's input alone
+            outputs = replace[name](*args) if name in replace else node.layer(*args, **kwargs)
             flat = outputs if isinstance(outputs, (list, tuple)) else [outputs]
             tensors.update(zip(node.flat_output_ids, flat, strict=True))
     outputs = [tensors[str(id(t))] for t in model.outputs]
