@@ -140,3 +140,21 @@ def test_finetune_step_with_same_width_features_needs_no_adapter(tiny_recipe, tm
     step = record["compression"][0]
     assert step["step"] == "finetune" and step["history"]["adapters"] == {}
     assert len(step["history"]["feature_loss"]) == 2 and step["top1_after"] > 0.5
+
+
+@pytest.mark.parametrize(
+    "compress, message",
+    [
+        ("  - {step: low_rank, layers: [conv9]}", "low_rank.layers: no layer matches 'conv9'"),
+        ("  - {step: cluster, epochs: 0}", "cluster: needs at least one fine-tune epoch"),
+        (
+            "  - {step: finetune, distill: {features: [{teacher: conv, student: dense}]}}",
+            "student 'dense' gives (10,), teacher 'conv' gives (6, 6, 8): only the channel count may differ",
+        ),
+    ],
+)
+def test_compression_mistakes_are_one_line_errors_with_exit_15(tiny_recipe, tmp_path, run_cli, compress, message):
+    code, out, err = run_cli("build", tiny_recipe(extra=f"compress:\n{compress}"), "--out", tmp_path / "b")
+    lines = err.strip().splitlines()  # progress lines, then the error: one line, the last
+    assert code == 15 and out == "" and "Traceback" not in err
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]] and message in lines[-1]
