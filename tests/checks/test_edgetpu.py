@@ -1,7 +1,5 @@
 """Coral's published Edge TPU rules: one tiny model per rule, built to break exactly that rule."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -144,12 +142,8 @@ def test_the_profile_estimate_is_within_25_percent_of_corals_published_latency(c
     """Coral's table (USB Accelerator, coral.ai/docs/edgetpu/benchmarks): MobileNet v1 1.0 224 2.4 ms, v2 2.6 ms.
     The same architecture with random weights (the shapes decide the time) through the edgetpu profile's fitted
     estimate."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    from edgetpu_models import build
-
     from toolchain.config import load_target
+    from tools.edgetpu_models import build
 
     name = "mobilenet_v1_1.0_224" if ctor == "MobileNet" else "mobilenet_v2_1.0_224"
     spec = load_target("edgetpu").edgetpu

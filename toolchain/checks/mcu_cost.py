@@ -2,7 +2,7 @@
 
 ``a`` (cycles per multiply-accumulate), ``b`` (cycles per activation element read or written) and ``c`` (cycles
 per op: dispatch, setup) are per op kind and per core family, with the kernels they assume (CMSIS-NN), stored in
-the target profile (``mcu.cost``) and fitted by ``scripts/fit_mcu_cost.py`` from published measurements; the
+the target profile (``mcu.cost``) and fitted by ``tools/fit_mcu_cost.py`` from published measurements; the
 profile also carries the fit's leave-one-model-out error, which every estimate reports as its band.
 """
 

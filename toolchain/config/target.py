@@ -54,7 +54,7 @@ OpKind = Literal["conv", "depthwise", "fully_connected", "pooling", "elementwise
 
 class McuCost(Strict):
     """cycles = Σ over ops of (mac·MACs + element·elements + op), per op kind: fitted to published measurements
-    by scripts/fit_mcu_cost.py, which also writes the error band every estimate reports."""
+    by tools/fit_mcu_cost.py, which also writes the error band every estimate reports."""
 
     kernels: str = Field(description="the kernels the coefficients assume, e.g. CMSIS-NN")
     family: str = Field(description="the core family the coefficients were fitted for")
@@ -88,7 +88,7 @@ class EdgeTpu(Strict):
     cpu_gmacs: float = Field(2.0, gt=0, description="host CPU int8 GMAC/s for ops left on the CPU")
     utilization_by_kind: dict[Literal["conv", "depthwise", "fully_connected"], float] = Field(
         default_factory=dict,
-        description="share of peak reached per op kind (fitted by scripts/fit_edgetpu.py); a kind not listed "
+        description="share of peak reached per op kind (fitted by tools/fit_edgetpu.py); a kind not listed "
         "takes `utilization`",
     )
     op_overhead_ms: float = Field(0.0, ge=0, description="fixed time per op on the TPU (fitted)")

@@ -5,7 +5,7 @@ The converter's quantizer has one activation width per model; Google's ai-edge-q
 and inserts the QUANTIZE ops that move a tensor between int8 and int16. The activation ranges are the
 toolchain's own (every calibration method applies): they are handed to it as its calibration result.
 Which runtimes have int16 kernels for which ops is data (``int16_ops.yaml``, measured by
-``scripts/probe_int16_ops.py``), and so is which run 4-bit weights (``int4_ops.yaml``, ``scripts/probe_int4_ops.py``).
+``tools/probe_int16_ops.py``), and so is which run 4-bit weights (``int4_ops.yaml``, ``tools/probe_int4_ops.py``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def int4_plan(runtime: str, ops: dict[str, str]) -> tuple[dict[str, str], dict[s
     table = int4_data()["runtimes"][runtime]
     ok = {n: table["ok"][op] for n, op in ops.items() if op in table["ok"]}
     kept = {
-        n: f"{op}: " + table["refused"].get(op, "not among the ops scripts/probe_int4_ops.py measured")
+        n: f"{op}: " + table["refused"].get(op, "not among the ops tools/probe_int4_ops.py measured")
         for n, op in ops.items()
         if op not in table["ok"]
     }
@@ -57,7 +57,7 @@ def refused_int16(runtime: str, ops: set[str]) -> dict[str, str]:
     table = data["runtimes"][runtime]
     return {
         op: data["quantizer_refused"].get(op)
-        or table["refused"].get(op, "not among the ops scripts/probe_int16_ops.py measured")
+        or table["refused"].get(op, "not among the ops tools/probe_int16_ops.py measured")
         for op in sorted(ops)
         if op not in table["ok"]
     }

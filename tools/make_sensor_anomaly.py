@@ -1,6 +1,6 @@
 """Write the data and the untrained model of recipes/sensor-anomaly.yaml (seeded: the same data and weights each run).
 
-    python scripts/make_sensor_anomaly.py [--out recipes/data]
+    python -m tools.make_sensor_anomaly [--out recipes/data]
 
 Data: 2,000 windows of a 3-axis vibration sensor, 32 samples per axis, flattened to 96 features (the layout a
 microcontroller's ring buffer gives). A healthy machine vibrates at its running frequency with its harmonics and

@@ -12,7 +12,7 @@ TensorType INT4, two weights per byte). Then:
 
 Writes toolchain/quantize/int4_ops.yaml, which the target profiles name (``numerics.int4_ops``).
 
-    python scripts/probe_int4_ops.py            # ~1 minute on 2 cores
+    python -m tools.probe_int4_ops            # ~1 minute on 2 cores
 """
 
 from __future__ import annotations
@@ -25,13 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.probe_int16_ops import VELA_CONFIGS, build, first_line, litert_run, snr_db, write_table
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 OUT = ROOT / "toolchain" / "quantize" / "int4_ops.yaml"
-
-from probe_int16_ops import VELA_CONFIGS, _first, _litert, build, snr_db, write_table  # noqa: E402
 
 
 def probes():
@@ -77,7 +75,7 @@ def main() -> int:
                     try:
                         blob = quantize_mixed(graph, rng, [], [], "float32", True, dict.fromkeys(nodes, gran))
                     except Exception as exc:  # noqa: BLE001 - the quantizer's refusal is the finding
-                        blob, why = None, _first(exc)
+                        blob, why = None, first_line(exc)
                         if "without 4-bit" in why:
                             why = f"gives {op} no 4-bit weights with int8 activations"
                 if blob is None:
@@ -88,13 +86,13 @@ def main() -> int:
                 path.write_bytes(blob)
                 y_lite = None
                 try:
-                    y_lite = _litert(blob, xs[:8]).reshape(ref.shape)
+                    y_lite = litert_run(blob, xs[:8]).reshape(ref.shape)
                     db = snr_db(ref, y_lite)
                     snr["litert"][key] = round(float(db), 1)
                     ok = db >= 10
                     why = None if ok else f"runs, but output SNR {db:.1f} dB against float"
                 except Exception as exc:  # noqa: BLE001 - the runtime's refusal is the finding
-                    ok, why = False, _first(exc)
+                    ok, why = False, first_line(exc)
                 (works if ok else reasons)["litert"].setdefault(op, []).append(gran if ok else f"{gran}: {why}")
                 try:
                     y = tflm.run(path, 1 << 18, xs[:8])[0][0].reshape(ref.shape)
@@ -103,7 +101,7 @@ def main() -> int:
                     ok = db >= 30 if y_lite is not None else db >= 10
                     why = None if ok else f"runs, but output SNR {db:.1f} dB against LiteRT on the same artifact"
                 except Exception as exc:  # noqa: BLE001
-                    ok, why = False, _first(exc)
+                    ok, why = False, first_line(exc)
                 (works if ok else reasons)["tflm"].setdefault(op, []).append(gran if ok else f"{gran}: {why}")
                 for vkey, (acc, system, memory) in VELA_CONFIGS.items():
                     try:
@@ -115,7 +113,7 @@ def main() -> int:
                         off = [f for f in npu["cpu_fallbacks"] if f["op"] == op]
                         ok, why = not off, (f"on the CPU: {off[0]['reason']}" if off else None)
                     except Exception as exc:  # noqa: BLE001
-                        ok, why = False, _first(exc).replace("; its output is in vela.log", "")
+                        ok, why = False, first_line(exc).replace("; its output is in vela.log", "")
                     (works if ok else reasons)[vkey].setdefault(op, []).append(gran if ok else f"{gran}: {why}")
                 print(
                     f"{key}: " + ", ".join(f"{r} {'ok' if gran in works[r].get(op, []) else 'no'}" for r in runtimes),
@@ -141,7 +139,7 @@ def main() -> int:
 def _write(results: dict, quantizer: dict, snr: dict) -> None:
     write_table(
         OUT,
-        "scripts/probe_int4_ops.py",
+        "tools/probe_int4_ops.py",
         "4-bit weights",
         "one op with 4-bit weights (INT4, packed) and int8 activations between int8 layers; litert: runs within 10 "
         "dB SNR of float; tflm: runs and agrees with LiteRT to 30 dB; vela: placed on the NPU. ok names the weight "

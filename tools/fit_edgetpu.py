@@ -1,6 +1,6 @@
 """Fit the Edge TPU latency estimate to Coral's published benchmark table, and report its error.
 
-The architectures of the table that Keras applications can build (scripts/edgetpu_models.py: random weights,
+The architectures of the table that Keras applications can build (tools/edgetpu_models.py: random weights,
 int8, uint8 I/O; the shapes decide the time) are placed by the toolchain's Coral rules; the estimate is
 
     ms = invoke + I/O bytes / USB + MACs on the TPU / (2 TMAC/s · u) + TPU ops · t_op
@@ -13,8 +13,8 @@ would need parameters to stream faster than USB 3.0 signals (625 MB/s) cannot co
 and is left out of the fit, with the reason. Reported: the fit's error per model and the leave-one-model-out
 error. --write puts the values and the error band into targets/edgetpu.yaml.
 
-    python scripts/edgetpu_models.py --work build/edgetpu-bench
-    python scripts/fit_edgetpu.py --work build/edgetpu-bench [--write]
+    python -m tools.edgetpu_models --work build/edgetpu-bench
+    python -m tools.fit_edgetpu --work build/edgetpu-bench [--write]
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-PUBLISHED = ROOT / "scripts" / "data" / "coral_published.csv"
+PUBLISHED = ROOT / "tools" / "data" / "coral_published.csv"
 USB3_MB_PER_S = 625  # 5 Gbit/s signalling: no parameter stream is faster
 
 
@@ -95,7 +94,7 @@ def main() -> int:
     data = rows(args.work)
     used = [r for r in data if not r["excluded"]]
     if len(used) < 3:
-        print(f"{len(used)} published models built: run scripts/edgetpu_models.py first", file=sys.stderr)
+        print(f"{len(used)} published models built: run tools/edgetpu_models.py first", file=sys.stderr)
         return 2
     theta = fit(used, spec.cpu_gmacs)
     for r in data:
@@ -174,7 +173,7 @@ def write_profile(path: Path, r: dict) -> None:
     text = re.sub(r"\n  (" + "|".join(keys) + r"):.*", "", path.read_text())
     u = r["utilization"]
     block = (
-        f"\n  # fitted by scripts/fit_edgetpu.py ({r['date']}) to {r['measurements']} latencies of Coral's table"
+        f"\n  # fitted by tools/fit_edgetpu.py ({r['date']}) to {r['measurements']} latencies of Coral's table"
         f"\n  utilization: {u:.4g}"
         f"\n  utilization_by_kind: {{conv: {u:.4g}, depthwise: {u:.4g}, fully_connected: {u:.4g}}}"
         f"\n  op_overhead_ms: {r['op_overhead_ms']:.4g}"
@@ -186,7 +185,7 @@ def write_profile(path: Path, r: dict) -> None:
         f"\n  max_error_pct: {r['loo_max_abs_pct']:.1f}"
         f"\n  measurements: {r['measurements']}"
     )
-    text = re.sub(r"\n  # fitted by scripts/fit_edgetpu.py.*", "", text)
+    text = re.sub(r"\n  # fitted by (?:scripts|tools)/fit_edgetpu.py.*", "", text)
     text = re.sub(r"(\nedgetpu:\n(?:  .*\n?)*)", lambda m: m.group(1).rstrip("\n") + block + "\n", text, count=1)
     path.write_text(text)
 

@@ -1,9 +1,9 @@
 """Build the Keras-applications architectures of Coral's Edge TPU benchmark table as int8 .tflite files.
 
 Random weights (no download: the shapes decide the time), calibrated on 4 random samples, uint8 input/output
-as the Edge TPU compiler expects. Files are cached in the work folder; scripts/fit_edgetpu.py reads them.
+as the Edge TPU compiler expects. Files are cached in the work folder; tools/fit_edgetpu.py reads them.
 
-    python scripts/edgetpu_models.py [--work build/edgetpu-bench]
+    python -m tools.edgetpu_models [--work build/edgetpu-bench]
 """
 
 from __future__ import annotations

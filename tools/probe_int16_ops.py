@@ -9,7 +9,7 @@ toolchain's mixed-precision path: ai-edge-quantizer, QUANTIZE int8<->int16 aroun
 
 Writes toolchain/quantize/int16_ops.yaml, which the target profiles name (``numerics.int16_ops``).
 
-    python scripts/probe_int16_ops.py            # ~2 minutes on 2 cores
+    python -m tools.probe_int16_ops            # ~2 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 OUT = ROOT / "toolchain" / "quantize" / "int16_ops.yaml"
 VELA_CONFIGS = {
     "vela-ethos-u55": ("ethos-u55-128", "Ethos_U55_High_End_Embedded", "Shared_Sram"),
@@ -121,7 +120,7 @@ def main() -> int:
                 try:
                     blob = quantize_mixed(graph, rng, nodes, [], "float32", True)
                 except Exception as exc:  # noqa: BLE001 - the quantizer's refusal is the finding
-                    blob, why = None, _first(exc)
+                    blob, why = None, first_line(exc)
                     if "without 16-bit" in why:
                         why = f"ai-edge-quantizer {version('ai-edge-quantizer')} gives it no 16-bit activations"
             if blob is None:
@@ -133,7 +132,7 @@ def main() -> int:
             ref = np.asarray(model(xs[:8]))
             for runtime in ("litert", "tflm"):
                 try:
-                    y = _litert(blob, xs[:8]) if runtime == "litert" else tflm.run(path, 1 << 18, xs[:8])[0][0]
+                    y = litert_run(blob, xs[:8]) if runtime == "litert" else tflm.run(path, 1 << 18, xs[:8])[0][0]
                     db = snr_db(ref, y.reshape(ref.shape))
                     snr[runtime][op] = round(float(db), 1)
                     if db >= 20:
@@ -141,7 +140,7 @@ def main() -> int:
                     else:
                         results[runtime]["refused"][op] = f"runs, but output SNR {db:.1f} dB against float"
                 except Exception as exc:  # noqa: BLE001 - the runtime's refusal is the finding
-                    results[runtime]["refused"][op] = _first(exc)
+                    results[runtime]["refused"][op] = first_line(exc)
             for key, (acc, system, memory) in VELA_CONFIGS.items():
                 try:
                     npu = vela_compile(
@@ -155,7 +154,7 @@ def main() -> int:
                     else:
                         results[key]["ok"].append(op)
                 except Exception as exc:  # noqa: BLE001
-                    results[key]["refused"][op] = _first(exc)
+                    results[key]["refused"][op] = first_line(exc)
             print(
                 f"{op}: " + ", ".join(f"{k} {'ok' if op in r['ok'] else 'no'}" for k, r in results.items()),
                 file=sys.stderr,
@@ -165,8 +164,8 @@ def main() -> int:
     return 0
 
 
-def _litert(blob: bytes, xs: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
+def litert_run(blob: bytes, xs: np.ndarray) -> np.ndarray:
+    from ai_edgelitert_run.interpreter import Interpreter
 
     it = Interpreter(model_content=blob)
     it.allocate_tensors()
@@ -179,7 +178,7 @@ def _litert(blob: bytes, xs: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _first(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
     return lines[0][:200] if lines else type(exc).__name__
 
@@ -187,7 +186,7 @@ def _first(exc: Exception) -> str:
 def _write(results: dict, quantizer: dict, snr: dict) -> None:
     write_table(
         OUT,
-        "scripts/probe_int16_ops.py",
+        "tools/probe_int16_ops.py",
         "16-bit activations",
         "one op with 16-bit activations between int8 layers; runs and stays >= 20 dB SNR against float (litert, "
         "tflm); placed on the NPU (vela)",

@@ -3,7 +3,7 @@
 cycles(model) = Σ over ops of (a_kind·MACs + b·elements moved + c), with a per MAC kind (conv, depthwise,
 fully connected), b and c shared by every kind (four models cannot separate more). Measurements: the MLPerf Tiny
 reference models in ../shared/anchors/mlperf-tiny/ with published latencies (its published.csv, plus
-scripts/data/mcu_published.csv if present), each latency turned into cycles at the system's clock.
+tools/data/mcu_published.csv if present), each latency turned into cycles at the system's clock.
 
 A fit minimises the relative error, with a ridge pulling the three per-MAC rates toward each other and the
 element and op terms toward zero (strength fixed beforehand, --ridge; the held-out error of every other strength
@@ -12,7 +12,7 @@ measurement and the leave-one-model-out error (all measurements of one model hel
 held-out predicted).
 With --write, the coefficients and error band go into the profiles of the family (targets/<name>.yaml, mcu.cost).
 
-    python scripts/fit_mcu_cost.py [--family m4-m33] [--write]
+    python -m tools.fit_mcu_cost [--family m4-m33] [--write]
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 ANCHORS = ROOT.parent / "shared" / "anchors" / "mlperf-tiny"
-EXTRA = ROOT / "scripts" / "data" / "mcu_published.csv"
+EXTRA = ROOT / "tools" / "data" / "mcu_published.csv"
 MAC_KINDS = ("conv", "depthwise", "fully_connected")
 LAMBDAS = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 #: core -> family whose coefficients it shares (CMSIS-NN DSP-extension kernels on M4 and M33)
@@ -216,7 +215,7 @@ def write_profile(path: Path, r: dict) -> None:
     c = {k: (v if v >= 1e-3 else 0.0) for k, v in r["coefficients"].items()}  # below 1e-3 cycles: zero
     systems = sorted({x["system"] for x in r["rows"]})
     block = [
-        "  cost:   # written by scripts/fit_mcu_cost.py: cycles = Σ ops (mac·MACs + element·elements moved + op)",
+        "  cost:   # written by tools/fit_mcu_cost.py: cycles = Σ ops (mac·MACs + element·elements moved + op)",
         "    kernels: CMSIS-NN (TFLite Micro)",
         f"    family: {r['family']}",
         f"    fitted: '{r['date']}'",
