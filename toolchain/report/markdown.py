@@ -117,8 +117,79 @@ def quantization_markdown(q: Quantization, size_bytes: int) -> list[str]:
     return lines
 
 
+_EXTRA_METRICS = {
+    "top5": "top-5",
+    "top1_agreement": "top-1 agreement with the reference",
+    "r2": "R²",
+    "reference_r2": "R² of the reference",
+    "rmse_labels": "RMSE against the labels",
+    "mean_error": "mean reconstruction error",
+    "cosine": "cosine similarity to the reference",
+    "snr_db": "SNR against the reference (dB, lowest output)",
+}
+
+
+def _metric_rows(m) -> list[str]:
+    """The metrics table's rows for the task's numbers: headline, its reference, the other metrics, samples."""
+    if not m:
+        return [_row("metrics", "none: the runtime could not run the artifact")]
+    name, value, ref, higher = m.headline
+    rows = [_row("task", m.task)]
+    if value is not None:
+        drop = m.drop
+        delta = "" if drop is None else f" ({'worse' if drop > 0 else 'better'} than the reference by {abs(drop):.4g})"
+        rows.append(_row(f"{name} ({'higher' if higher else 'lower'} is better)", f"{value:.4f}{delta}"))
+    if ref is not None:
+        rows.append(_row(f"{name} of the float reference", f"{ref:.4f}"))
+    rows += [_row(label, f"{getattr(m, k):.6g}") for k, label in _EXTRA_METRICS.items() if getattr(m, k) is not None]
+    if m.rmse is not None:
+        rows.append(_row("RMSE / max abs error vs the reference", f"{m.rmse:.6f} / {m.max_abs:.6f}"))
+    if m.per_class:
+        rows.append(_row("per-class accuracy", ", ".join("-" if a is None else f"{a:.2f}" for a in m.per_class)))
+    rows.append(_row("eval samples", m.samples))
+    return rows
+
+
+def _device_rows(r: TargetResult) -> list[str]:
+    """The metrics table's rows for the device: latency, RAM and flash against the budget, accelerator share."""
+    rows, lat, mem = [], r.latency, r.memory
+    if lat and lat.ms is not None:
+        spread = (
+            f" (median; p90 {lat.p90:.3f} ms, {lat.threads} threads, measured {lat.measured_at})"
+            if lat.kind == "measured"
+            else ""
+        )
+        rows.append(_row(f"latency ({lat.kind})", f"{lat.ms:.3f} ms{spread} — {lat.source}"))
+    if mem:
+        for name, v, b in (
+            ("RAM", mem.ram_bytes, r.budget.get("ram_bytes")),
+            ("flash", mem.flash_bytes, r.budget.get("flash_bytes")),
+        ):
+            if v is not None:
+                rows.append(_row(name, f"{v:,} bytes" + (f" of {b:,}" if b else "")))
+    if r.accelerator:
+        a = r.accelerator
+        rows.append(_row("ops on the accelerator", f"{a.ops_on}/{a.ops_total} ({a.share:.0%}, {a.name})"))
+    return rows
+
+
+def _plan_search_lines(rungs: list[dict]) -> list[str]:
+    """The ``quantize.mode: auto`` rungs tried, one table row each."""
+    lines = ["## Plan search (quantize.mode: auto)", "", "| plan | result | metric | drop | size | latency ms |"]
+    lines.append("|---|---|---|---|---|---|")
+    for p in rungs:
+        lat = "-" if p["latency_ms"] is None else f"{p['latency_ms']:.3g} ({p['latency_kind']})"
+        metric = "-" if p["metric"] is None else f"{p['metric']:.4f}"
+        drop = "-" if p["drop"] is None else f"{p['drop']:.4g}"
+        verdict = "meets the gates" if p["passed"] else "fails: " + "; ".join(p["failures"])[:160]
+        lines.append(f"| {p['plan']} | {verdict} | {metric} | {drop} | {p['size_bytes']:,} B | {lat} |")
+    lines.append("")
+    return lines
+
+
 def target_markdown(recipe: str, r: TargetResult) -> str:
-    m, lat, mem = r.metrics, r.latency, r.memory
+    """A target's ``report.md``: headline, metrics table, each check's section, plan search, quantization,
+    operators and gates."""
     lines = [
         f"# {recipe} on {r.target}",
         "",
@@ -130,65 +201,13 @@ def target_markdown(recipe: str, r: TargetResult) -> str:
         "|---|---|",
         _row("size", f"{r.size_bytes:,} bytes ({r.size_bytes / 1024:.1f} KB)"),
     ]
-    if m:
-        name, value, ref, higher = m.headline
-        lines.append(_row("task", m.task))
-        if value is not None:
-            drop = m.drop
-            delta = (
-                "" if drop is None else f" ({'worse' if drop > 0 else 'better'} than the reference by {abs(drop):.4g})"
-            )
-            lines.append(_row(f"{name} ({'higher' if higher else 'lower'} is better)", f"{value:.4f}{delta}"))
-        if ref is not None:
-            lines.append(_row(f"{name} of the float reference", f"{ref:.4f}"))
-        extra = {
-            "top5": "top-5",
-            "top1_agreement": "top-1 agreement with the reference",
-            "r2": "R²",
-            "reference_r2": "R² of the reference",
-            "rmse_labels": "RMSE against the labels",
-            "mean_error": "mean reconstruction error",
-            "cosine": "cosine similarity to the reference",
-            "snr_db": "SNR against the reference (dB, lowest output)",
-        }
-        lines += [_row(label, f"{getattr(m, k):.6g}") for k, label in extra.items() if getattr(m, k) is not None]
-        if m.rmse is not None:
-            lines.append(_row("RMSE / max abs error vs the reference", f"{m.rmse:.6f} / {m.max_abs:.6f}"))
-        if m.per_class:
-            lines.append(_row("per-class accuracy", ", ".join("-" if a is None else f"{a:.2f}" for a in m.per_class)))
-        lines.append(_row("eval samples", m.samples))
-    else:
-        lines.append(_row("metrics", "none: the runtime could not run the artifact"))
-    if lat and lat.ms is not None:
-        spread = (
-            f" (median; p90 {lat.p90:.3f} ms, {lat.threads} threads, measured {lat.measured_at})"
-            if lat.kind == "measured"
-            else ""
-        )
-        lines.append(_row(f"latency ({lat.kind})", f"{lat.ms:.3f} ms{spread} — {lat.source}"))
-    if mem:
-        for name, v, b in (
-            ("RAM", mem.ram_bytes, r.budget.get("ram_bytes")),
-            ("flash", mem.flash_bytes, r.budget.get("flash_bytes")),
-        ):
-            if v is not None:
-                lines.append(_row(name, f"{v:,} bytes" + (f" of {b:,}" if b else "")))
-    if r.accelerator:
-        a = r.accelerator
-        lines.append(_row("ops on the accelerator", f"{a.ops_on}/{a.ops_total} ({a.share:.0%}, {a.name})"))
+    lines += _metric_rows(r.metrics)
+    lines += _device_rows(r)
     lines.append("")
     for s in r.sections.values():
         lines += section_markdown(s)
     if r.plan_search:
-        lines += ["## Plan search (quantize.mode: auto)", "", "| plan | result | metric | drop | size | latency ms |"]
-        lines.append("|---|---|---|---|---|---|")
-        for p in r.plan_search:
-            lat = "-" if p["latency_ms"] is None else f"{p['latency_ms']:.3g} ({p['latency_kind']})"
-            metric = "-" if p["metric"] is None else f"{p['metric']:.4f}"
-            drop = "-" if p["drop"] is None else f"{p['drop']:.4g}"
-            verdict = "meets the gates" if p["passed"] else "fails: " + "; ".join(p["failures"])[:160]
-            lines.append(f"| {p['plan']} | {verdict} | {metric} | {drop} | {p['size_bytes']:,} B | {lat} |")
-        lines.append("")
+        lines += _plan_search_lines(r.plan_search)
     if r.quantization:
         lines += quantization_markdown(r.quantization, r.size_bytes)
     lines += ["## Operators", "", "| op | count |", "|---|---|"]
