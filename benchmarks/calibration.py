@@ -1,6 +1,6 @@
 """Calibration methods, symmetric activations, equalization and bias correction, measured with real builds.
 
-    python scripts/benchmark_calibration.py [--out /tmp/bench-calibration] [--part hot|bright|collapse|all]
+    python -m benchmarks.calibration [--out /tmp/bench-calibration] [--part hot|bright|collapse|auto|all]
 
 **hot**, **bright**: the MobileNetV2 digits recipe (recipes/mobilenet.yaml: trained here, 12 epochs) calibrated
 on 200 digits of which 2 % carry an outlier (``--intensity``, default 100x; at 20x, bright images cost min/max
@@ -15,22 +15,66 @@ layer: the float function is unchanged, checked to 1e-4); builds per-channel and
 equalization and bias correction.
 
 Every number is read from the builds' ``build.json`` (top-1 of the eval split on each target's runtime, the
-float reference's top-1). Writes ``docs/benchmark-calibration.md`` and ``.json`` (``--docs`` folder).
+float reference's top-1). Writes the parts it ran into benchmarks/results/calibration.json (the other parts are
+kept); ``python -m benchmarks.render`` makes docs/benchmark-calibration.md from it.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import common
+
+NAME = "calibration"
+DETAIL = "benchmark-calibration.md"
+PARTS = ("collapse", "hot", "bright", "auto")
+#: the summary of docs/benchmarks.md: per scenario, the reference variant and the variants the best is chosen from
+SUMMARY = {
+    "hot": {
+        "label": "hot pixels (2 % of 200 calibration images with one pixel at {x}; {n} eval)",
+        "baseline": "minmax",
+        "best_of": ["mean_minmax", "percentile 99.99", "percentile 99.9", "kl", "mse"],
+    },
+    "bright": {
+        "label": "bright images (2 % of them {x} as bright)",
+        "baseline": "minmax",
+        "best_of": ["mean_minmax", "percentile 99.99", "percentile 99.9", "kl", "mse"],
+    },
+    "collapse": {
+        "label": "per-tensor collapse (ReLU CNN, channels rescaled over 100x; {n} eval)",
+        "baseline": "per-tensor",
+        "best_of": [
+            "per-tensor, bias correction",
+            "per-tensor, equalize",
+            "per-tensor, equalize + bias correction",
+            "per-channel",
+        ],
+    },
+}
+#: per part: variant -> the recipe's quantize settings (the hot and bright parts share OUTLIER_VARIANTS)
+OUTLIER_VARIANTS = {
+    "minmax": "calibration: minmax",
+    "mean_minmax": "calibration: mean_minmax",
+    "percentile 99.99": "calibration: percentile, percentile: 99.99",
+    "percentile 99.9": "calibration: percentile, percentile: 99.9",
+    "kl": "calibration: kl",
+    "mse": "calibration: mse",
+    "minmax, symmetric": "calibration: minmax, activations: symmetric",
+}
+COLLAPSE_VARIANTS = {
+    "per-channel": "per_channel: true",
+    "per-channel, equalize": "per_channel: true, equalize: true",
+    "per-tensor": "per_channel: false",
+    "per-tensor, bias correction": "per_channel: false, bias_correction: true",
+    "per-tensor, equalize": "per_channel: false, equalize: true",
+    "per-tensor, equalize + bias correction": "per_channel: false, equalize: true, bias_correction: true",
+    "per-tensor, equalize, symmetric": "per_channel: false, equalize: true, activations: symmetric",
+}
 
 OUTLIER_RECIPE = """\
 schema_version: 1
@@ -63,19 +107,8 @@ acceptance: {{max_accuracy_drop: 100}}
 
 
 def build(recipe: Path, out: Path) -> dict:
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "toolchain", "build", str(recipe), "--out", str(out)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    if proc.returncode not in (0, 10):  # 10: a gate failed; the record is written
-        sys.exit(f"{recipe.name}: build failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
-    record = json.loads((out / recipe.stem / "build.json").read_text())
-    print(f"  {recipe.stem}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return record
+    """A gate failing is a result here (the record is written): the auto part's budget is part of the test."""
+    return common.toolchain_build(recipe, out).record
 
 
 def rows_of(record: dict, variant: str) -> list[dict]:
@@ -118,17 +151,8 @@ def outliers(out: Path, intensity: float, kind: str) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     calibration = out / f"calibration-{kind}.npz"
     np.savez(calibration, x=x)
-    variants = {
-        "minmax": "calibration: minmax",
-        "mean_minmax": "calibration: mean_minmax",
-        "percentile 99.99": "calibration: percentile, percentile: 99.99",
-        "percentile 99.9": "calibration: percentile, percentile: 99.9",
-        "kl": "calibration: kl",
-        "mse": "calibration: mse",
-        "minmax, symmetric": "calibration: minmax, activations: symmetric",
-    }
     rows = []
-    for variant, quantize in variants.items():
+    for variant, quantize in OUTLIER_VARIANTS.items():
         name = f"{kind}-" + variant.replace(" ", "").replace(",", "-").replace(".", "")
         recipe = out / f"{name}.yaml"
         recipe.write_text(OUTLIER_RECIPE.format(name=name, calibration=calibration, quantize=quantize))
@@ -208,7 +232,7 @@ def collapse_model(out: Path) -> Path:
     diff = float(np.abs(after - before).max())
     print(f"  rescaled: float outputs change by at most {diff:.2e} (logits up to {np.abs(before).max():.1f})")
     if diff > 1e-4 * max(1.0, float(np.abs(before).max())):
-        sys.exit("the rescaling changed the function")
+        raise common.BenchmarkError("the rescaling changed the function")
     model.save(path)
     probe.unlink()
     return path
@@ -216,17 +240,8 @@ def collapse_model(out: Path) -> Path:
 
 def collapse(out: Path) -> list[dict]:
     model = collapse_model(out)
-    variants = {
-        "per-channel": "per_channel: true",
-        "per-channel, equalize": "per_channel: true, equalize: true",
-        "per-tensor": "per_channel: false",
-        "per-tensor, bias correction": "per_channel: false, bias_correction: true",
-        "per-tensor, equalize": "per_channel: false, equalize: true",
-        "per-tensor, equalize + bias correction": "per_channel: false, equalize: true, bias_correction: true",
-        "per-tensor, equalize, symmetric": "per_channel: false, equalize: true, activations: symmetric",
-    }
     rows = []
-    for variant, quantize in variants.items():
+    for variant, quantize in COLLAPSE_VARIANTS.items():
         name = "collapse-" + variant.replace(" ", "").replace(",", "-").replace("+", "")
         recipe = out / f"{name}.yaml"
         recipe.write_text(COLLAPSE_RECIPE.format(name=name, model=model, quantize=quantize))
@@ -252,17 +267,17 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("/tmp/bench-calibration"))
-    p.add_argument("--part", choices=[*PARTS, "all"], default="all")
-    p.add_argument("--docs", type=Path, default=REPO / "docs")
-    p.add_argument(
+def main(argv: list[str] | None = None) -> int:
+    ap = common.parser(f"benchmarks.{NAME}", __doc__)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/bench-calibration"))
+    ap.add_argument("--part", choices=[*PARTS, "all"], default="all")
+    ap.add_argument(
         "--intensity", type=float, default=100.0, help="outliers: how much brighter the 2 %% extreme samples are"
     )
-    args = p.parse_args()
+    args = ap.parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    args.docs.mkdir(parents=True, exist_ok=True)
+    path = common.result_path(NAME, args.results)
+    parts = common.load_result(NAME, args.results)["data"]["parts"] if path.exists() else {}
     for part in PARTS:
         if args.part not in (part, "all"):
             continue
@@ -272,32 +287,26 @@ def main() -> None:
             rows = auto(args.out.resolve(), args.intensity)
         else:
             rows = outliers(args.out.resolve(), args.intensity, part)
-        result = {"started": started, "intensity": args.intensity, "cores": os.cpu_count(), "rows": rows}
-        (args.docs / f"benchmark-calibration-{part}.json").write_text(json.dumps(result, indent=1) + "\n")
-    text = markdown(args.docs)
-    print(text)
-    (args.docs / "benchmark-calibration.md").write_text(text)
+        parts[part] = {"started": started, "intensity": args.intensity, "cores": os.cpu_count(), "rows": rows}
+    data = {"parts": {p: parts[p] for p in PARTS if p in parts}}
+    common.write_result(NAME, data, args.results, argv)
+    print(detail({"data": data}))
+    return 0
 
 
-PARTS = ("collapse", "hot", "bright", "auto")
-
-
-def markdown(docs: Path) -> str:
-    """The page, from every part's JSON in ``docs`` (each part can be measured again on its own)."""
+def detail(result: dict) -> str:
+    """docs/benchmark-calibration.md: every part's table."""
     md = [
         "# Calibration benchmark",
         "",
-        "Generated by `python scripts/benchmark_calibration.py [--part collapse|hot|bright]` from its JSON files "
-        "next to this page. Top-1 on each recipe's eval split, on each target's runtime (phone-cpu: LiteRT; "
-        "cortex-m7: tflite-micro); drop = float top-1 minus int8 top-1, in points.",
+        "Generated by `python -m benchmarks.render` from benchmarks/results/calibration.json "
+        "(`python -m benchmarks.calibration [--part collapse|hot|bright|auto]` measures a part again). Top-1 on each "
+        "recipe's eval split, on each target's runtime (phone-cpu: LiteRT; cortex-m7: tflite-micro); drop = float "
+        "top-1 minus int8 top-1, in points.",
     ]
     model = "MobileNetV2 0.35 96x96 on digits, calibration set of 200 images"
-    for part in PARTS:
-        path = docs / f"benchmark-calibration-{part}.json"
-        if not path.exists():
-            continue
-        data = json.loads(path.read_text())
-        rows = data.get("rows") or data.get(part)
+    for part, data in result["data"]["parts"].items():
+        rows = data["rows"]
         x = f"{data.get('intensity', 100.0):g}x"
         title = {
             "hot": f"Outliers, hot pixels: {model}, 2 % of them with one pixel at {x}",
@@ -305,11 +314,70 @@ def markdown(docs: Path) -> str:
             "collapse": "Per-tensor collapse: ReLU CNN with channels rescaled over 100x",
             "auto": f"quantize.mode auto, 1.0-point budget, on the hot-pixel calibration set ({x}): every rung tried",
         }[part]
-        when = f"measured {data['started']}, {data['cores']} cores" if "started" in data else ""
-        head = f"`--part {part}`{', ' + when if when else ''}, {rows[0].get('eval_samples', '?')} eval samples"
+        when = f"measured {data['started']}, {data['cores']} cores"
+        head = f"`--part {part}`, {when}, {rows[0].get('eval_samples', '?')} eval samples"
         md += ["", f"## {title}", "", head, "", table(rows)]
     return "\n".join(md) + "\n"
 
 
+def _drops(rows: list[dict], variant: str) -> list[float]:
+    return [r["drop_points"] for r in rows if r["variant"] == variant]
+
+
+def _pair(drops: list[float], fmt: str = ".1f") -> str:
+    return " / ".join(format(d, fmt).replace("-", "−") for d in drops)
+
+
+def values(result: dict) -> dict[str, str]:
+    parts = result["data"]["parts"]
+    rows = []
+    for part, case in SUMMARY.items():
+        data = parts[part]
+        r = data["rows"]
+        label = case["label"].format(x=f"{data['intensity']:g}x", n=r[0]["eval_samples"])
+        best = min(case["best_of"], key=lambda v: max(abs(d) for d in _drops(r, v)))
+        worst = max(abs(d) for d in _drops(r, best))
+        shown = (
+            f"**{_pair(_drops(r, best), '+.2f' if part == 'collapse' else '.2f')}**"
+            if worst <= 1.0
+            else (f"{_pair(_drops(r, best))} (none within 1 point)")
+        )
+        others = "; ".join(f"{v} {_pair(_drops(r, v), '.2f')}" for v in case["best_of"] if v != best)
+        rows.append([label, _pair(_drops(r, case["baseline"])), f"{best}: {shown}", others])
+    auto_rows = parts["auto"]["rows"]
+    targets = list(dict.fromkeys(x["target"] for x in auto_rows))
+    plans = list(dict.fromkeys(x["variant"].split(": ", 1)[1] for x in auto_rows))
+    rungs = [
+        f"{plan} ({_pair([x['drop_points'] for x in auto_rows if x['variant'].endswith(': ' + plan)], '.2f')})"
+        for plan in plans
+    ]
+    return {
+        "summary": common.table(["scenario", "minmax", "best method", "others"], rows),
+        "auto_targets": ", ".join(targets),
+        "auto_rungs": ", ".join(rungs[:-1]) + " and stopped at " + rungs[-1],
+        "intensity": f"{parts['hot']['intensity']:g}x",
+    }
+
+
+def metrics(result: dict) -> dict[str, float]:
+    """Drop in points (``part.variant.target``) of each summary scenario's reference and best variants, and of the
+    rung ``quantize.mode: auto`` stopped at per target."""
+    parts = result["data"]["parts"]
+    out = {}
+    for part, case in SUMMARY.items():
+        rows = parts[part]["rows"]
+        best = min(case["best_of"], key=lambda v: max(abs(d) for d in _drops(rows, v)))
+        out |= {
+            f"{part}.{r['variant']}.{r['target']}": r["drop_points"]
+            for r in rows
+            if r["variant"] in (case["baseline"], best)
+        }
+    last = {}
+    for r in parts["auto"]["rows"]:
+        last[r["target"]] = r
+    out |= {f"auto.kept.{t}": r["drop_points"] for t, r in last.items()}
+    return out
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,15 +6,14 @@ toolchain) produces and checks the same artifacts: the digits resized to 96x96x3
 (phone: float I/O; MCU/NPU: int8 I/O, batch 1; Edge TPU: uint8 I/O, batch 1), LiteRT top-1 of each on the 359
 eval samples, tflite-micro's minimum arena by bisection (a process per probe) and its top-1, and Vela for the
 Ethos-U55-128. The toolchain's builds run as ``python -m toolchain build`` into a fresh folder (cold: no cache)
-and again into the same folder (warm: every stage cached). All three run in this one process' lifetime, one
-after another, so they see the same machine; the ratios are the result.
+and again into the same folder (warm: every stage cached); the hand-written script runs in its own process
+(``--handwritten-only``). All three run one after another, so they see the same machine; the ratios are the result.
 
-    python scripts/benchmark_build.py [--work /tmp/bench-build] [--runs 1]
+    python -m benchmarks.build_vs_handwritten [--work /tmp/bench-build] [--runs 1]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -27,19 +26,22 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "mobilenet.yaml"
+from benchmarks import common
+
+NAME = "build_vs_handwritten"
+#: what one run measures, in order: (key, how)
+CASES = (("cold", "toolchain build into a fresh folder"), ("warm", "the same again"), ("hand", "the script below"))
+RECIPE = common.REPO / "recipes" / "mobilenet.yaml"
+#: toolchain stage -> the hand-written script's step doing the same work
+STEPS = {"data": "data", "model": "train", "convert": "convert", "validate": "validate"}
 
 
 def toolchain_build(out: Path, cold: bool) -> dict:
-    from benchmark_warm_build import build  # the same timed `python -m toolchain build` subprocess
-
     if cold:
         shutil.rmtree(out, ignore_errors=True)
-    wall = build(REPO, RECIPE, out)
-    record = json.loads((out / "mobilenet" / "build.json").read_text())
-    top1 = {r["target"]: r["metrics"]["top1"] for r in record["results"]}
-    return {"wall": wall, "stages": record["timings_s"], "top1": top1}
+    built = common.toolchain_build(RECIPE, out, accept=())
+    top1 = {r["target"]: r["metrics"]["top1"] for r in built.record["results"]}
+    return {"wall": built.wall_s, "stages": built.record["timings_s"], "top1": top1}
 
 
 def handwritten(work: Path) -> dict:
@@ -186,60 +188,112 @@ def handwritten(work: Path) -> dict:
     return {"wall": time.perf_counter() - t_start, "stages": steps, "top1": top1, "arena": hi}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_handwritten(work: Path) -> dict:
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        cmd = [sys.executable, "-m", f"benchmarks.{NAME}", "--handwritten-only", tmp]
+        proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise common.BenchmarkError(f"the hand-written script failed:\n{proc.stderr[-3000:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = common.parser(f"benchmarks.{NAME}", __doc__)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-build"))
     ap.add_argument("--runs", type=int, default=1)
-    args = ap.parse_args()
+    ap.add_argument("--handwritten-only", type=Path, metavar="FOLDER", help="run the hand-written script alone")
+    args = ap.parse_args(argv)
+    if args.handwritten_only:
+        print(json.dumps(handwritten(args.handwritten_only)))
+        return 0
     args.work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(args.runs):
-        out = args.work / "toolchain"
-        cold = toolchain_build(out, cold=True)
-        warm = toolchain_build(out, cold=False)
-        with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-            code = (
-                "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
-                "from benchmark_build import handwritten; print(json.dumps(handwritten(Path(sys.argv[2]))))"
-            )
-            proc = subprocess.run(
-                [sys.executable, "-c", code, str(REPO / "scripts"), tmp], capture_output=True, text=True
-            )
-            if proc.returncode != 0:
-                sys.exit(f"the hand-written script failed:\n{proc.stderr[-3000:]}")
-            hand = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append({"cold": cold, "warm": warm, "hand": hand})
-        print(
-            f"run {i + 1}: toolchain cold {cold['wall']:.1f} s, warm {warm['wall']:.1f} s, hand-written "
-            f"{hand['wall']:.1f} s",
-            file=sys.stderr,
-        )
-    print(report(rows))
-    (args.work / "benchmark_build.json").write_text(json.dumps(rows, indent=1) + "\n")
+    out = args.work / "toolchain"
+    measure = {
+        "cold": lambda: toolchain_build(out, cold=True),
+        "warm": lambda: toolchain_build(out, cold=False),
+        "hand": lambda: run_handwritten(args.work),
+    }
+    runs = common.interleave({key: measure[key] for key, _ in CASES}, args.runs)
+    rows = [{key: runs[key][i] for key, _ in CASES} for i in range(args.runs)]
+    trained = {
+        "toolchain": [r["cold"]["stages"]["model"] for r in rows],
+        "hand": [r["hand"]["stages"]["train"] for r in rows],
+    }
+    data = {
+        "runs": rows,
+        "training_range_s": {k: [round(min(v)), round(max(v))] for k, v in trained.items()},
+        "top1": {
+            "toolchain": [
+                min(min(r["cold"]["top1"].values()) for r in rows),
+                max(max(r["cold"]["top1"].values()) for r in rows),
+            ],
+            "hand": statistics.median(r["hand"]["top1"]["phone"] for r in rows),
+        },
+        "arena_probes": None,
+    }
+    common.write_result(NAME, data, args.results, argv)
+    print(values({"data": data})["table"])
     return 0
 
 
-def report(rows: list[dict]) -> str:
-    med = lambda xs: statistics.median(xs)  # noqa: E731
-    cold, warm, hand = (med([r[k]["wall"] for r in rows]) for k in ("cold", "warm", "hand"))
-    lines = [
-        "| step | toolchain cold (s) | toolchain warm (s) | hand-written (s) |",
-        "|---|---|---|---|",
-    ]
-    names = {"data": "data", "model": "train", "convert": "convert", "validate": "validate"}
-    for ours, theirs in names.items():
-        lines.append(
-            f"| {ours} | {med([r['cold']['stages'].get(ours, 0) for r in rows]):.1f} | "
-            f"{med([r['warm']['stages'].get(ours, 0) for r in rows]):.1f} | "
-            f"{med([r['hand']['stages'].get(theirs, 0) for r in rows]):.1f} |"
-        )
-    lines += [
-        f"| **wall clock** | **{cold:.1f}** | **{warm:.1f}** | **{hand:.1f}** |",
-        "",
-        f"cold / hand-written: **{cold / hand:.2f}x**; warm / hand-written: **{warm / hand:.3f}x** "
-        f"({len(rows)} run(s); top-1 toolchain {rows[-1]['cold']['top1']}, hand-written {rows[-1]['hand']['top1']})",
-    ]
-    return "\n".join(lines)
+def values(result: dict) -> dict[str, str]:
+    d = result["data"]
+    rows = d["runs"]
+    ratios = [(r["cold"]["wall"] / r["hand"]["wall"], r["warm"]["wall"] / r["hand"]["wall"]) for r in rows]
+    tab = common.table(
+        ["run", "toolchain cold (s)", "warm (s)", "hand-written (s)", "cold / hand", "warm / hand"],
+        [
+            [
+                i + 1,
+                f"{r['cold']['wall']:.1f}",
+                f"{r['warm']['wall']:.2f}",
+                f"{r['hand']['wall']:.1f}",
+                f"{c:.2f}",
+                f"{w:.4f}",
+            ]
+            for i, (r, (c, w)) in enumerate(zip(rows, ratios, strict=True))
+        ],
+    )
+    first = rows[0]
+    names = {"data": "data", "model": "training", "convert": "conversion", "validate": "validation"}
+    steps = ", ".join(
+        f"{names[ours]} {first['cold']['stages'][ours]:.1f} / {first['hand']['stages'][theirs]:.1f} s"
+        for ours, theirs in STEPS.items()
+    )
+    worst_cold, worst_warm = max(c for c, _ in ratios), max(w for _, w in ratios)
+    met = sum(c <= 1.0 and w <= 0.05 for c, w in ratios)
+    n = len(rows)
+    acceptance = (
+        f"met in all {n} runs" if met == n else f"met in {met} of {n} runs"
+    ) + f"** (worst {worst_cold:.2f}x and {worst_warm:.4f}x)"
+    t, h = d["training_range_s"]["toolchain"], d["training_range_s"]["hand"]
+    a = d.get("arena_probes")
+    arena = (
+        f"Arena probes alone (the mobilenet cortex-m7 artifact, {a['probes']} probes, same bisection): "
+        f"{a['forks_s']:.1f} s in forks of one worker against {a['process_per_probe_s']:.1f} s with a new process "
+        "per probe."
+        if a
+        else ""
+    )
+    lo, hi = d["top1"]["toolchain"]
+    return {
+        "table": tab,
+        "steps": steps,
+        "acceptance": acceptance,
+        "training": f"{t[0]}–{t[1]} s where `model.fit` takes {h[0]}–{h[1]} s",
+        "top1_hand": f"{d['top1']['hand']:.3f}",
+        "top1_toolchain": f"{lo:.3f}–{hi:.3f}",
+        "arena": arena,
+        "runs": str(n),
+    }
+
+
+def metrics(result: dict) -> dict[str, float]:
+    rows = result["data"]["runs"]
+    return {
+        "cold_over_hand_worst": round(max(r["cold"]["wall"] / r["hand"]["wall"] for r in rows), 2),
+        "warm_over_hand_worst": round(max(r["warm"]["wall"] / r["hand"]["wall"] for r in rows), 4),
+    }
 
 
 if __name__ == "__main__":
