@@ -169,6 +169,10 @@ class Cache:
 
             entry = self.publish(stage, key, fill)
             value = box["value"]
-        name = stage.timing or stage.name
-        self.timings[name] = round(self.timings.get(name, 0) + time.perf_counter() - t0, 3)
+        self.add_timings({stage.timing or stage.name: time.perf_counter() - t0})
         return value, entry
+
+    def add_timings(self, timings: dict[str, float]) -> None:
+        """Seconds spent per stage (``timings_s`` of the record), summed: this process's and its workers'."""
+        for name, seconds in timings.items():
+            self.timings[name] = round(self.timings.get(name, 0) + seconds, 3)

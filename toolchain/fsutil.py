@@ -57,25 +57,44 @@ def atomic_write(path: Path, data: bytes | str) -> Path:
     return path
 
 
+class AtomicDir:
+    """A temp folder beside ``final`` (``path``) that ``publish()`` renames into place whole (no stale file of an
+    earlier build survives) and ``discard()`` removes, so ``final`` is complete or as it was."""
+
+    def __init__(self, final: Path):
+        self.final = Path(final)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(dir=self.final.parent, prefix=f".{self.final.name}.partial-"))
+
+    def publish(self) -> Path:
+        try:
+            os.chmod(self.path, 0o777 & ~_umask())
+            old = None
+            if self.final.exists():
+                old = self.final.with_name(f"{self.path.name}.old")
+                os.replace(self.final, old)
+            os.replace(self.path, self.final)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            self.discard()
+        return self.final
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 @contextmanager
 def atomic_dir(final: Path):
-    """Yield a temp folder beside ``final``; on success it replaces ``final`` whole (no stale file of an
-    earlier build survives), on failure it is removed, so ``final`` is complete or as it was."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
+    """Yield a temp folder beside ``final``; on success it replaces ``final`` whole, on failure it is removed
+    (``AtomicDir``)."""
+    folder = AtomicDir(final)
     try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        old = None
-        if final.exists():
-            old = final.with_name(f"{tmp.name}.old")
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        yield folder.path
+    except BaseException:
+        folder.discard()
+        raise
+    folder.publish()
 
 
 def atomic_copy(src: Path, dst: Path) -> Path:

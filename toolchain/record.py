@@ -244,6 +244,11 @@ class BuildRecord(Model):
     def result(self, target: str) -> TargetResult:
         return next(r for r in self.results if r.target == target)
 
+    @property
+    def identity(self) -> dict:
+        """What makes it the build it is (see ``same_build``)."""
+        return {k: getattr(self, k) for k in IDENTITY}
+
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, by_alias=True)
 
@@ -261,13 +266,20 @@ class BuildRecord(Model):
         return None
 
 
+#: THE rule for "the same build": a record made from the same recipe (name and text), data and tool versions.
+#: Only such a record is extended by a new build, reused instead of building, or keeps its other targets.
+IDENTITY = ("recipe", "recipe_sha256", "data_digest", "tool_versions")
+
+
+def same_build(record: BuildRecord | None, identity: dict) -> bool:
+    """Whether ``record`` was made from the build ``identity`` names (``BuildRecord.identity``'s keys)."""
+    return record is not None and all(getattr(record, k) == identity[k] for k in IDENTITY)
+
+
 def merge(previous: BuildRecord | None, new: BuildRecord) -> BuildRecord:
     """What ``build.json`` holds after a build: ``new``'s targets plus those of ``previous`` it did not rebuild,
-    when both come from the same recipe text, data and tools (else ``new`` alone)."""
-    same = previous is not None and all(
-        getattr(previous, k) == getattr(new, k) for k in ("recipe", "recipe_sha256", "data_digest", "tool_versions")
-    )
-    if not same:
+    when both are the same build (``same_build``; else ``new`` alone)."""
+    if not same_build(previous, new.identity):
         return new
     rebuilt = {r.target: r for r in new.results}
     results = [rebuilt.pop(r.target, r) for r in previous.results] + list(rebuilt.values())

@@ -19,6 +19,31 @@ from toolchain.errors import FILESYSTEM_ERRNOS, FilesystemError, ToolchainError
 log = logging.getLogger("toolchain")
 
 
+class _Aliased(click.Option):
+    """An option whose later names are old spellings: they still work but ``--help`` shows the first only."""
+
+    def get_help_record(self, ctx):
+        names, self.opts = self.opts, self.opts[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = names
+
+
+def _build_dir_option(*old: str, help: str):
+    """``--build-dir``, the build folder option of every command (``old`` names kept as hidden aliases)."""
+    return click.option(
+        "--build-dir",
+        *old,
+        "build_dir",
+        cls=_Aliased,
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("build"),
+        show_default=True,
+        help=help,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs and full tracebacks.")
 @click.option(
@@ -60,14 +85,7 @@ def cli(ctx: click.Context, verbose: bool, targets_dir: Path | None) -> None:
     multiple=True,
     help="Build only this target (repeatable); default: the recipe's targets.",
 )
-@click.option(
-    "-o",
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("build"),
-    show_default=True,
-    help="Build folder; artifacts go to OUT/<recipe>/<target>/.",
-)
+@_build_dir_option("-o", "--out", help="Build folder; artifacts go to BUILD_DIR/<recipe>/<target>/.")
 @click.option(
     "--json",
     "as_json",
@@ -80,7 +98,7 @@ def cli(ctx: click.Context, verbose: bool, targets_dir: Path | None) -> None:
     is_flag=True,
     help="Run the target checks again (host latency is otherwise kept from the run that measured it).",
 )
-@click.option("--no-wait", is_flag=True, help="Fail (exit 18) instead of waiting when another build is using OUT.")
+@click.option("--no-wait", is_flag=True, help="Fail (exit 18) instead of waiting when another build uses BUILD_DIR.")
 @click.option(
     "--diagnose",
     "diagnose_int8",
@@ -98,7 +116,7 @@ def cli(ctx: click.Context, verbose: bool, targets_dir: Path | None) -> None:
 def build(
     recipe: Path,
     targets: tuple[str, ...],
-    out: Path,
+    build_dir: Path,
     as_json: bool,
     no_cache: bool,
     remeasure: bool,
@@ -114,14 +132,14 @@ def build(
     acceptance gate.
     """
     from toolchain.config import load_recipe
+    from toolchain.executors import default_jobs
     from toolchain.pipeline import build as run_build
-    from toolchain.pipeline import default_jobs
 
     r = load_recipe(recipe)
     record = run_build(
         r,
         list(targets) or None,
-        out,
+        build_dir,
         use_cache=not no_cache,
         remeasure=remeasure,
         wait=not no_wait,
@@ -134,7 +152,7 @@ def build(
         from toolchain.report.console import print_summary
 
         print_summary(record)
-    log.info("build record: %s", out / r.name / "build.json")
+    log.info("build record: %s", build_dir / r.name / "build.json")
     error = record.failure_error()
     if error:
         raise error
@@ -150,7 +168,7 @@ def recipe() -> None:
 def recipe_check(files: tuple[Path, ...]) -> None:
     """Validate recipe FILES (schema, targets, plans) without building anything."""
     from toolchain.config import load_recipe, load_target
-    from toolchain.stages.convert import resolve_plan
+    from toolchain.stages.plan import resolve_plan
 
     for f in files:
         r = load_recipe(f)
@@ -184,7 +202,7 @@ def targets_show(name: str) -> None:
     click.echo(yaml.safe_dump(load_target(name).model_dump(mode="json"), sort_keys=False).rstrip())
 
 
-def _build_dir(source: Path, out: Path) -> Path:
+def _build_dir(source: Path, build_dir: Path) -> Path:
     """A build folder: given as is, or the recipe's (see ``pipeline.ensure_build``)."""
     if source.is_dir():
         return source
@@ -192,8 +210,8 @@ def _build_dir(source: Path, out: Path) -> Path:
     from toolchain.pipeline import ensure_build
 
     recipe = load_recipe(source)
-    ensure_build(recipe, out)
-    return out / recipe.name
+    ensure_build(recipe, build_dir)
+    return build_dir / recipe.name
 
 
 @cli.command()
@@ -207,17 +225,11 @@ def _build_dir(source: Path, out: Path) -> Path:
     show_default=True,
     help="Where the tarball goes.",
 )
-@click.option(
-    "--build-out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("build"),
-    show_default=True,
-    help="Build folder when SOURCE is a recipe.",
-)
+@_build_dir_option("--build-out", help="Build folder when SOURCE is a recipe (built there when missing).")
 @click.option("--allow-failed", is_flag=True, help="Package even if a gate failed (the manifest records which).")
-def package(source: Path, version: str | None, out: Path, build_out: Path, allow_failed: bool) -> None:
+def package(source: Path, version: str | None, out: Path, build_dir: Path, allow_failed: bool) -> None:
     """Bundle a build into OUT/<name>-<version>.tar.gz. SOURCE is a build folder, or a recipe: its existing
-    build is packaged when it was made from the same recipe text and tools, otherwise it is built first.
+    build is packaged when it was made from the same recipe text, data and tools, otherwise it is built first.
 
     The tarball holds per target the artifacts (and Vela's), C sources, labels and reports, plus
     manifest.json with the sha256 of every file. The same build always gives the same bytes.
@@ -226,7 +238,7 @@ def package(source: Path, version: str | None, out: Path, build_out: Path, allow
     from toolchain.fsutil import sha256_file
     from toolchain.package.bundle import package as make_bundle
 
-    path = make_bundle(_build_dir(source, build_out), out, version, allow_failed)
+    path = make_bundle(_build_dir(source, build_dir), out, version, allow_failed)
     click.echo(f"{path}  sha256 {sha256_file(path)}")
 
 
@@ -256,13 +268,7 @@ def verify(bundle: Path) -> None:
     help="Compare only these targets (repeatable); default: every target of the build.",
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "md", "html"]), default="table", show_default=True)
-@click.option(
-    "--build-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("build"),
-    show_default=True,
-    help="Where the recipe's build is (BUILD_DIR/<recipe>/build.json).",
-)
+@_build_dir_option(help="Where the recipe's build is (BUILD_DIR/<recipe>/build.json).")
 @click.option(
     "-o",
     "--out",
@@ -315,9 +321,9 @@ def compare(
                 f"no build of {r.name} in {build_dir} ({record_path} is missing); run 'toolchain build {recipe}' "
                 f"or pass --build (or --build-dir where it was built)"
             )
-        from toolchain.pipeline import build as run_build
+        from toolchain.pipeline import ensure_build
 
-        run_build(r, list(targets) or None, build_dir)
+        ensure_build(r, build_dir, list(targets) or None)
     table = cmp.compare(load_record(record_path), list(targets) or None)
     _emit(table, fmt, out or build_dir / r.name, r.name)
 
@@ -384,13 +390,7 @@ def _emit(table: dict, fmt: str, folder: Path, name: str) -> None:
 @click.option(
     "--target", "target", help="The target whose int8 plan to explain (default: the recipe's first int8 one)."
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("build"),
-    show_default=True,
-    help="Build folder: the cached model, data and calibration are reused (built when missing).",
-)
+@_build_dir_option("--out", help="Build folder: its cached model, data and calibration are reused (or built).")
 @click.option("--samples", type=click.IntRange(1), default=64, show_default=True, help="Eval samples to measure on.")
 @click.option(
     "--format",
@@ -400,26 +400,23 @@ def _emit(table: dict, fmt: str, folder: Path, name: str) -> None:
     show_default=True,
     help="What goes to stdout (md, json) or which page path is printed (html); all three are written.",
 )
-def diagnose(recipe: Path, target: str | None, out: Path, samples: int, fmt: str) -> None:
+def diagnose(recipe: Path, target: str | None, build_dir: Path, samples: int, fmt: str) -> None:
     """Explain where RECIPE's int8 plan loses accuracy, layer by layer, and what fixes it.
 
     For every quantized layer, on eval samples: its int8 output against the float op's, isolated (same input:
     the layer's own error) and accumulated (everything up to it); activation range and clipped share; the
     spread of per-channel weight ranges; mapped to Keras layer names and ranked, culprits first, each with the
-    fixes the toolchain can apply. Writes OUT/<recipe>/diagnosis/<target>.{md,html,json}.
+    fixes the toolchain can apply. Writes BUILD_DIR/<recipe>/diagnosis/<target>.{md,html,json}.
     """
     from toolchain.config import load_recipe
-    from toolchain.fsutil import atomic_write
     from toolchain.pipeline import diagnose as run
     from toolchain.report import diagnosis
+    from toolchain.stages.diagnose import write_diagnosis
 
     r = load_recipe(recipe)
-    d = run(r, target, out, samples)
-    folder = out / r.name / "diagnosis"
-    md = atomic_write(folder / f"{d['target']}.md", diagnosis.markdown(d))
-    page = atomic_write(folder / f"{d['target']}.html", diagnosis.html(d))
-    atomic_write(folder / f"{d['target']}.json", json.dumps(d, indent=1, default=float) + "\n")
-    log.info("diagnosis written to %s (.md, .html, .json)", md.with_suffix(""))
+    d = run(r, target, build_dir, samples)
+    page = write_diagnosis(build_dir / r.name / "diagnosis", d, d["target"])
+    log.info("diagnosis written to %s (.md, .html, .json)", page.with_suffix(""))
     if fmt == "json":
         click.echo(json.dumps(d, indent=1, default=float))
     elif fmt == "md":

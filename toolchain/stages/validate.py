@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from toolchain import checks
-from toolchain.cache import Entry, Stage
+from toolchain.cache import Cache, Entry, Stage
 from toolchain.config import Target
 from toolchain.convert.tflite import ConvertPlan
 from toolchain.errors import CompatibilityError, ToolchainError
@@ -30,71 +31,119 @@ log = logging.getLogger(__name__)
 SECTION_FORMAT = 2  # how sections and outputs are cached (2: metrics by task, outputs.npz with one array per output)
 
 
-def run_checks(b: Build, target: Target, artifact: Path, sha: str, data: Data, model: ModelStage) -> dict[str, Section]:
-    """The sections of the target's checks, in the profile's order; ``artifact`` lies in the target folder."""
-    sections, outputs = {}, {}
-    for name in target.checks:
-        check = checks.get(name)
-        stage, inputs = _stage_of(b, target, check, artifact.name, sha, data.digest, model.key)
+@dataclass
+class EvalData:
+    """What checks read of the data: its digest and the eval split."""
 
-        def compute(tmp: Path, check=check):
+    digest: str
+    xs_eval: list[np.ndarray]
+    y_eval: np.ndarray | None
+
+
+@dataclass
+class CheckJob:
+    """One target's checks on its artifact, with everything they read: picklable, so an executor can run it in
+    another process (``run()`` there returns the sections and the stage timings it spent)."""
+
+    cache: Cache
+    remeasure: bool
+    task: str
+    target: Target
+    artifact: Path  # in the target's (unpublished) folder
+    sha256: str
+    data: Data | EvalData  # the eval split, read only when a check runs (a warm rebuild opens no data set)
+    model_key: str
+    reference: list[np.ndarray] | None
+
+    @classmethod
+    def of(cls, b: Build, target: Target, artifact: Path, sha: str, data: Data, model: ModelStage) -> CheckJob:
+        cache = Cache(b.cache.root, b.cache.enabled, b.cache.versions)  # its own timings
+        return cls(cache, b.remeasure, b.recipe.task, target, artifact, sha, data, model.key, model.reference)
+
+    def __getstate__(self) -> dict:  # to another process: the eval arrays themselves
+        d = self.data
+        return {**self.__dict__, "data": EvalData(d.digest, list(d.xs_eval), d.y_eval)}
+
+    @property
+    def in_process_only(self) -> bool:
+        """A check registered in this process only (a plug-in) cannot run in a fresh worker process."""
+        return not all(type(checks.get(n)).__module__.startswith("toolchain.checks.") for n in self.target.checks)
+
+    def all_cached(self) -> bool:
+        """Whether every check would load its section from the cache (nothing to run)."""
+        if self.remeasure or not self.cache.enabled:
+            return False
+        for name in self.target.checks:
+            stage, inputs = self._stage_of(checks.get(name))
+            if self.cache.lookup(stage, self.cache.key(stage, inputs)) is None:
+                return False
+        return True
+
+    def _stage_of(self, check) -> tuple[Stage, dict]:
+        stage = Stage(f"check-{check.name}", check.version, tools=check.tools, timing="validate")
+        inputs = {
+            "format": SECTION_FORMAT,
+            "task": self.task,
+            "artifact": self.sha256,
+            "file": self.artifact.name,
+            "data": self.data.digest,
+            "reference": self.model_key,
+            "settings": check.settings(self.target),
+        }
+        return stage, inputs
+
+    def run(self) -> tuple[dict[str, Section], dict[str, float]]:
+        """The sections of the target's checks, in the profile's order, and the stage timings."""
+        sections, outputs = {}, {}
+        for name in self.target.checks:
+            check = checks.get(name)
+            stage, inputs = self._stage_of(check)
+            try:
+                compute, load = self._compute(check, outputs), self._load(name, outputs)
+                sections[name], _ = self.cache.run(stage, inputs, compute, load, fresh=self.remeasure)
+            except Exception as exc:  # a check that raises fails its target, not the build
+                sections[name] = _raised(check, exc)
+        return sections, self.cache.timings
+
+    def _compute(self, check, outputs: dict):
+        def compute(tmp: Path):
+            d = self.data
             ctx = checks.CheckContext(
-                target, artifact, list(data.xs_eval), data.y_eval, model.reference, b.recipe.task, outputs
+                self.target, self.artifact, list(d.xs_eval), d.y_eval, self.reference, self.task, outputs
             )
             section = check.run(ctx)
             if check.name in outputs:
                 section.failures += _nonfinite(check.name, outputs[check.name], section.runtime)
             for f in section.files:
-                shutil.copyfile(artifact.parent / f, tmp / f)
+                shutil.copyfile(self.artifact.parent / f, tmp / f)
             if check.name in outputs:
                 np.savez(tmp / "outputs.npz", *outputs[check.name])
             (tmp / "section.json").write_text(section.model_dump_json())
             return {}, section
 
-        def load(entry: Entry, name=name) -> Section:
+        return compute
+
+    def _load(self, name: str, outputs: dict):
+        def load(entry: Entry) -> Section:
             section = Section.model_validate_json(entry.file("section.json").read_text())
             for f in section.files:
-                shutil.copyfile(entry.file(f), artifact.parent / f)
+                shutil.copyfile(entry.file(f), self.artifact.parent / f)
             if "outputs.npz" in entry.meta["files"]:
                 with np.load(entry.file("outputs.npz")) as z:
                     outputs[name] = [z[f"arr_{k}"] for k in range(len(z.files))]
             log.info("%s: %s (cached)", name, _summary(section))
             return section
 
-        try:
-            sections[name], _ = b.cache.run(stage, inputs, compute, load, fresh=b.remeasure)
-        except Exception as exc:  # a check that raises fails its target, not the build
-            log.debug("check %s raised", name, exc_info=True)
-            text = str(exc) if isinstance(exc, ToolchainError) else f"{type(exc).__name__}: {exc}"
-            kind = "compat" if isinstance(exc, CompatibilityError) else "runtime"
-            first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
-            sections[name] = check.section(failures=[Failure(kind=kind, check=name, message=f"{name}: {first}")])
-    return sections
+        return load
 
 
-def _stage_of(b: Build, target: Target, check, file: str, sha: str, digest: str, model_key: str):
-    stage = Stage(f"check-{check.name}", check.version, tools=check.tools, timing="validate")
-    inputs = {
-        "format": SECTION_FORMAT,
-        "task": b.recipe.task,
-        "artifact": sha,
-        "file": file,
-        "data": digest,
-        "reference": model_key,
-        "settings": check.settings(target),
-    }
-    return stage, inputs
-
-
-def all_cached(b: Build, target: Target, file: str, sha: str, data: Data, model: ModelStage) -> bool:
-    """Whether every check of the target would load its section from the cache (nothing to run)."""
-    if b.remeasure or not b.cache.enabled:
-        return False
-    for name in target.checks:
-        stage, inputs = _stage_of(b, target, checks.get(name), file, sha, data.digest, model.key)
-        if b.cache.lookup(stage, b.cache.key(stage, inputs)) is None:
-            return False
-    return True
+def _raised(check, exc: Exception) -> Section:
+    """The section of a check that raised: a ``runtime`` failure (``compat`` for a ``CompatibilityError``)."""
+    log.debug("check %s raised", check.name, exc_info=True)
+    text = str(exc) if isinstance(exc, ToolchainError) else f"{type(exc).__name__}: {exc}"
+    kind = "compat" if isinstance(exc, CompatibilityError) else "runtime"
+    first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return check.section(failures=[Failure(kind=kind, check=check.name, message=f"{check.name}: {first}")])
 
 
 def _nonfinite(check: str, outputs: list[np.ndarray], runtime: str | None) -> list[Failure]:

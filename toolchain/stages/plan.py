@@ -1,0 +1,137 @@
+"""Plan resolution: which numerics each target gets (mode, I/O type, batch, mixed precision), decided before any work.
+
+A ``.tflite`` file is used as it is (``numerics_of`` reads what it is); otherwise the recipe's ``quantize`` section
+says, the target's profile fills in the rest, and a plan the target cannot run is refused here, with the recipe
+line that asks for it. ``plan_variant`` makes the recipe of one plan of ``compare --plans``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from toolchain.config import Recipe, Target, load_target
+from toolchain.convert.tflite import ConvertPlan
+from toolchain.errors import CompatibilityError, ConfigError
+from toolchain.tflite_model import TFLiteModel
+
+log = logging.getLogger(__name__)
+#: The plans ``compare --plans`` builds (every quantize mode but the search).
+PLAN_MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
+
+
+def numerics_of(blob: bytes) -> ConvertPlan:
+    """What an existing .tflite is: its quantize mode, I/O type and batch."""
+    m = TFLiteModel(blob)
+    weights = {t.dtype for t in m.tensors if t.is_constant and t.dtype.startswith(("float", "int8"))}
+    acts = {t.dtype for op in m.ops for i in op.outputs for t in [m.tensors[i]] if not t.is_constant}
+    if "int16" in acts:
+        mode = "int16x8"
+    elif acts and acts <= {"int8", "uint8", "int32"}:
+        mode = "int8"
+    elif "float16" in weights:
+        mode = "float16"
+    elif "int8" in weights:
+        mode = "dynamic"
+    else:
+        mode = "float32"
+    first = m.tensors[m.inputs[0]]
+    batch = first.shape_signature[0] if first.shape_signature and first.shape_signature[0] > 0 else None
+    return ConvertPlan(
+        mode=mode, io_type=first.dtype, per_channel=any(len(t.scales) > 1 for t in m.tensors), batch=batch
+    )
+
+
+def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
+    """The quantization a target gets: the recipe's where it says, the target's need otherwise. A .tflite file is
+    used as it is: a target that cannot run its numerics is refused here, before any work."""
+    if recipe.model.is_tflite:
+        return _tflite_plan(recipe, target)
+    q, n = recipe.quantize, target.numerics
+    mode = q.mode or n.default_mode
+    if mode == "auto":  # the plan search starts from int8 where the target runs it
+        mode = "int8" if "int8" in n.modes else n.default_mode
+    if mode not in n.modes:
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'mode')}: quantize.mode: {target.name} cannot run {mode!r} "
+            f"(it accepts {', '.join(n.modes)})"
+        )
+    io = (q.io_type or n.default_io_type) if mode == "int8" else (q.io_type or "float32")
+    if io not in n.io_types:
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'io_type')}: quantize.io_type: {target.name} cannot take {io!r} "
+            f"input/output (it accepts {', '.join(n.io_types)})"
+        )
+    if (q.own_calibration or q.mixed) and mode != "int8":
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize')}: quantize: calibration, activations, equalize, bias_correction, "
+            f"float_layers, int16_layers and int4_layers apply to int8; {target.name} gets {mode!r}"
+        )
+    if mode == "int8":
+        _check_mixed(recipe, target, io)
+    return ConvertPlan(
+        mode=mode,
+        io_type=io,
+        per_channel=q.per_channel,
+        batch=target.batch,
+        int16_ops=n.int16_ops if q.int16_layers else None,
+        int4_ops=n.int4_ops if q.int4_layers else None,
+    )
+
+
+def _tflite_plan(recipe: Recipe, target: Target) -> ConvertPlan:
+    from toolchain.models.source import check_offline
+
+    check_offline(recipe.model)
+    plan = numerics_of(recipe.model.file.read_bytes())
+    n = target.numerics
+    if plan.mode not in n.modes or plan.io_type not in n.io_types:
+        raise CompatibilityError(
+            f"{recipe.line_of('model', 'file')}: model.file: {recipe.model.file.name} is a {plan.mode} model with "
+            f"{plan.io_type} input/output; {target.name} runs {', '.join(n.modes)} models with "
+            f"{', '.join(n.io_types)} input/output"
+        )
+    return plan
+
+
+def _check_mixed(recipe: Recipe, target: Target, io: str) -> None:
+    """Refuse the int8 plan's mixed precision (16-bit activations, 4-bit weights, float layers) where the target
+    runs none of it."""
+    q, n = recipe.quantize, target.numerics
+    if q.int16_layers and n.int16_ops is None:
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'int16_layers')}: quantize.int16_layers: {target.name} has no 16-bit "
+            f"activation kernels (its profile sets no numerics.int16_ops): every layer runs int8 there"
+        )
+    if q.int4_layers and n.int4_ops is None:
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'int4_layers')}: quantize.int4_layers: {target.name} runs no 4-bit weights "
+            f"(its profile sets no numerics.int4_ops; measured in toolchain/quantize/int4_ops.yaml)"
+        )
+    if (q.int16_layers or q.int4_layers) and io not in ("int8", "float32"):
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'io_type')}: quantize: mixed-precision artifacts take int8 "
+            f"or float32 input/output, not {io!r} ({target.name})"
+        )
+    if q.float_layers and "float32" not in n.modes:
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'float_layers')}: quantize.float_layers: {target.name} runs integer models "
+            f"only ({', '.join(n.modes)}): no layer can stay in float there"
+        )
+
+
+def plan_variant(recipe: Recipe, plan: str) -> Recipe:
+    """The recipe built as ``plan`` (``<name>-<plan>``), for its targets that can run that plan."""
+    if plan not in PLAN_MODES:
+        raise ConfigError(f"--plans: {plan!r} is not a quantize mode ({', '.join(PLAN_MODES)})")
+    q = recipe.quantize.model_copy(update={"mode": plan, "io_type": None})
+    variant = recipe.model_copy(update={"name": f"{recipe.name}-{plan}", "quantize": q})
+    runnable = []
+    for t in variant.targets:
+        try:
+            resolve_plan(variant, load_target(t))
+            runnable.append(t)
+        except CompatibilityError as exc:
+            log.info("compare --plans: %s skips %s (%s)", plan, t, str(exc).split(": ", 2)[-1])
+    if not runnable:
+        raise CompatibilityError(f"--plans: no target of {recipe.name} runs {plan!r}")
+    return variant.model_copy(update={"targets": runnable})

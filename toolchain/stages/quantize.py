@@ -1,0 +1,221 @@
+"""The quantize stages: the toolchain's own int8 calibration, shared by every int8 target of a build.
+
+``stage_calibrate`` traces the float graph once and collects its statistics on the calibration split (LiteRT);
+``stage_quantize`` turns them into one target's int8 artifact: ranges by the recipe's method, the target's I/O
+type and batch, layers kept in float, 16-bit activations or 4-bit weights where the recipe names them and the
+target's runtime runs them (measured tables, ``toolchain/quantize/*_ops.yaml``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from toolchain.cache import DamagedEntry, Entry, Stage
+from toolchain.convert.tflite import ConvertPlan
+from toolchain.errors import CompatibilityError
+from toolchain.fsutil import capture_fds
+from toolchain.stages.context import Build
+from toolchain.stages.convert import Artifact, describe
+from toolchain.stages.data import Data
+from toolchain.stages.model import ModelStage
+
+log = logging.getLogger(__name__)
+CALIBRATE = Stage("calibrate", 1, tools=("tensorflow", "ai-edge-litert"), timing="convert")
+QUANTIZE = Stage("quantize", 2, tools=("tensorflow",), timing="convert")
+
+
+class Calibration:
+    """A traced float graph and its statistics; read from the cache entry only when used (a warm rebuild whose
+    quantized artifacts are all cached needs neither, only the entry's key and metadata)."""
+
+    def __init__(self, entry: Entry, value: tuple | None, recompute):
+        self.entry, self._value, self._recompute = entry, value, recompute
+
+    @property
+    def meta(self) -> dict:
+        return self.entry.meta
+
+    @property
+    def dir(self) -> Path:
+        return self.entry.dir
+
+    def _loaded(self) -> tuple:
+        if self._value is None:
+            from toolchain.quantize import stats
+
+            try:
+                self._value = self.entry.file("graph.tflite").read_bytes(), stats.load(self.entry.file("stats.npz"))
+            except DamagedEntry as exc:  # damaged after the lookup: compute it again
+                log.warning("cache: %s; calibrating again", exc)
+                fresh = self._recompute()
+                self.entry, self._value = fresh.entry, fresh._loaded()
+        return self._value
+
+    @property
+    def graph(self) -> bytes:
+        return self._loaded()[0]
+
+    @property
+    def stats(self) -> dict:
+        return self._loaded()[1]
+
+
+def stage_calibrate(
+    b: Build, model: ModelStage, data: Data, batch: int | None, equalize: bool | None = None, fresh: bool = False
+) -> Calibration:
+    """The traced float graph (equalized if asked) and its statistics: once per model, calibration and batch form
+    (the dynamic-batch graph serves every fixed batch unless it reads its batch size as data)."""
+    q = b.recipe.quantize
+    equalize = q.equalize if equalize is None else equalize
+    n_cal = min(q.calibration_samples, data.sizes["calib"])
+    inputs = {"model": model.key, "calibration": n_cal, "data": data.digest, "equalize": equalize, "batch": batch}
+
+    def compute(tmp: Path):
+        from toolchain.quantize import stats
+        from toolchain.quantize.calibrate import calibrate
+
+        log.info(
+            "calibrate: tracing the float graph%s, statistics of %d samples%s",
+            f" (batch {batch})" if batch else "",
+            n_cal,
+            ", equalizing" if equalize else "",
+        )
+        with capture_fds(tmp / "convert.log"):
+            graph, st, meta = calibrate(model.keras(), [x[:n_cal] for x in data.xs_calib], equalize, batch)
+        (tmp / "graph.tflite").write_bytes(graph)
+        stats.save(st, tmp / "stats.npz")
+        return {**meta, "samples": n_cal}, (graph, st)
+
+    memo = b.shared.setdefault("calibration", {})
+    if fresh or (batch, equalize) not in memo:  # once per build, with or without --no-cache
+        value, entry = b.cache.run(CALIBRATE, inputs, compute, lambda entry: None, fresh=fresh)
+        again = lambda: stage_calibrate(b, model, data, batch, equalize, fresh=True)
+        memo[batch, equalize] = Calibration(entry, value, again)
+    return memo[batch, equalize]
+
+
+def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -> Artifact:
+    """An int8 artifact from the shared calibration: ranges by the recipe's method, this target's I/O and batch."""
+    q = b.recipe.quantize
+    cal = stage_calibrate(b, model, data, None)
+    trace_batch = None
+    if plan.batch is not None and not cal.meta["batch_fixable"]:
+        cal = stage_calibrate(b, model, data, plan.batch)
+        trace_batch = plan.batch
+    float_nodes = _nodes(cal.graph, model, q.float_layers, "float_layers") if q.float_layers else []
+    int16_nodes = _nodes(cal.graph, model, q.int16_layers, "int16_layers") if q.int16_layers else []
+    if int16_nodes:
+        _check_int16(b, cal.graph, int16_nodes, plan)
+    int4_nodes = _int4_nodes(b, cal.graph, model, plan) if q.int4_layers else {}
+    settings = {
+        "float_nodes": float_nodes,
+        "int16_nodes": int16_nodes,
+        **({"int4_nodes": int4_nodes} if int4_nodes else {}),  # absent when unused: other cache keys stay as they were
+        "method": q.calibration,
+        "percentile": q.percentile,
+        "symmetric": q.activations == "symmetric",
+        "bias_correction": q.bias_correction,
+        "io_type": plan.io_type,
+        "per_channel": plan.per_channel,
+        "batch": None if trace_batch else plan.batch,
+    }
+
+    def compute(tmp: Path):
+        from toolchain.quantize.calibrate import quantize
+
+        log.info(
+            "quantize: int8, I/O %s, batch %s, %s ranges%s",
+            plan.io_type,
+            plan.batch or "dynamic",
+            q.calibration,
+            f", {q.activations}"
+            + (", bias correction" if q.bias_correction else "")
+            + (f", {len(int16_nodes)} ops with 16-bit activations" if int16_nodes else "")
+            + (f", {len(int4_nodes)} ops with 4-bit weights" if int4_nodes else "")
+            + (f", {len(float_nodes)} ops in float" if float_nodes else ""),
+        )
+        with capture_fds(tmp / "convert.log"):
+            blob, report = quantize(cal.graph, cal.stats, **settings)
+        (tmp / "model.tflite").write_bytes(blob)
+        report |= {
+            "samples": cal.meta["samples"],
+            "route": cal.meta["route"],
+            "equalization": cal.meta.get("equalization"),
+            "traced_batch": trace_batch,
+        }
+        return {"plan": plan.as_dict(), "quantization": report, **describe(blob)}, blob
+
+    blob, entry = b.cache.run(
+        QUANTIZE, {"calibration": cal.meta["key"], **settings}, compute, lambda e: e.file("model.tflite").read_bytes()
+    )
+    if entry.hit:
+        log.info("quantize: int8, I/O %s (cached)", plan.io_type)
+    meta = entry.meta
+    logs = [p for p in (cal.dir / "convert.log", entry.dir / "convert.log") if p.exists()]
+    return Artifact(blob, logs[0] if logs else None, meta["gzip_bytes"], meta["ops"], meta["io"], meta["quantization"])
+
+
+def _check_int16(b: Build, graph: bytes, nodes: list[str], plan: ConvertPlan) -> None:
+    """Refuse 16-bit activations on ops the target's runtime has no int16 kernel for (measured data)."""
+    from toolchain.quantize.mixed import refused_int16
+    from toolchain.tflite_model import TFLiteModel
+
+    m = TFLiteModel(graph)
+    ops = {op.name for op in m.ops if op.outputs and m.tensors[op.outputs[0]].name in nodes}
+    refused = refused_int16(plan.int16_ops, ops)
+    if refused:
+        why = "; ".join(f"{op}: {reason}" for op, reason in refused.items())
+        raise CompatibilityError(
+            f"{b.recipe.line_of('quantize', 'int16_layers')}: quantize.int16_layers: {plan.int16_ops} has no "
+            f"16-bit-activation kernel for {', '.join(refused)} ({why})"
+        )
+
+
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def _int4_nodes(b: Build, graph: bytes, model: ModelStage, plan: ConvertPlan) -> dict[str, str]:
+    """The weighted ops of ``quantize.int4_layers`` the target's runtime runs with 4-bit weights ({node: weight
+    granularity}); the others keep 8-bit weights, said in the log. None at all: refused."""
+    from toolchain.quantize.mixed import int4_plan
+    from toolchain.tflite_model import TFLiteModel
+
+    nodes = set(_nodes(graph, model, b.recipe.quantize.int4_layers, "int4_layers"))
+    m = TFLiteModel(graph)
+    ops = {m.tensors[op.outputs[0]].name: op.name for op in m.ops if op.outputs and op.name in WEIGHTED_OPS}
+    ok, kept = int4_plan(plan.int4_ops, {n: k for n, k in ops.items() if n in nodes})
+    where = f"{b.recipe.line_of('quantize', 'int4_layers')}: quantize.int4_layers"
+    if not ok:
+        raise CompatibilityError(
+            f"{where}: {plan.int4_ops} runs none of the named layers' ops with 4-bit weights"
+            + (f" ({'; '.join(sorted(set(kept.values())))})" if kept else " (they have no conv or dense weights)")
+        )
+    if kept:
+        log.warning(
+            "quantize.int4_layers: %d ops keep 8-bit weights on %s (%s)",
+            len(kept),
+            plan.int4_ops,
+            "; ".join(sorted(set(kept.values()))),
+        )
+    return ok
+
+
+def _nodes(graph: bytes, model: ModelStage, patterns: list[str], field: str) -> list[str]:
+    """The graph's op outputs that belong to a Keras layer matching ``quantize.<field>``."""
+    from fnmatch import fnmatchcase
+
+    from toolchain.errors import ConfigError
+    from toolchain.quantize.diagnose import layer_of
+    from toolchain.quantize.graph import Graph
+
+    g = Graph(graph)
+    names = {layer.name for layer in getattr(model.keras(), "layers", [])}
+    nodes = [
+        g.name(int(o.outputs[0]))
+        for o in g.sg.operators
+        if len(o.outputs) and any(fnmatchcase(layer_of(g.name(int(o.outputs[0])), names) or "", p) for p in patterns)
+    ]
+    if not nodes:
+        raise ConfigError(f"quantize.{field}: {', '.join(patterns)} match no layer of the model")
+    return nodes
