@@ -62,16 +62,7 @@ def quantize(
     from toolchain.quantize.converter import quantize_graph
 
     g = Graph(graph)
-    rows = []
-    for i in g.slots():
-        s = stats.get(i)
-        if s is None:  # never leave the one-sample range of the calibrate-only conversion in place
-            raise ConversionError(f"calibration: no statistics for tensor {g.name(i)!r}")
-        lo, hi = ranges.compute(s, method, percentile)
-        if symmetric:
-            lo, hi = ranges.symmetric(lo, hi)
-        g.set_range(i, lo, hi)
-        rows.append((s, lo, hi, ranges.clipped_share(s, lo, hi), ranges.utilisation(s, lo, hi)))
+    rows = _set_ranges(g, stats, method, percentile, symmetric)
     if batch is not None and not g.fix_batch(batch):
         raise ConversionError("calibration: the graph reads its batch size as data: trace it with the fixed batch")
     report: dict = {"method": method, "percentile": percentile if method == "percentile" else None}
@@ -92,9 +83,30 @@ def quantize(
     if float_nodes or int16_nodes or int4_nodes:  # what the exceptions cost: the same ranges, every op int8
         report |= {"float_ops": float_nodes or [], "int16_ops": int16_nodes or [], "int4_ops": sorted(int4_nodes or [])}
         report["int8_bytes"] = len(quantize_graph(g.to_bytes(), io_type, per_channel))
+    return blob, report | _range_report(rows, symmetric)
+
+
+def _set_ranges(g: Graph, stats: dict[int, TensorStats], method: str, percentile: float, symmetric: bool) -> list:
+    """Write each activation's range from its statistics into ``g``; one row (stats, lo, hi, clipped share,
+    utilisation) per tensor."""
+    rows = []
+    for i in g.slots():
+        s = stats.get(i)
+        if s is None:  # never leave the one-sample range of the calibrate-only conversion in place
+            raise ConversionError(f"calibration: no statistics for tensor {g.name(i)!r}")
+        lo, hi = ranges.compute(s, method, percentile)
+        if symmetric:
+            lo, hi = ranges.symmetric(lo, hi)
+        g.set_range(i, lo, hi)
+        rows.append((s, lo, hi, ranges.clipped_share(s, lo, hi), ranges.utilisation(s, lo, hi)))
+    return rows
+
+
+def _range_report(rows: list, symmetric: bool) -> dict:
+    """The report's summary of the ranges chosen: clipping and utilisation, the most clipped tensors."""
     shares = [r[3] for r in rows]
     worst = sorted(rows, key=lambda r: -r[3])[:MOST_CLIPPED]
-    report |= {
+    return {
         "activations": "symmetric" if symmetric else "asymmetric",
         "tensors": len(rows),
         "clipped_tensors": sum(x > 0 for x in shares),
@@ -107,4 +119,3 @@ def quantize(
             if share > 0
         ],
     }
-    return blob, report
