@@ -30,10 +30,9 @@ def config_file() -> Path:
     return Path(list(ethosu.__path__)[0]) / "config_files" / "Arm" / "vela.ini"
 
 
-def compile(model_path: Path, spec: Vela, out_dir: Path) -> dict:
-    """Compile ``model_path`` into ``out_dir``; returns the ``npu`` section of a result."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [
+def _command(model_path: Path, spec: Vela, out_dir: Path) -> list[str]:
+    """The Vela command line for the target's accelerator, system and memory configuration."""
+    return [
         sys.executable,
         "-c",
         VELA,
@@ -50,8 +49,10 @@ def compile(model_path: Path, spec: Vela, out_dir: Path) -> dict:
         str(out_dir),
         "--show-cpu-operations",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    (out_dir / "vela.log").write_text(proc.stdout + proc.stderr)
+
+
+def _raise_on_failure(proc: subprocess.CompletedProcess, model_path: Path) -> None:
+    """A crash (signal), a refused configuration (compat) or another failure, named by Vela's last line."""
     if proc.returncode < 0:  # killed by a signal: Vela 5.2.0 dies of SIGFPE on 4-bit weights
         raise RuntimeValidationError(
             f"vela crashed on {model_path.name} ({signal.Signals(-proc.returncode).name}; its output is in vela.log)"
@@ -68,17 +69,21 @@ def compile(model_path: Path, spec: Vela, out_dir: Path) -> dict:
         if "Error" in last and ("config" in last.lower() or "option" in last.lower()):
             raise CompatibilityError(f"vela refused the target's configuration: {last.strip()}")
         raise RuntimeValidationError(f"vela failed on {model_path.name}: {last.strip()}")
+
+
+def _results(model_path: Path, spec: Vela, out_dir: Path, stdout: str) -> dict:
+    """The ``npu`` section from Vela's summary CSV and its log (operator counts, CPU fallbacks and why)."""
     summary = out_dir / f"{model_path.stem}_summary_{spec.system_config}.csv"
     with open(summary, newline="") as f:
         row = next(csv.DictReader(f))
-    counts = {k.lower(): int(n) for k, n in re.findall(r"^(CPU|NPU) operators = (\d+)", proc.stdout, re.M)}
+    counts = {k.lower(): int(n) for k, n in re.findall(r"^(CPU|NPU) operators = (\d+)", stdout, re.M)}
     fallbacks = [
         {"op": op, "tensor": ofm, "reason": reason.strip()}
         for op, ofm, reason in re.findall(
-            r"Warning \(supported operators\) operator: (\w+), ofm: '([^']*)'\s*\nReason: (.*)", proc.stdout
+            r"Warning \(supported operators\) operator: (\w+), ofm: '([^']*)'\s*\nReason: (.*)", stdout
         )
     ]
-    cpu_ops = re.findall(r"^\s+CPU: (\S+) = (.*?) \(outputs", proc.stdout, re.M)
+    cpu_ops = re.findall(r"^\s+CPU: (\S+) = (.*?) \(outputs", stdout, re.M)
     f = lambda k: float(row[k])  # noqa: E731
     return {
         "accelerator": row["accelerator_configuration"],
@@ -100,6 +105,15 @@ def compile(model_path: Path, spec: Vela, out_dir: Path) -> dict:
         "summary_csv": summary.name,
         "csv": row,
     }
+
+
+def compile(model_path: Path, spec: Vela, out_dir: Path) -> dict:
+    """Compile ``model_path`` into ``out_dir``; returns the ``npu`` section of a result."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(_command(model_path, spec, out_dir), capture_output=True, text=True, timeout=1800)
+    (out_dir / "vela.log").write_text(proc.stdout + proc.stderr)
+    _raise_on_failure(proc, model_path)
+    return _results(model_path, spec, out_dir, proc.stdout)
 
 
 @register
