@@ -83,87 +83,88 @@ class Op:
         return getattr(self.options, name, default) if self.options is not None else default
 
 
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+
+
+def _ints(values) -> list[int]:
+    return [int(x) for x in (values if values is not None else [])]
+
+
+def _check_buffers(buffers: list, size: int, where: str) -> None:
+    """Buffers with an offset/size (models over 2 GB keep buffers after the flatbuffer) must lie in the file."""
+    for i, b in enumerate(buffers):
+        if (b.offset > 1 or b.size > 1) and b.offset + b.size > size:
+            raise InputError(
+                f"{where}: buffer {i} points outside the file (offset {b.offset:,}, "
+                f"size {b.size:,}; the file has {size:,} bytes)"
+            )
+
+
+def _buffer_bytes(buffers: list, i: int) -> int:
+    """Bytes of data in buffer ``i`` (0: buffer 0, the empty one, or a missing index)."""
+    if i <= 0 or i >= len(buffers):
+        return 0
+    b = buffers[i]
+    n = len(b.data) if b.data is not None else 0
+    return n or (b.size if b.size > 1 else 0)
+
+
+def _op_names(fb, operator_codes) -> list[str]:
+    """Each operator code's name: the builtin's (``CONV_2D``) or ``CUSTOM:<code>``."""
+    names, builtin = [], _names(fb.BuiltinOperator)
+    for oc in operator_codes or []:
+        code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
+        custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
+        names.append(f"CUSTOM:{custom}" if code == fb.BuiltinOperator.CUSTOM else builtin.get(code, f"UNKNOWN_{code}"))
+    return names
+
+
+def _tensor(fb, i: int, t, buffers: list) -> Tensor:
+    q = t.quantization
+    shape = [int(s) for s in (t.shape if t.shape is not None else [])]
+    sig = [int(s) for s in t.shapeSignature] if t.shapeSignature is not None and len(t.shapeSignature) else shape
+    return Tensor(
+        i,
+        _text(t.name),
+        shape,
+        sig,
+        _names(fb.TensorType).get(t.type, f"type{t.type}").lower(),
+        _buffer_bytes(buffers, t.buffer),
+        [float(s) for s in (q.scale if q is not None and q.scale is not None else [])],
+        [int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else [])],
+        int(q.quantizedDimension) if q is not None else 0,
+        bool(t.isVariable),
+    )
+
+
 class TFLiteModel:
     def __init__(self, blob: bytes, path: str | None = None):
         fb = _fb()
+        where = path or "model"
         try:
             if blob[4:8] != b"TFL3":
                 raise ValueError("missing TFL3 identifier")
             m = fb.ModelT.InitFromObj(fb.Model.GetRootAs(blob, 0))
         except Exception as exc:
-            raise InputError(f"{path or 'model'}: not a TFLite flatbuffer ({exc})") from None
+            raise InputError(f"{where}: not a TFLite flatbuffer ({exc})") from None
         self.path, self.size = path, len(blob)
-        self.description = (
-            (m.description or b"").decode(errors="replace")
-            if isinstance(m.description, bytes)
-            else (m.description or "")
-        )
+        self.description = _text(m.description)
         self.subgraph_count = len(m.subgraphs or [])
         if not self.subgraph_count:
-            raise InputError(f"{path or 'model'}: TFLite model has no subgraph")
+            raise InputError(f"{where}: TFLite model has no subgraph")
         buffers = m.buffers or []
-        for i, b in enumerate(buffers):  # offset/size (models over 2 GB keep buffers after the flatbuffer)
-            if (b.offset > 1 or b.size > 1) and b.offset + b.size > len(blob):
-                raise InputError(
-                    f"{path or 'model'}: buffer {i} points outside the file (offset {b.offset:,}, "
-                    f"size {b.size:,}; the file has {len(blob):,} bytes)"
-                )
-
-        def buffer_bytes(i: int) -> int:
-            if i <= 0 or i >= len(buffers):
-                return 0
-            b = buffers[i]
-            n = len(b.data) if b.data is not None else 0
-            return n or (b.size if b.size > 1 else 0)
-
-        opnames, builtin = [], _names(fb.BuiltinOperator)
-        for oc in m.operatorCodes or []:
-            code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
-            custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
-            opnames.append(
-                f"CUSTOM:{custom}" if code == fb.BuiltinOperator.CUSTOM else builtin.get(code, f"UNKNOWN_{code}")
-            )
-        types = _names(fb.TensorType)
+        _check_buffers(buffers, len(blob), where)
+        opnames = _op_names(fb, m.operatorCodes)
         sg = m.subgraphs[0]
-        self.tensors: list[Tensor] = []
-        for i, t in enumerate(sg.tensors or []):
-            q = t.quantization
-            shape = [int(s) for s in (t.shape if t.shape is not None else [])]
-            sig = (
-                [int(s) for s in t.shapeSignature] if t.shapeSignature is not None and len(t.shapeSignature) else shape
-            )
-            name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else (t.name or "")
-            self.tensors.append(
-                Tensor(
-                    i,
-                    name,
-                    shape,
-                    sig,
-                    types.get(t.type, f"type{t.type}").lower(),
-                    buffer_bytes(t.buffer),
-                    [float(s) for s in (q.scale if q is not None and q.scale is not None else [])],
-                    [int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else [])],
-                    int(q.quantizedDimension) if q is not None else 0,
-                    bool(t.isVariable),
-                )
-            )
+        self.tensors: list[Tensor] = [_tensor(fb, i, t, buffers) for i, t in enumerate(sg.tensors or [])]
         self.ops: list[Op] = [
-            Op(
-                i,
-                opnames[o.opcodeIndex],
-                [int(x) for x in (o.inputs if o.inputs is not None else [])],
-                [int(x) for x in (o.outputs if o.outputs is not None else [])],
-                o.builtinOptions,
-                [int(x) for x in (o.intermediates if o.intermediates is not None else [])],
-            )
+            Op(i, opnames[o.opcodeIndex], _ints(o.inputs), _ints(o.outputs), o.builtinOptions, _ints(o.intermediates))
             for i, o in enumerate(sg.operators or [])
         ]
         self.inputs = [int(i) for i in sg.inputs]
         self.outputs = [int(i) for i in sg.outputs]
-        self.metadata = {}
-        for md in m.metadata or []:
-            key = md.name.decode(errors="replace") if isinstance(md.name, bytes) else md.name
-            self.metadata[key] = buffer_bytes(md.buffer)
+        self.metadata = {_text(md.name): _buffer_bytes(buffers, md.buffer) for md in m.metadata or []}
         self.constant_bytes = sum(t.const_bytes for t in self.tensors)
 
     @classmethod
