@@ -66,9 +66,12 @@ def build(
         data = stage_data(b)
         identity = _identity(b, data)
         previous = _previous(b, identity, [t.name for t, _ in targets])
-        if reuse and previous and {t.name for t, _ in targets} <= {r.target for r in previous.results}:
-            log.info("using the existing build %s", b.dir)
-            return previous
+        if reuse and previous:
+            missing = [t.name for t, _ in targets if t.name not in {r.target for r in previous.results}]
+            if not missing:
+                log.info("using the existing build %s", b.dir)
+                return previous
+            log.info("the build in %s lacks %s", b.dir, ", ".join(missing))
         model = stage_compress(b, stage_model(b, data), data)
         write_compression(b.dir, recipe.name, model.steps)
         results: list[TargetResult] = []

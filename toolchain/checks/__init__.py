@@ -21,16 +21,18 @@ profile naming it. Built-in checks are imported only when a profile uses them.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, ClassVar
 
 from toolchain.config import Target
 from toolchain.errors import ConfigError
 from toolchain.record import Section
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _BUILTIN = {
     "litert": "toolchain.checks.litert:LiteRTCheck",
@@ -107,7 +109,7 @@ class Check:
 
 def with_margin(arena: int, margin: float) -> int:
     """An arena size with the target's safety margin, rounded up to 16 bytes."""
-    return int(np.ceil(arena * (1 + margin) / 16) * 16)
+    return int(math.ceil(arena * (1 + margin) / 16) * 16)
 
 
 def register(cls: type[Check]) -> type[Check]:

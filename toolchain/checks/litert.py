@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import datetime
 import time
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from toolchain.checks import Check, CheckContext, register
 from toolchain.errors import RuntimeValidationError
 from toolchain.record import Latency, Reload, Section
-from toolchain.tflite_model import TFLiteModel
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def quantize(x: np.ndarray, dtype, scale: float, zero: int) -> np.ndarray:
+    import numpy as np
+
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
@@ -21,6 +24,8 @@ def quantize(x: np.ndarray, dtype, scale: float, zero: int) -> np.ndarray:
 
 
 def dequantize(y: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    import numpy as np
+
     if np.issubdtype(y.dtype, np.integer):
         return (y.astype(np.float32) - zero) * scale
     return y.astype(np.float32)
@@ -31,6 +36,8 @@ class LiteRT:
 
     def __init__(self, model: bytes, threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
+
+        from toolchain.tflite_model import TFLiteModel
 
         self.model = TFLiteModel(model)
         try:
@@ -50,6 +57,8 @@ class LiteRT:
 
     def predict(self, xs) -> list[np.ndarray]:
         """Float outputs (dequantized), one array per model output, for float inputs (one array per input)."""
+        import numpy as np
+
         xs = list(xs) if isinstance(xs, (list, tuple)) else [xs]
         if len(xs) != len(self.inputs):
             raise RuntimeValidationError(f"the artifact has {len(self.inputs)} inputs; the data has {len(xs)}")
@@ -65,6 +74,8 @@ class LiteRT:
         return [np.stack(o) for o in outs]
 
     def latency_ms(self, xs, runs: int = 50, warmup: int = 5) -> dict:
+        import numpy as np
+
         xs = list(xs) if isinstance(xs, (list, tuple)) else [xs]
         self._set([x[0] for x in xs])
         for _ in range(warmup):
@@ -82,6 +93,7 @@ class LiteRT:
 
     def io(self) -> dict:
         """The first input's and output's shape, dtype and quantization."""
+        import numpy as np
 
         def desc(d):
             scale, zero = d["quantization"]

@@ -14,14 +14,14 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from toolchain.checks import Check, CheckContext, register, with_margin
-from toolchain.checks.metrics import compare
 from toolchain.errors import RuntimeValidationError
 from toolchain.record import Failure, Firmware, Latency, Memory, Reload, Section
-from toolchain.tflite_model import TFLiteModel
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 ARENA_ALIGN = 16  # the bisection stops when the bracket is this narrow
@@ -77,6 +77,8 @@ class TflmCrash(RuntimeValidationError):
 
 
 def _inputs(model_path: Path) -> int:
+    from toolchain.tflite_model import TFLiteModel
+
     return len(TFLiteModel(Path(model_path).read_bytes()).inputs)
 
 
@@ -175,6 +177,10 @@ def _verb(outcome: Outcome) -> str:
 def run(model_path: Path, arena: int, xs) -> tuple[list[np.ndarray], float]:
     """Float outputs (one array per model output) for float inputs (one array per model input, or one array),
     and the host's median ms per invoke; raises ``TflmCrash``."""
+    import numpy as np
+
+    from toolchain.tflite_model import TFLiteModel
+
     xs = list(xs) if isinstance(xs, (list, tuple)) else [xs]
     n_out = len(TFLiteModel(Path(model_path).read_bytes()).outputs)
     with tempfile.TemporaryDirectory(prefix="tflm-") as tmp:
@@ -196,6 +202,7 @@ def run(model_path: Path, arena: int, xs) -> tuple[list[np.ndarray], float]:
 def truncated(model: bytes, n_ops: int) -> bytes:
     """The model cut after its first ``n_ops`` operators (their last output becomes the output)."""
     import flatbuffers
+    import numpy as np
     from ai_edge_litert import schema_py_generated as fb
 
     m = fb.ModelT.InitFromObj(fb.Model.GetRootAs(model, 0))
@@ -215,6 +222,8 @@ def _culprit(model_path: Path, arena: int, failure: Outcome):
         and failure.stage != "invoke 0"
     ):
         return None
+    from toolchain.tflite_model import TFLiteModel
+
     model = Path(model_path).read_bytes()
     ops = TFLiteModel(model).ops
     lo, hi = 0, len(ops)  # truncated to lo ops runs; to hi ops fails
@@ -264,6 +273,8 @@ class TflmNumericsCheck(Check):
         )
 
     def numerics(self, ctx: CheckContext, outputs: list[np.ndarray], n: int, host_ms: float) -> dict:
+        from toolchain.checks.metrics import compare
+
         ctx.outputs[self.name] = outputs
         details = {"host_tflm_ms": host_ms}
         lite = ctx.outputs.get("litert")

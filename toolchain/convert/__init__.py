@@ -1,5 +1,13 @@
-"""TFLite conversion in each quantize mode."""
+"""TFLite conversion in each quantize mode (``convert`` loads TensorFlow when first used)."""
 
-from toolchain.convert.tflite import ConvertPlan, convert
+from toolchain.convert.plan import ConvertPlan
 
 __all__ = ["ConvertPlan", "convert"]
+
+
+def __getattr__(name: str):
+    if name == "convert":
+        from toolchain.convert.tflite import convert
+
+        return convert
+    raise AttributeError(name)

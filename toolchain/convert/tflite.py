@@ -11,26 +11,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
+from toolchain.convert.plan import ConvertPlan
 from toolchain.errors import ConversionError
 from toolchain.models.compat import tf
-
-
-@dataclass(frozen=True)
-class ConvertPlan:
-    mode: str
-    io_type: str = "float32"
-    per_channel: bool = True
-    batch: int | None = None  # None keeps the batch axis dynamic
-    int16_ops: str | None = None  # the table of ops the target runs with 16-bit activations (quantize.int16_layers)
-    int4_ops: str | None = None  # the table of ops the target runs with 4-bit weights (quantize.int4_layers)
-
-    def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("int16_ops", "int4_ops")}
-
 
 _IO_TYPES = {"int8": "int8", "uint8": "uint8", "int16": "int16", "float32": "float32"}
 _VALID_IO = {

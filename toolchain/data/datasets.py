@@ -12,28 +12,15 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from dataclasses import dataclass, replace
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
 from toolchain.config.recipe import DataSpec, Normalization
+from toolchain.data.sources import InputSpec, image_files
 from toolchain.errors import DataShapeError, InputError, NonFiniteError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 SPLITS = ("train", "calib", "eval")
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """A model input as the data must match it: name and per-sample shape (``None``: any size)."""
-
-    name: str
-    shape: tuple
-
-    @property
-    def is_image(self) -> bool:
-        return len(self.shape) == 3
 
 
 @dataclass(frozen=True)
@@ -91,19 +78,6 @@ class Dataset:
                 splits[f"xs_{s}"] = tuple(z[f"x_{s}_{i}"] for i in range(len(names)))
                 splits[f"y_{s}"] = z[f"y_{s}"] if f"y_{s}" in z.files else None
             return cls(**splits, labels=tuple(str(v) for v in z["labels"]), input_names=names)
-
-
-def source_digest(spec: DataSpec) -> str:
-    """What the raw data is, cheaply: the package version for builtins, file contents otherwise."""
-    h = hashlib.sha256()
-    if getattr(spec, "builtin", None):
-        h.update(f"builtin:{spec.builtin}:scikit-learn=={version('scikit-learn')}".encode())
-    elif spec.npz:
-        h.update(_read_bytes(spec.npz))
-    else:
-        for f in _image_files(spec.folder):
-            h.update(str(f.relative_to(spec.folder)).encode() + hashlib.sha256(_read_bytes(f)).digest())
-    return h.hexdigest()
 
 
 def load_dataset(spec: DataSpec, inputs, classes: int = 10, task: str = "classification") -> Dataset:
@@ -226,13 +200,6 @@ def check_labels(y, n: int, task: str, classes: int, labels: tuple, where) -> np
     return y.astype(np.int64)
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read data: {exc.strerror}") from None
-
-
 def _load_npz(path: Path, inputs: list[InputSpec], labels: bool = True) -> tuple[list[np.ndarray], np.ndarray | None]:
     """One array per model input, by input name, ``x`` for a single input, or in order; labels ``y``."""
     try:
@@ -261,22 +228,10 @@ def _load_npz(path: Path, inputs: list[InputSpec], labels: bool = True) -> tuple
     return [np.asarray(x) for x in xs], (np.asarray(y) if y is not None else None)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    if not Path(folder).is_dir():
-        raise InputError(f"{folder}: data folder does not exist or is not a directory")
-    try:
-        files = sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot read data folder: {exc.strerror}") from None
-    if not files:
-        raise InputError(f"{folder}: no PNG or JPEG images in class sub-folders")
-    return files
-
-
 def _load_folder(folder: Path):
     from PIL import Image, UnidentifiedImageError
 
-    files = _image_files(folder)
+    files = image_files(folder)
     labels = tuple(sorted({f.relative_to(folder).parts[0] for f in files if len(f.relative_to(folder).parts) > 1}))
     if not labels:
         raise InputError(f"{folder}: images must be in one sub-folder per class")

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from toolchain.config.recipe import ModelSpec
-from toolchain.data import InputSpec
+from toolchain.data.sources import InputSpec
 from toolchain.errors import DataShapeError, InputError, OfflineError
 from toolchain.models.compat import keras, tf
 
@@ -52,7 +50,9 @@ class SignatureModel:
         out = self.fn(**dict(zip(self.input_names, xs if isinstance(xs, (list, tuple)) else [xs], strict=True)))
         return [out[n] for n in self.output_names]
 
-    def predict(self, xs, batch_size: int = 64, verbose: int = 0) -> list[np.ndarray]:
+    def predict(self, xs, batch_size: int = 64, verbose: int = 0) -> list:
+        import numpy as np
+
         xs = list(xs) if isinstance(xs, (list, tuple)) else [xs]
         parts = [self([x[i : i + batch_size] for x in xs]) for i in range(0, len(xs[0]), batch_size)]
         return [np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(self.output_names))]

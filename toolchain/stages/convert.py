@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolchain.cache import Stage
-from toolchain.convert.tflite import ConvertPlan
+from toolchain.convert.plan import ConvertPlan
 from toolchain.fsutil import capture_fds
 from toolchain.stages.context import Build
 from toolchain.stages.data import Data
 from toolchain.stages.model import ModelStage
-from toolchain.tflite_model import TFLiteModel
 
 log = logging.getLogger(__name__)
 STAGE = Stage("convert", 4, tools=("tensorflow",))
@@ -67,6 +66,8 @@ def stage_convert(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) ->
 
 def describe(blob: bytes) -> dict:
     """What the record says of an artifact, computed once per artifact (parsing a flatbuffer is not free)."""
+    from toolchain.tflite_model import TFLiteModel
+
     m = TFLiteModel(blob)
 
     def tensor(i: int) -> dict:

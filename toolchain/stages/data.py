@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from toolchain.cache import DamagedEntry, Entry, Stage
-from toolchain.data import Dataset, load_dataset, source_digest
+from toolchain.data.sources import source_digest
 from toolchain.errors import DataShapeError
 from toolchain.fsutil import sha256_tree
 from toolchain.stages.context import Build
@@ -34,7 +34,7 @@ class Data:
         return getattr(self._data, name)
 
 
-def _meta(d: Dataset) -> dict:
+def _meta(d) -> dict:
     return {"digest": d.digest, "labels": list(d.labels), "sizes": {s: d.size(s) for s in SPLITS}}
 
 
@@ -54,6 +54,7 @@ def stage_data(b: Build) -> Data:
     }
 
     def compute(tmp):
+        from toolchain.data.datasets import load_dataset
         from toolchain.models.source import input_specs
 
         data = load_dataset(spec, input_specs(model, b.recipe.task), model.classes, b.recipe.task)
@@ -61,7 +62,9 @@ def stage_data(b: Build) -> Data:
         return _meta(data), data
 
     def load(entry: Entry):
-        def arrays() -> Dataset:
+        def arrays():
+            from toolchain.data.datasets import Dataset
+
             try:
                 return Dataset.load(entry.file("data.npz"))
             except DamagedEntry as exc:  # damaged after the lookup: compute it again

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from toolchain.config import Recipe, Target, load_target
-from toolchain.convert.tflite import ConvertPlan
+from toolchain.convert.plan import ConvertPlan
 from toolchain.errors import CompatibilityError
 from toolchain.fsutil import atomic_write
 from toolchain.stages.context import Build

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from toolchain.cache import Entry, Stage
 from toolchain.errors import InputError, NonFiniteError
 from toolchain.fsutil import sha256_tree
 from toolchain.stages.context import Build
 from toolchain.stages.data import Data
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 MODEL = Stage("model", 3, tools=("tensorflow", "tf_keras"))
@@ -23,11 +25,18 @@ COMPRESS = Stage("compress", 5, tools=("tensorflow", "tf_keras", "tensorflow-mod
 class ModelStage:
     key: str
     path: Path | None  # the saved Keras model (.keras; .h5 after compression); None for a .tflite model
-    reference: list[np.ndarray] | None  # the float model's outputs on the eval split, one array per output
+    _reference: object  # the float model's outputs on the eval split (one array per output), or a function reading
+    # them from the cache when first used (a warm rebuild never does); None: no reference
     history: dict
     _model: object = None
     steps: list = field(default_factory=list)  # compression step reports
     signature: str | None = None  # ``path`` is a SavedModel converted through this signature
+
+    @property
+    def reference(self) -> list[np.ndarray] | None:
+        if callable(self._reference):
+            self._reference = self._reference()
+        return self._reference
 
     @property
     def is_qat(self) -> bool:
@@ -55,6 +64,8 @@ class ModelStage:
 
 def predict(model, xs) -> list[np.ndarray]:
     """A Keras model's outputs on one array per input, as one array per output."""
+    import numpy as np
+
     out = model.predict(list(xs) if len(xs) > 1 else xs[0], batch_size=64, verbose=0)
     return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
 
@@ -73,6 +84,8 @@ def _reference_of(spec, xs) -> list[np.ndarray] | None:
 
 
 def _check_finite(reference: list[np.ndarray]) -> None:
+    import numpy as np
+
     bad = np.zeros(len(reference[0]), dtype=bool)
     for r in reference:
         bad |= ~np.isfinite(r.reshape(len(r), -1)).all(axis=1)
@@ -106,6 +119,8 @@ def stage_model(b: Build, data: Data) -> ModelStage:
             if r.model.signature is None:  # a SavedModel signature is converted from its folder
                 model.save(tmp / "model.keras")
         if reference is not None:
+            import numpy as np
+
             _check_finite(reference)
             np.savez(tmp / "reference.npz", *reference)
             m = compare(None, reference, data.y_eval, r.task, first_input=data.xs_eval[0])
@@ -117,8 +132,15 @@ def stage_model(b: Build, data: Data) -> ModelStage:
     def load(entry: Entry):
         if "reference.npz" not in entry.meta["files"]:
             return None, None
-        with np.load(entry.file("reference.npz")) as z:
-            return None, [z[f"arr_{k}"] for k in range(len(z.files))]
+        path = entry.file("reference.npz")  # checked now; read when first used
+
+        def read():
+            import numpy as np
+
+            with np.load(path) as z:
+                return [z[f"arr_{k}"] for k in range(len(z.files))]
+
+        return None, read
 
     (model, reference), entry = b.cache.run(MODEL, inputs, compute, load)
     if r.model.is_tflite or r.model.signature is not None:
@@ -193,4 +215,4 @@ def stage_compress(b: Build, base: ModelStage, data: Data) -> ModelStage:
 
         log.info("compress: %s (cached)", " -> ".join(step_label(s) for s in steps))
     path = entry.file("model.h5") if entry.hit else entry.dir / "model.h5"
-    return ModelStage(entry.meta["key"], path, base.reference, base.history, model, steps)
+    return ModelStage(entry.meta["key"], path, lambda: base.reference, base.history, model, steps)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 
 from toolchain.config import Recipe, Target, load_target
-from toolchain.convert.tflite import ConvertPlan
+from toolchain.convert.plan import ConvertPlan
 from toolchain.errors import CompatibilityError, ConfigError
-from toolchain.tflite_model import TFLiteModel
 
 log = logging.getLogger(__name__)
 #: The plans ``compare --plans`` builds (every quantize mode but the search).
@@ -21,6 +20,8 @@ PLAN_MODES = ("float32", "dynamic", "float16", "int8", "int16x8")
 
 def numerics_of(blob: bytes) -> ConvertPlan:
     """What an existing .tflite is: its quantize mode, I/O type and batch."""
+    from toolchain.tflite_model import TFLiteModel
+
     m = TFLiteModel(blob)
     weights = {t.dtype for t in m.tensors if t.is_constant and t.dtype.startswith(("float", "int8"))}
     acts = {t.dtype for op in m.ops for i in op.outputs for t in [m.tensors[i]] if not t.is_constant}

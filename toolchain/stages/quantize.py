@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from toolchain.cache import DamagedEntry, Entry, Stage
-from toolchain.convert.tflite import ConvertPlan
+from toolchain.convert.plan import ConvertPlan
 from toolchain.errors import CompatibilityError
 from toolchain.fsutil import capture_fds
 from toolchain.stages.context import Build

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolchain.config import Target
-from toolchain.convert.tflite import ConvertPlan
+from toolchain.convert.plan import ConvertPlan
 from toolchain.errors import ConfigError
 from toolchain.executors import INLINE, Executor
 from toolchain.fsutil import AtomicDir, atomic_copy, atomic_write

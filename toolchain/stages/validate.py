@@ -12,13 +12,12 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from toolchain import checks
 from toolchain.cache import Cache, Entry, Stage
 from toolchain.config import Target
-from toolchain.convert.tflite import ConvertPlan
+from toolchain.convert.plan import ConvertPlan
 from toolchain.errors import CompatibilityError, ToolchainError
 from toolchain.record import HEADLINE, Failure, Memory, Section, TargetResult
 from toolchain.stages import gates
@@ -26,6 +25,9 @@ from toolchain.stages.context import Build
 from toolchain.stages.convert import Artifact
 from toolchain.stages.data import Data
 from toolchain.stages.model import ModelStage
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 SECTION_FORMAT = 2  # how sections and outputs are cached (2: metrics by task, outputs.npz with one array per output)
@@ -41,6 +43,14 @@ class EvalData:
 
 
 @dataclass
+class Reference:
+    """What checks read of the float model: its key and its outputs on the eval split."""
+
+    key: str
+    reference: list[np.ndarray] | None
+
+
+@dataclass
 class CheckJob:
     """One target's checks on its artifact, with everything they read: picklable, so an executor can run it in
     another process (``run()`` there returns the sections and the stage timings it spent)."""
@@ -52,17 +62,20 @@ class CheckJob:
     artifact: Path  # in the target's (unpublished) folder
     sha256: str
     data: Data | EvalData  # the eval split, read only when a check runs (a warm rebuild opens no data set)
-    model_key: str
-    reference: list[np.ndarray] | None
+    model: ModelStage | Reference  # the float reference (its key, and its outputs when a check runs)
 
     @classmethod
     def of(cls, b: Build, target: Target, artifact: Path, sha: str, data: Data, model: ModelStage) -> CheckJob:
         cache = Cache(b.cache.root, b.cache.enabled, b.cache.versions)  # its own timings
-        return cls(cache, b.remeasure, b.recipe.task, target, artifact, sha, data, model.key, model.reference)
+        return cls(cache, b.remeasure, b.recipe.task, target, artifact, sha, data, model)
 
-    def __getstate__(self) -> dict:  # to another process: the eval arrays themselves
-        d = self.data
-        return {**self.__dict__, "data": EvalData(d.digest, list(d.xs_eval), d.y_eval)}
+    def __getstate__(self) -> dict:  # to another process: the eval arrays and the reference themselves
+        d, m = self.data, self.model
+        return {
+            **self.__dict__,
+            "data": EvalData(d.digest, list(d.xs_eval), d.y_eval),
+            "model": Reference(m.key, m.reference),
+        }
 
     @property
     def in_process_only(self) -> bool:
@@ -87,14 +100,14 @@ class CheckJob:
             "artifact": self.sha256,
             "file": self.artifact.name,
             "data": self.data.digest,
-            "reference": self.model_key,
+            "reference": self.model.key,
             "settings": check.settings(self.target),
         }
         return stage, inputs
 
     def run(self) -> tuple[dict[str, Section], dict[str, float]]:
         """The sections of the target's checks, in the profile's order, and the stage timings."""
-        sections, outputs = {}, {}
+        sections, outputs = {}, _Outputs()
         for name in self.target.checks:
             check = checks.get(name)
             stage, inputs = self._stage_of(check)
@@ -109,7 +122,7 @@ class CheckJob:
         def compute(tmp: Path):
             d = self.data
             ctx = checks.CheckContext(
-                self.target, self.artifact, list(d.xs_eval), d.y_eval, self.reference, self.task, outputs
+                self.target, self.artifact, list(d.xs_eval), d.y_eval, self.model.reference, self.task, outputs
             )
             section = check.run(ctx)
             if check.name in outputs:
@@ -117,6 +130,8 @@ class CheckJob:
             for f in section.files:
                 shutil.copyfile(self.artifact.parent / f, tmp / f)
             if check.name in outputs:
+                import numpy as np
+
                 np.savez(tmp / "outputs.npz", *outputs[check.name])
             (tmp / "section.json").write_text(section.model_dump_json())
             return {}, section
@@ -129,12 +144,35 @@ class CheckJob:
             for f in section.files:
                 shutil.copyfile(entry.file(f), self.artifact.parent / f)
             if "outputs.npz" in entry.meta["files"]:
-                with np.load(entry.file("outputs.npz")) as z:
-                    outputs[name] = [z[f"arr_{k}"] for k in range(len(z.files))]
+                outputs[name] = _reader(entry.file("outputs.npz"))
             log.info("%s: %s (cached)", name, _summary(section))
             return section
 
         return load
+
+
+class _Outputs(dict):
+    """Each check's outputs on the eval split, for the checks after it; a cached check's are read from its entry
+    when a later check first asks for them (a warm rebuild never does)."""
+
+    def __getitem__(self, name: str):
+        value = super().__getitem__(name)
+        if callable(value):
+            self[name] = value = value()
+        return value
+
+    def get(self, name: str, default=None):
+        return self[name] if name in self else default
+
+
+def _reader(path: Path):
+    def read() -> list:
+        import numpy as np
+
+        with np.load(path) as z:
+            return [z[f"arr_{k}"] for k in range(len(z.files))]
+
+    return read
 
 
 def _raised(check, exc: Exception) -> Section:
@@ -148,6 +186,8 @@ def _raised(check, exc: Exception) -> Section:
 
 def _nonfinite(check: str, outputs: list[np.ndarray], runtime: str | None) -> list[Failure]:
     """NaN never passes a check: non-finite outputs are a failure of their own kind."""
+    import numpy as np
+
     bad = np.zeros(len(outputs[0]), dtype=bool)
     for o in outputs:
         bad |= ~np.isfinite(o.reshape(len(o), -1)).all(axis=1)
