@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -13,6 +14,83 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The fast tier (``-m "not tf"``) must not load these; ``ai_edge_litert.schema_py_generated`` (flatbuffer parsing,
+# as toolchain/tflite_model.py does) is allowed.
+HEAVY = ("tensorflow", "tf_keras", "tflite_micro", "ethosu", "ai_edge_litert.interpreter")
+GUARD_DIR = Path(__file__).resolve().parent / "tfguard"  # holds the sitecustomize.py that watches subprocesses
+_guard: dict = {"on": False, "seen": set(), "reports": None}
+
+
+def heavy_loaded() -> set[str]:
+    """The heavy modules this process has imported."""
+    return {name for name in HEAVY if name in sys.modules}
+
+
+def _deselects_tf(config) -> bool:
+    """Whether ``-m`` deselects every test marked ``tf``, whatever other markers it carries."""
+    if not config.option.markexpr:
+        return False
+    from itertools import combinations
+
+    from _pytest.mark.expression import Expression
+
+    expr = Expression.compile(config.option.markexpr)
+    others = [m.split(":")[0].strip() for m in config.getini("markers") if not m.startswith("tf:")]
+    combos = [set(c) for n in range(len(others) + 1) for c in combinations(others, n)]
+    return not any(expr.evaluate(lambda name, /, c=c, **kw: name == "tf" or name in c) for c in combos)
+
+
+def pytest_configure(config):
+    _guard["on"] = _deselects_tf(config)
+    if _guard["on"]:
+        import tempfile
+
+        _guard["seen"] = heavy_loaded()
+        _guard["reports"] = Path(tempfile.mkdtemp(prefix="tfguard-"))
+        os.environ["TOOLCHAIN_TFGUARD_DIR"] = str(_guard["reports"])
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GUARD_DIR), os.environ.get("PYTHONPATH")]))
+
+
+def _newly_heavy() -> list[str]:
+    """Heavy modules loaded since the last look, here or in a subprocess (reported by tfguard/sitecustomize.py)."""
+    now = heavy_loaded()
+    new = sorted(now - _guard["seen"])
+    _guard["seen"] |= now
+    for report in sorted(_guard["reports"].iterdir()):
+        new.append(f"{report.read_text().strip()} (in a subprocess)")
+        report.unlink()
+    return new
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collectreport(report):
+    if _guard["on"] and report.passed and (new := _newly_heavy()):
+        report.outcome = "failed"
+        report.longrepr = f"{report.nodeid} imported {', '.join(new)} while being collected; import it inside the tests"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if _guard["on"] and call.when == "teardown" and (new := _newly_heavy()):
+        if item.get_closest_marker("tf") is None:
+            report.outcome = "failed"
+            report.longrepr = f"{item.nodeid} imported {', '.join(new)} but is not marked tf (pytest.mark.tf)"
+    return report
+
+
+def pytest_sessionfinish(session):
+    if not _guard["on"]:
+        return
+    if new := _newly_heavy():
+        session.config.get_terminal_writer().line(
+            f"error: the run imported {', '.join(new)} outside any test", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    import shutil
+
+    shutil.rmtree(_guard["reports"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Used twice: ``test_hostile.py`` runs each case in-process and checks its exit code and one-line message, and
 runs them all again through ``python -m toolchain`` in subprocesses to check that none reaches an internal error
-or a traceback. Cases that need TensorFlow (model files) are marked ``tf``.
+or a traceback. Cases that need TensorFlow (model files) say so (``tf=True``): their tests are marked ``tf``.
 """
 
 from __future__ import annotations
@@ -163,11 +163,13 @@ class _Zeros(io.RawIOBase):
 
 def huge_buffer_tflite(d: Path) -> list[str]:
     """A flatbuffer that declares a 1 TiB buffer outside the file."""
+    from importlib.util import find_spec
+
     import flatbuffers
-    import tflite_micro
     from ai_edge_litert import schema_py_generated as fb
 
-    blob = (Path(tflite_micro.__file__).parent / "python" / "tflite_micro" / "sine_float.tflite").read_bytes()
+    sine = Path(find_spec("tflite_micro").origin).parent / "python" / "tflite_micro" / "sine_float.tflite"
+    blob = sine.read_bytes()
     m = fb.ModelT.InitFromObj(fb.Model.GetRootAs(blob, 0))
     m.buffers[1].data, m.buffers[1].offset, m.buffers[1].size = None, 1000, 1 << 40
     b = flatbuffers.Builder(len(blob) + 1024)

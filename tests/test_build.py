@@ -14,6 +14,7 @@ from tests.conftest import REPO
 JSON_KEYS = ["target", "mode", "artifact", "size_bytes", "passed", "failures"]
 
 
+@pytest.mark.tf
 def test_build_writes_artifacts_reports_and_caches(tiny_recipe, tmp_path, run_cli):
     recipe = tiny_recipe()
     out = tmp_path / "build"
@@ -46,6 +47,7 @@ def test_build_writes_artifacts_reports_and_caches(tiny_recipe, tmp_path, run_cl
     assert code == 0 and "train: epoch 3/3" in stderr3 and "(cached)" not in stderr3
 
 
+@pytest.mark.tf
 def test_gate_failure_exit_code_names_gate(tiny_recipe, tmp_path, run_cli):
     recipe = tiny_recipe(extra="acceptance: {max_size_kb: 1}")
     code, stdout, stderr = run_cli("build", recipe, "--out", tmp_path / "b")
@@ -55,6 +57,7 @@ def test_gate_failure_exit_code_names_gate(tiny_recipe, tmp_path, run_cli):
     assert (tmp_path / "b" / "tiny" / "phone-cpu" / "report.md").read_text().count("FAILED") >= 1
 
 
+@pytest.mark.tf
 def test_missing_model_file(tiny_recipe, tmp_path, run_cli):
     recipe = tiny_recipe()
     text = recipe.read_text()
@@ -105,6 +108,7 @@ def test_recipe_check_and_targets_commands(run_cli):
     assert code == 4 and "unknown target 'toaster'" in err
 
 
+@pytest.mark.tf
 def test_stdout_is_clean_json_in_a_real_process(tiny_recipe, tmp_path):
     """TensorFlow's native chatter must go to the build log, never to stdout."""
     recipe = tiny_recipe(train="train: {epochs: 1}")
@@ -121,6 +125,7 @@ def test_stdout_is_clean_json_in_a_real_process(tiny_recipe, tmp_path):
     assert (tmp_path / "b" / "tiny" / "build.log").stat().st_size > 0
 
 
+@pytest.mark.tf
 @pytest.mark.slow
 def test_mobilenet_recipe_end_to_end(tmp_path):
     """The README's main job: MobileNetV2 trained on digits, validated on phone, MCU, NPU and TPU."""
@@ -165,6 +170,7 @@ def test_mobilenet_recipe_end_to_end(tmp_path):
     assert second["timings_s"]["total"] < 15
 
 
+@pytest.mark.tf
 @pytest.mark.slow
 def test_mobilenet_224_does_not_fit_cortex_m4(tmp_path):
     cmd = [

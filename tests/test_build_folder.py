@@ -13,6 +13,8 @@ import pytest
 
 from toolchain.checks import Check, register
 
+pytestmark = pytest.mark.tf
+
 TWO_TARGETS = "[phone-cpu, cortex-m7]"
 
 

@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import int8_model, write_recipe
 
+pytestmark = pytest.mark.tf
+
 TARGETS = "[phone-cpu, cortex-m7, ethos-u55-128]"
 
 

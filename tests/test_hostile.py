@@ -10,7 +10,11 @@ import pytest
 from tests.hostile import CASES
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def params(cases):
+    return [pytest.param(c, id=c.name, marks=[pytest.mark.tf] if c.tf else []) for c in cases]
+
+
+@pytest.mark.parametrize("case", params(CASES))
 def test_bad_input_gets_its_exit_code_and_one_line(case, tmp_path, run_cli):
     args = case.make(tmp_path)
     code, out, err = run_cli(*args)
@@ -21,8 +25,16 @@ def test_bad_input_gets_its_exit_code_and_one_line(case, tmp_path, run_cli):
     assert not (tmp_path / "out" / "bad" / "phone-cpu").exists()  # no folder that looks like a result
 
 
-def test_no_bad_input_reaches_an_internal_error_in_a_real_process(tmp_path):
+@pytest.mark.parametrize(
+    "cases",
+    [
+        pytest.param([c for c in CASES if not c.tf], id="no-tf"),
+        pytest.param([c for c in CASES if c.tf], id="tf", marks=pytest.mark.tf),
+    ],
+)
+def test_no_bad_input_reaches_an_internal_error_in_a_real_process(cases, tmp_path):
     """The same corpus through ``python -m toolchain`` in fresh processes (two at a time)."""
+    assert len(cases) >= 2
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
 
     def run(case):
@@ -35,7 +47,7 @@ def test_no_bad_input_reaches_an_internal_error_in_a_real_process(tmp_path):
         return case, proc
 
     with ThreadPoolExecutor(2) as pool:
-        for case, proc in pool.map(run, CASES):
+        for case, proc in pool.map(run, cases):
             bad = [line for line in proc.stderr.splitlines() if "internal error" in line or "Traceback" in line]
             assert not bad, (case.name, proc.stderr[-2000:])
             assert proc.returncode == case.code, (case.name, proc.stderr[-2000:])

@@ -3,8 +3,11 @@
 import json
 
 import numpy as np
+import pytest
 
 from toolchain.checks import Check, register
+
+pytestmark = pytest.mark.tf
 
 
 def test_training_that_diverges_names_the_epoch(tiny_recipe, tmp_path, run_cli):

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from toolchain.checks import tflm
 
 
@@ -9,6 +11,7 @@ def by_target(record, name):
     return record.result(name)
 
 
+@pytest.mark.tf
 def test_each_target_gets_its_quantization(all_targets):
     record, _ = all_targets
     plans = {r.target: (r.mode, r.io_type, r.batch, r.runtime) for r in record.results}
@@ -22,6 +25,7 @@ def test_each_target_gets_its_quantization(all_targets):
     assert record.passed, [r.failures for r in record.results]
 
 
+@pytest.mark.tf
 def test_mcu_memory_numerics_and_sources(all_targets):
     record, out = all_targets
     r = by_target(record, "cortex-m7")
@@ -43,6 +47,7 @@ def test_mcu_memory_numerics_and_sources(all_targets):
     assert "alignas(16)" in source and f"g_model_data_len = {r.size_bytes};" in source
 
 
+@pytest.mark.tf
 def test_npu_section_from_vela(all_targets):
     record, out = all_targets
     r = by_target(record, "ethos-u55-128")
@@ -56,6 +61,7 @@ def test_npu_section_from_vela(all_targets):
     assert (out / "tiny" / "ethos-u55-128" / "model_data.cc").exists()
 
 
+@pytest.mark.tf
 def test_tpu_and_gpu_sections(all_targets):
     record, _ = all_targets
     tpu = by_target(record, "edgetpu").sections["edgetpu"].details
@@ -71,6 +77,7 @@ def custom_target(targets_dir, name, **memory):
     (targets_dir / f"{name}.yaml").write_text(text.replace("memory:\n", "memory:\n" + extra))
 
 
+@pytest.mark.tf
 def test_tflm_crash_is_a_reported_failure(tiny_recipe, tmp_path, targets_dir, run_cli):
     """A firmware arena of 256 bytes makes tflite-micro segfault: the build reports it and exits 10."""
     custom_target(targets_dir, "tiny-arena-mcu", arena_kb=0.25)
@@ -89,6 +96,7 @@ def test_tflm_crash_is_a_reported_failure(tiny_recipe, tmp_path, targets_dir, ru
     assert "error: tflite-micro: killed by SIGSEGV" in err
 
 
+@pytest.mark.tf
 def test_does_not_fit(tiny_recipe, tmp_path, targets_dir, run_cli):
     custom_target(targets_dir, "one-kb-mcu")
     (targets_dir / "one-kb-mcu.yaml").write_text(
@@ -104,6 +112,7 @@ def test_does_not_fit(tiny_recipe, tmp_path, targets_dir, run_cli):
     assert f"error: does not fit one-kb-mcu: needs {need:.0f} KB RAM, has 1 KB" in err
 
 
+@pytest.mark.tf
 def test_float16_on_a_microcontroller_is_refused(tiny_recipe, tmp_path, run_cli):
     code, out, err = run_cli(
         "build", tiny_recipe(quantize="mode: float16", targets="[cortex-m4]"), "--out", tmp_path / "b"

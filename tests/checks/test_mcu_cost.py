@@ -16,6 +16,7 @@ from toolchain.tflite_model import TFLiteModel
 ANCHORS = Path(__file__).resolve().parents[3] / "shared" / "anchors" / "mlperf-tiny"
 
 
+@pytest.mark.tf
 def test_cycles_are_the_sum_over_ops_of_the_profile_coefficients(tiny_conv_int8):
     m = TFLiteModel.from_file(tiny_conv_int8)
     cost = McuCost(
@@ -47,6 +48,7 @@ def test_cycles_are_the_sum_over_ops_of_the_profile_coefficients(tiny_conv_int8)
     assert f["conv"]["macs"] == sum(v for i, v in macs.items() if m.ops[i].name == "CONV_2D")
 
 
+@pytest.mark.tf
 def test_an_estimate_carries_its_band_and_source(tiny_conv_int8):
     m = TFLiteModel.from_file(tiny_conv_int8)
     m4, m7 = load_target("cortex-m4"), load_target("cortex-m7")

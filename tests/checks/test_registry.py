@@ -63,6 +63,7 @@ def test_registry_knows_builtins_and_refuses_unknown_names():
         register(type("Nameless", (Check,), {}))
 
 
+@pytest.mark.tf
 def test_a_registered_check_runs_in_a_build(tiny_recipe, tmp_path, targets_dir, run_cli):
     profile(targets_dir, "half-npu", "[litert, test-half-ops]")
     out = tmp_path / "b"
@@ -80,6 +81,7 @@ def test_a_registered_check_runs_in_a_build(tiny_recipe, tmp_path, targets_dir, 
     assert "## test-half-ops" in md and "| first_op | CONV_2D |" in md and f"{n // 2}/{n}" in md
 
 
+@pytest.mark.tf
 def test_unknown_check_in_a_profile_is_refused_before_any_work(tiny_recipe, tmp_path, targets_dir, run_cli):
     profile(targets_dir, "odd-npu", "[litert, warp-drive]")
     code, _, err = run_cli("build", tiny_recipe(targets="[odd-npu]"), "--out", tmp_path / "b")
@@ -87,6 +89,7 @@ def test_unknown_check_in_a_profile_is_refused_before_any_work(tiny_recipe, tmp_
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.tf
 def test_a_check_that_raises_fails_only_its_target(tiny_recipe, tmp_path, targets_dir, run_cli):
     profile(targets_dir, "broken-npu", "[litert, test-explodes]")
     profile(targets_dir, "cut-npu", "[litert, test-truncated-vela]")

@@ -6,6 +6,8 @@ import pytest
 from toolchain.checks import tflm
 from toolchain.checks.litert import LiteRT
 
+pytestmark = pytest.mark.tf
+
 
 def test_min_arena_is_exact_to_the_alignment(tiny_conv_int8):
     arena, probes = tflm.min_arena(tiny_conv_int8)

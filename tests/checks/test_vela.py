@@ -9,6 +9,8 @@ from toolchain.checks import vela
 from toolchain.config.target import Vela
 from toolchain.errors import CompatibilityError
 
+pytestmark = pytest.mark.tf
+
 U55 = Vela(accelerator_config="ethos-u55-128", system_config="Ethos_U55_High_End_Embedded", memory_mode="Shared_Sram")
 
 

@@ -8,6 +8,8 @@ from toolchain.compress import lowrank
 from toolchain.config.recipe import LowRankStep
 from toolchain.errors import CompressionError
 
+pytestmark = pytest.mark.tf
+
 
 @pytest.fixture(scope="module")
 def branchy(keras):

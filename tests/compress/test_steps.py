@@ -10,6 +10,8 @@ import pytest
 from toolchain.compress import common, filters, qat
 from toolchain.errors import CompressionError
 
+pytestmark = pytest.mark.tf
+
 
 def build(tiny_recipe, tmp_path, run_cli, compress: str, extra: str = ""):
     recipe = tiny_recipe(extra=f"compress:\n{compress}\n{extra}\nacceptance: {{max_accuracy_drop: 100}}")

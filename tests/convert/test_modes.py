@@ -8,6 +8,8 @@ from toolchain.checks.metrics import compare
 from toolchain.convert import ConvertPlan, convert
 from toolchain.errors import ConversionError
 
+pytestmark = pytest.mark.tf
+
 CASES = [
     # mode, io_type, expected input dtype, minimum cosine to the Keras outputs
     ("float32", "float32", "float32", 0.99999),

@@ -21,12 +21,14 @@ def bundle(all_targets, tmp_path_factory):
     return package(out / "tiny", tmp_path_factory.mktemp("dist"), version="1.0.0")
 
 
+@pytest.mark.tf
 def test_packaging_twice_is_byte_identical(all_targets, bundle, tmp_path):
     _, out = all_targets
     again = package(out / "tiny", tmp_path, version="1.0.0")
     assert again.name == "tiny-1.0.0.tar.gz" and sha(again) == sha(bundle)
 
 
+@pytest.mark.tf
 def test_bundle_contents_and_manifest(bundle):
     with tarfile.open(bundle) as tar:
         names = tar.getnames()
@@ -52,6 +54,7 @@ def test_bundle_contents_and_manifest(bundle):
     assert "timings" not in json.dumps(manifest)
 
 
+@pytest.mark.tf
 def test_verify_passes(bundle, run_cli):
     code, out, _ = run_cli("verify", bundle)
     assert code == 0
@@ -71,6 +74,7 @@ def rewrite(src, dst, change):
     return dst
 
 
+@pytest.mark.tf
 def test_one_changed_byte_is_tampered(bundle, tmp_path, run_cli):
     def flip(m, data):
         if m.name.endswith("cortex-m7/tiny_int8.tflite"):
@@ -84,6 +88,7 @@ def test_one_changed_byte_is_tampered(bundle, tmp_path, run_cli):
     assert code == 14 and "does not match" in err
 
 
+@pytest.mark.tf
 def test_path_escape_is_refused_and_writes_nothing(bundle, tmp_path, run_cli):
     def evil(m, data):
         out = [(m, data)]
@@ -99,6 +104,7 @@ def test_path_escape_is_refused_and_writes_nothing(bundle, tmp_path, run_cli):
     assert not (tmp_path / "evil").exists()
 
 
+@pytest.mark.tf
 def test_links_are_refused(bundle, tmp_path):
     def link(m, data):
         out = [(m, data)]
@@ -119,6 +125,7 @@ def test_not_a_bundle(tmp_path, run_cli):
     assert code == 13 and "not a readable .tar.gz" in err
 
 
+@pytest.mark.tf
 def test_failed_build_is_refused_unless_allowed(tiny_recipe, tmp_path, run_cli):
     recipe = tiny_recipe(extra="acceptance: {max_size_kb: 1}", train="train: {epochs: 1}")
     code, _, err = run_cli("package", recipe, "--build-out", tmp_path / "b", "--out", tmp_path / "dist")
@@ -130,6 +137,7 @@ def test_failed_build_is_refused_unless_allowed(tiny_recipe, tmp_path, run_cli):
     assert verify(next((tmp_path / "dist").glob("*.tar.gz")))["files"] > 3
 
 
+@pytest.mark.tf
 def test_package_from_recipe_reuses_its_build(tiny_recipe, tmp_path, run_cli):
     recipe = tiny_recipe(train="train: {epochs: 1}")
     args = ("package", recipe, "--build-out", tmp_path / "b", "--version", "2")

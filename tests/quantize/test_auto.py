@@ -2,6 +2,10 @@
 
 import json
 
+import pytest
+
+pytestmark = pytest.mark.tf
+
 
 def record(out):
     return json.loads((out / "tiny" / "build.json").read_text())

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.tf
+
 
 def test_build_with_every_option_records_and_reports_the_calibration(tiny_recipe, tmp_path, run_cli):
     recipe = tiny_recipe(

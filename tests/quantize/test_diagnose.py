@@ -40,6 +40,7 @@ def planted(keras):
     return model
 
 
+@pytest.mark.tf
 def test_the_planted_layer_ranks_first(planted):
     graph, stats, _ = calibrate(planted, [X], equalize=False)
     layers = diagnose(
@@ -73,6 +74,7 @@ def chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+@pytest.mark.tf
 def test_diagnose_command_writes_the_three_pages(tiny_recipe, tmp_path, run_cli):
     recipe = tiny_recipe(targets="[cortex-m7]", train="train: {epochs: 2}")
     code, out, err = run_cli("diagnose", recipe, "--out", tmp_path / "b", "--samples", "16", "--format", "json")
@@ -97,11 +99,13 @@ def test_diagnose_command_writes_the_three_pages(tiny_recipe, tmp_path, run_cli)
         assert '<table id="layers">' in dom and "isolated channel SNR dB" in dom and "data:image/png;base64," in dom
 
 
+@pytest.mark.tf
 def test_diagnose_refuses_a_plan_it_cannot_explain(tiny_recipe, tmp_path, run_cli):
     code, _, err = run_cli("diagnose", tiny_recipe(quantize="mode: float16"), "--out", tmp_path / "b")
     assert code == 9 and "no int8 plan" in err
 
 
+@pytest.mark.tf
 def test_build_writes_the_diagnosis_when_asked(tiny_recipe, tmp_path, run_cli):
     recipe = tiny_recipe(targets="[phone-cpu]", train="train: {epochs: 2}")
     code, _, err = run_cli("build", recipe, "--out", tmp_path / "b", "--diagnose")

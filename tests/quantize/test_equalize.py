@@ -10,6 +10,8 @@ from toolchain.quantize.converter import calibration_graph, quantize_graph
 from toolchain.quantize.graph import Graph
 from toolchain.quantize.stats import collect
 
+pytestmark = pytest.mark.tf
+
 RNG = np.random.default_rng(0)
 X = RNG.uniform(-1, 1, (64, 16)).astype(np.float32)
 OPTIONS = dict(method="minmax", percentile=99.99, symmetric=False, bias_correction=False, io_type="float32")

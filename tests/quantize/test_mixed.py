@@ -9,6 +9,8 @@ import pytest
 
 from toolchain.quantize.mixed import int16_data, refused_int16
 
+pytestmark = pytest.mark.tf
+
 
 def test_one_int16_layer_runs_in_litert_and_tflite_micro_and_the_edge_tpu_refuses_it(tiny_recipe, tmp_path, run_cli):
     from toolchain.tflite_model import TFLiteModel

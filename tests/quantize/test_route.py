@@ -9,6 +9,8 @@ from toolchain.quantize.calibrate import calibrate, quantize
 from toolchain.quantize.graph import Graph
 from toolchain.tflite_model import TFLiteModel
 
+pytestmark = pytest.mark.tf
+
 RNG = np.random.default_rng(0)
 X = RNG.uniform(-1, 1, (40, 8, 8, 1)).astype(np.float32)
 OPTIONS = dict(method="minmax", percentile=99.99, symmetric=False, bias_correction=False, per_channel=True)

@@ -10,6 +10,7 @@ from toolchain.report.compare import compare, pareto
 from toolchain.report.html import render
 
 
+@pytest.mark.tf
 def test_best_values_and_pareto(all_targets):
     record, _ = all_targets
     table = compare(record)
@@ -43,6 +44,7 @@ def test_pareto_on_known_points():
     assert pareto(rows) == ["a", "c", "d"]
 
 
+@pytest.mark.tf
 def test_html_escapes_names_and_is_self_contained(all_targets):
     record, _ = all_targets
     table = compare(record)
@@ -57,6 +59,7 @@ def chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+@pytest.mark.tf
 @pytest.mark.skipif(chromium() is None, reason="Chromium is not installed")
 def test_page_shows_the_table_in_headless_chromium(all_targets, tmp_path, run_cli):
     record, out = all_targets
@@ -91,6 +94,7 @@ def test_page_shows_the_table_in_headless_chromium(all_targets, tmp_path, run_cl
     assert shot.stat().st_size > 20_000  # a rendered page with plots, not a blank one
 
 
+@pytest.mark.tf
 def test_compare_json_and_md(all_targets, run_cli):
     record, out = all_targets
     code, stdout, _ = run_cli("compare", record.recipe_file, "--format", "json", "--build-dir", out)
@@ -112,6 +116,7 @@ def test_compare_json_and_md(all_targets, run_cli):
     assert code == 0 and stdout.count("\n| ") == 3 and (out / "tiny" / "compare.md").exists()
 
 
+@pytest.mark.tf
 def test_plans_are_compared_in_one_table(tiny_recipe, tmp_path, run_cli):
     """--plans builds the recipe once per plan (each target that runs it) and shows plan x target with a front."""
     recipe = tiny_recipe(targets="[phone-cpu, cortex-m7]", train="train: {epochs: 2}")
@@ -129,6 +134,7 @@ def test_plans_are_compared_in_one_table(tiny_recipe, tmp_path, run_cli):
     assert (tmp_path / "b" / "tiny-float16" / "build.json").exists()
 
 
+@pytest.mark.tf
 def test_plans_must_be_quantize_modes(tiny_recipe, tmp_path, run_cli):
     code, _, err = run_cli("compare", tiny_recipe(), "--plans", "int8,int4", "--build-dir", tmp_path / "b")
     assert code == 3 and "--plans: 'int4' is not a quantize mode" in err and len(err.strip().splitlines()) == 1

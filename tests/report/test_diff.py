@@ -49,6 +49,7 @@ def scaled_recipe(tmp_path, keras):
     return make
 
 
+@pytest.mark.tf
 def test_identical_builds_diff_clean_and_a_starved_calibration_regresses(scaled_recipe, tmp_path, run_cli):
     rules = "size>+2%,arena>+0,accuracy<-0.5"
     recipe = scaled_recipe(100)
