@@ -3,6 +3,7 @@ more than the tolerance is a regression; better by more than the tolerance is an
 the reference, and say why, in the commit that stores the new result). Reads JSON only: no TensorFlow."""
 
 import importlib
+import math
 
 import pytest
 import yaml
@@ -20,6 +21,8 @@ def measured(benchmark: str) -> dict[str, float]:
 def compare(name: str, value: float, ref: dict) -> str | None:
     """None when ``value`` is within ``ref``'s tolerance, else what is wrong."""
     assert ref["better"] in ("higher", "lower"), f"{name}: better must be 'higher' or 'lower'"
+    if not math.isfinite(value):  # a NaN is neither worse nor better than anything: it never passes
+        return f"not a number: {name}: measured {value}"
     gain = (value - ref["value"]) if ref["better"] == "higher" else (ref["value"] - value)
     where = f"{name}: measured {value:g}, reference {ref['value']:g} ± {ref['tolerance']:g} ({ref['better']} is better)"
     if gain < -ref["tolerance"]:
@@ -53,3 +56,4 @@ def test_the_comparison_fails_both_ways():
     low = {**ref, "better": "lower"}
     assert compare("x", 11.1, low).startswith("regression")
     assert compare("x", 8.9, low).startswith("unexplained improvement")
+    assert compare("x", float("nan"), low).startswith("not a number")
