@@ -94,6 +94,56 @@ def _singular(m: np.ndarray) -> np.ndarray:
     return np.linalg.svd(m.astype(np.float64), compute_uv=False)
 
 
+def _svd(w: np.ndarray, conv: bool, step: LowRankStep, budget, out_positions: int, bias: int) -> tuple:
+    """Dense or 1x1 Conv2D: truncated SVD of the kernel matrix into two layers of rank r."""
+    m = w.reshape(-1, w.shape[-1])
+    cin, cout = m.shape
+    s = _singular(m)  # a strided 1x1 conv: the first layer strides, both run at the output's size
+    r = _rank_for_energy(s, step.energy) if budget is None else int(budget // (out_positions * (cin + cout)))
+    r = max(1, min(r, len(s)))
+    a, b = svd_factors(m, r)
+    if conv:
+        a, b = a[None, None], b[None, None]
+    return [a, b], "svd", r, _kept(s, r), out_positions * r * (cin + cout), r * (cin + cout) + bias
+
+
+def _spatial(layer, w: np.ndarray, step: LowRankStep, budget, out_positions: int, bias: int) -> tuple:
+    """kxk Conv2D: spatial SVD into a kx1 and a 1xk convolution of rank r."""
+    kh, kw, cin, cout = w.shape
+    ho = int(layer.output.shape[1])
+    win = int(layer.input.shape[2])
+    per_rank = ho * win * kh * cin + out_positions * kw * cout
+    s = _singular(w.transpose(0, 2, 1, 3).reshape(kh * cin, kw * cout))
+    r = _rank_for_energy(s, step.energy) if budget is None else int(budget // per_rank)
+    r = max(1, min(r, len(s)))
+    return list(spatial_factors(w, r)), "spatial", r, _kept(s, r), per_rank * r, r * (kh * cin + kw * cout) + bias
+
+
+def _tucker(layer, w: np.ndarray, step: LowRankStep, budget, out_positions: int, bias: int) -> tuple:
+    """kxk Conv2D: Tucker-2 into 1x1 (cin -> r1), kxk (r1 -> r2) and 1x1 (r2 -> cout) convolutions."""
+    kh, kw, cin, cout = w.shape
+    in_positions = int(np.prod(layer.input.shape[1:-1]))
+    s_in = _singular(w.transpose(2, 0, 1, 3).reshape(cin, -1))
+    s_out = _singular(w.transpose(3, 0, 1, 2).reshape(cout, -1))
+
+    def cost(r1, r2):
+        m = in_positions * cin * r1 + out_positions * (kh * kw * r1 * r2 + r2 * cout)
+        return m, cin * r1 + kh * kw * r1 * r2 + r2 * cout + bias
+
+    if budget is None:
+        r1, r2 = _rank_for_energy(s_in, step.energy), _rank_for_energy(s_out, step.energy)
+    else:  # the same share of each channel mode, the largest that fits the budget
+        r1 = r2 = 1
+        for rho in np.linspace(1.0, 0.0, 201)[:-1]:
+            c1, c2 = max(1, int(round(rho * cin))), max(1, int(round(rho * cout)))
+            if cost(c1, c2)[0] <= budget:
+                r1, r2 = c1, c2
+                break
+    r1, r2 = max(1, min(r1, len(s_in))), max(1, min(r2, len(s_out)))
+    kept = min(_kept(s_in, r1), _kept(s_out, r2))
+    return tucker_factors(w, r1, r2), "tucker", [r1, r2], kept, *cost(r1, r2)
+
+
 def plan_layer(layer, step: LowRankStep, keep_costlier: bool = False) -> Plan | str:
     """The factorization of one Dense or Conv2D layer, or why it is left alone (``keep_costlier``: also when it
     costs more MACs than the layer; tests compare full-rank factorizations with the original)."""
@@ -105,53 +155,12 @@ def plan_layer(layer, step: LowRankStep, keep_costlier: bool = False) -> Plan | 
     macs = out_positions * int(np.prod(w.shape[:-1])) * int(w.shape[-1])
     budget = (1 - step.macs_removed) * macs if step.macs_removed is not None else None
     if isinstance(layer, L.Dense) or (isinstance(layer, L.Conv2D) and w.shape[:2] == (1, 1)):
-        m = w.reshape(-1, w.shape[-1])
-        cin, cout = m.shape
-        s = _singular(m)  # a strided 1x1 conv: the first layer strides, both run at the output's size
-        r = _rank_for_energy(s, step.energy) if budget is None else int(budget // (out_positions * (cin + cout)))
-        r = max(1, min(r, len(s)))
-        mac_after, par_after = out_positions * r * (cin + cout), r * (cin + cout) + bias
-        a, b = svd_factors(m, r)
-        if isinstance(layer, L.Conv2D):
-            a, b = a[None, None], b[None, None]
-        kernels, kind, rank, kept = [a, b], "svd", r, _kept(s, r)
+        plan = _svd(w, isinstance(layer, L.Conv2D), step, budget, out_positions, bias)
     elif step.conv == "spatial":
-        kh, kw, cin, cout = w.shape
-        ho = int(layer.output.shape[1])
-        win = int(layer.input.shape[2])
-        per_rank = ho * win * kh * cin + out_positions * kw * cout
-        s = _singular(w.transpose(0, 2, 1, 3).reshape(kh * cin, kw * cout))
-        r = _rank_for_energy(s, step.energy) if budget is None else int(budget // per_rank)
-        r = max(1, min(r, len(s)))
-        mac_after, par_after = per_rank * r, r * (kh * cin + kw * cout) + bias
-        kernels, kind, rank, kept = list(spatial_factors(w, r)), "spatial", r, _kept(s, r)
+        plan = _spatial(layer, w, step, budget, out_positions, bias)
     else:
-        kh, kw, cin, cout = w.shape
-        in_positions = int(np.prod(layer.input.shape[1:-1]))
-        s_in = _singular(w.transpose(2, 0, 1, 3).reshape(cin, -1))
-        s_out = _singular(w.transpose(3, 0, 1, 2).reshape(cout, -1))
-
-        def cost(r1, r2):
-            m = in_positions * cin * r1 + out_positions * (kh * kw * r1 * r2 + r2 * cout)
-            return m, cin * r1 + kh * kw * r1 * r2 + r2 * cout + bias
-
-        if budget is None:
-            r1, r2 = _rank_for_energy(s_in, step.energy), _rank_for_energy(s_out, step.energy)
-        else:  # the same share of each channel mode, the largest that fits the budget
-            r1 = r2 = 1
-            for rho in np.linspace(1.0, 0.0, 201)[:-1]:
-                c1, c2 = max(1, int(round(rho * cin))), max(1, int(round(rho * cout)))
-                if cost(c1, c2)[0] <= budget:
-                    r1, r2 = c1, c2
-                    break
-        r1, r2 = max(1, min(r1, len(s_in))), max(1, min(r2, len(s_out)))
-        mac_after, par_after = cost(r1, r2)
-        kernels, kind, rank, kept = (
-            tucker_factors(w, r1, r2),
-            "tucker",
-            [r1, r2],
-            min(_kept(s_in, r1), _kept(s_out, r2)),
-        )
+        plan = _tucker(layer, w, step, budget, out_positions, bias)
+    kernels, kind, rank, kept, mac_after, par_after = plan
     if mac_after >= macs and not keep_costlier:
         return f"rank {rank} would cost {mac_after:,} MACs, the layer costs {macs:,}"
     if budget is not None and mac_after > budget:
