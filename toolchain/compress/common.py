@@ -145,6 +145,51 @@ def feature_model(model, pairs, teacher: Teacher):
     return k.Model(model.inputs, outputs), adapters
 
 
+def _learning_rate(spec: FineTune, samples: int):
+    """The optimizer's learning rate: cosine decay to zero lets the weights settle; gradual pruning keeps a
+    constant rate so the last masks can heal."""
+    schedule = spec.lr_schedule or ("constant" if getattr(spec, "method", None) in ("magnitude", "2:4") else "cosine")
+    if schedule != "cosine":
+        return spec.learning_rate
+    steps = max(1, spec.epochs * int(np.ceil(samples / spec.batch_size)))
+    return keras().optimizers.schedules.CosineDecay(spec.learning_rate, steps)
+
+
+def _objective(spec: FineTune, y: np.ndarray, teacher_train: Teacher | None, classes: int, name: str) -> tuple:
+    """(target, accuracy metric, loss): the labels alone, or with ``spec.distill`` labels and the teacher's soft
+    targets side by side."""
+    k = keras()
+    if not spec.distill:
+        return y, "accuracy", "sparse_categorical_crossentropy"
+    d = spec.distill
+    if teacher_train is None:
+        raise CompressionError(f"{name}: distillation needs the float teacher's outputs")
+    target = np.concatenate(
+        [np.eye(classes, dtype=np.float32)[y], soft_targets(teacher_train.probs, d.temperature)], axis=1
+    )
+    acc = k.metrics.MeanMetricWrapper(lambda yt, q: k.metrics.categorical_accuracy(yt[:, :classes], q), name="accuracy")
+    return target, acc, distillation_loss(classes, d.temperature, d.alpha)
+
+
+def _progress(name: str, epochs: int, features: list[str]):
+    """A callback logging each epoch's loss, accuracy and (with feature distillation) feature loss."""
+
+    class Progress(keras().callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            log.info(
+                "%s: fine-tune epoch %d/%d loss %.4f acc %.3f%s",
+                name,
+                epoch + 1,
+                epochs,
+                logs.get("loss", float("nan")),
+                logs.get("accuracy", logs.get("output_accuracy", float("nan"))),
+                f" feature loss {sum(logs.get(f, 0.0) for f in features):.4f}" if features else "",
+            )
+
+    return Progress()
+
+
 def finetune(
     model,
     spec: FineTune,
@@ -161,27 +206,9 @@ def finetune(
     k.utils.set_random_seed(spec.seed)
     classes = model.output_shape[-1]
     pairs = spec.distill.features if spec.distill else []
-    # cosine decay to zero lets the weights settle; gradual pruning keeps a constant rate so the last masks can heal
-    schedule = spec.lr_schedule or ("constant" if getattr(spec, "method", None) in ("magnitude", "2:4") else "cosine")
-    lr = spec.learning_rate
-    if schedule == "cosine":
-        lr = k.optimizers.schedules.CosineDecay(
-            spec.learning_rate, max(1, spec.epochs * int(np.ceil(len(x) / spec.batch_size)))
-        )
+    lr = _learning_rate(spec, len(x))
     with scope.scope():
-        if spec.distill:
-            d = spec.distill
-            if teacher_train is None:
-                raise CompressionError(f"{name}: distillation needs the float teacher's outputs")
-            target = np.concatenate(
-                [np.eye(classes, dtype=np.float32)[y], soft_targets(teacher_train.probs, d.temperature)], axis=1
-            )
-            acc = k.metrics.MeanMetricWrapper(
-                lambda yt, q: k.metrics.categorical_accuracy(yt[:, :classes], q), name="accuracy"
-            )
-            loss = distillation_loss(classes, d.temperature, d.alpha)
-        else:
-            target, acc, loss = y, "accuracy", "sparse_categorical_crossentropy"
+        target, acc, loss = _objective(spec, y, teacher_train, classes, name)
         trained, adapters = model, {}
         if pairs:
             trained, adapters = feature_model(model, pairs, teacher_train)
@@ -194,22 +221,7 @@ def finetune(
             )
         else:
             model.compile(k.optimizers.Adam(lr), loss, [acc])
-
     features = [f"feature_{i}_loss" for i in range(len(pairs))]
-
-    class Progress(k.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            log.info(
-                "%s: fine-tune epoch %d/%d loss %.4f acc %.3f%s",
-                name,
-                epoch + 1,
-                spec.epochs,
-                logs.get("loss", float("nan")),
-                logs.get("accuracy", logs.get("output_accuracy", float("nan"))),
-                f" feature loss {sum(logs.get(f, 0.0) for f in features):.4f}" if features else "",
-            )
-
     if spec.epochs == 0:
         return {}
     hist = trained.fit(
@@ -219,7 +231,7 @@ def finetune(
         epochs=spec.epochs,
         verbose=0,
         shuffle=True,
-        callbacks=[*callbacks, Progress()],
+        callbacks=[*callbacks, _progress(name, spec.epochs, features)],
     )
     history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
     if pairs:  # the student's own names, and the feature term (unweighted sum of the pairs' mean squared errors)
