@@ -1,4 +1,5 @@
-"""Read a .tflite flatbuffer without TensorFlow (the schema that ships with ai-edge-litert).
+"""Read a .tflite flatbuffer without TensorFlow (the schema that ships with ai-edge-litert), and write one from
+parts (``GraphBuilder``: synthetic graphs for tests of target rules and ``toolchain inspect``).
 
 One parsed view serves every backend: op lists, Edge TPU rules, MAC counts and ``toolchain inspect``.
 """
@@ -197,3 +198,154 @@ class TFLiteModel:
 
     def total_macs(self) -> int:
         return sum(self.macs().values())
+
+
+#: The builtin options table of the op types synthetic graphs use most (others: ``GraphBuilder.op(options_type=)``).
+_OPTIONS = {
+    "ADD": "AddOptions",
+    "AVERAGE_POOL_2D": "Pool2DOptions",
+    "CONCATENATION": "ConcatenationOptions",
+    "CONV_2D": "Conv2DOptions",
+    "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
+    "FULLY_CONNECTED": "FullyConnectedOptions",
+    "MAX_POOL_2D": "Pool2DOptions",
+    "MEAN": "ReducerOptions",
+    "MUL": "MulOptions",
+    "RESHAPE": "ReshapeOptions",
+    "SOFTMAX": "SoftmaxOptions",
+    "STRIDED_SLICE": "StridedSliceOptions",
+    "SUB": "SubOptions",
+    "TRANSPOSE_CONV": "TransposeConvOptions",
+}
+
+
+class GraphBuilder:
+    """A real .tflite flatbuffer from parts, without TensorFlow (the schema's object API): tensors, then ops
+    between them, then ``to_bytes(inputs, outputs)`` or ``model(...)``. For tests of target rules and
+    ``toolchain inspect`` on synthetic graphs::
+
+        g = GraphBuilder()
+        x = g.tensor([1, 8, 8, 1], scale=[0.1], zero_point=[0])
+        w = g.tensor([4, 3, 3, 1], data=np.ones((4, 3, 3, 1), np.int8), scale=[0.02] * 4, zero_point=[0] * 4)
+        y = g.tensor([1, 6, 6, 4])
+        g.op("CONV_2D", [x, w, -1], [y], strideW=1, strideH=1)
+        m = g.model([x], [y])
+    """
+
+    def __init__(self, description: str = "toolchain synthetic graph"):
+        self._fb = _fb()
+        self.description = description
+        self._tensors: list = []
+        self._buffers: list = [self._fb.BufferT()]  # buffer 0: the empty sentinel
+        self._codes: dict[str, int] = {}  # op name -> index into _operator_codes
+        self._operator_codes: list = []
+        self._ops: list = []
+
+    def tensor(
+        self,
+        shape: list[int],
+        dtype: str = "int8",
+        *,
+        name: str | None = None,
+        data: np.ndarray | bytes | None = None,
+        scale: list[float] | None = None,
+        zero_point: list[int] | None = None,
+        quantized_dimension: int = 0,
+        signature: list[int] | None = None,
+        variable: bool = False,
+    ) -> int:
+        """Add a tensor; ``data`` (its raw bytes, or an array written as it is) makes it a constant. ``signature``:
+        the shape signature (``-1`` for a dynamic axis)."""
+        fb = self._fb
+        t = fb.TensorT()
+        t.shape, t.type = list(shape), getattr(fb.TensorType, dtype.upper())
+        t.name = name if name is not None else f"t{len(self._tensors)}"
+        t.shapeSignature = list(signature) if signature is not None else None
+        t.isVariable = variable
+        if data is not None:
+            raw = data if isinstance(data, bytes) else np.ascontiguousarray(data).tobytes()
+            buffer = fb.BufferT()
+            buffer.data = np.frombuffer(raw, dtype=np.uint8)
+            self._buffers.append(buffer)
+            t.buffer = len(self._buffers) - 1
+        if scale is not None or zero_point is not None:
+            q = fb.QuantizationParametersT()
+            q.scale, q.zeroPoint = list(scale or []), list(zero_point or [])
+            q.quantizedDimension = quantized_dimension
+            t.quantization = q
+        self._tensors.append(t)
+        return len(self._tensors) - 1
+
+    def const(self, shape: list[int], dtype: str = "int8", value: int | float = 1, **kw) -> int:
+        """A constant tensor filled with ``value`` (weights, biases, shapes)."""
+        return self.tensor(shape, dtype, data=np.full(shape, value, dtype=np.dtype(dtype)), **kw)
+
+    def op(
+        self,
+        name: str,
+        inputs: list[int],
+        outputs: list[int],
+        *,
+        options_type: str | None = None,
+        intermediates: list[int] | None = None,
+        **options,
+    ) -> int:
+        """Add an op: ``name`` a builtin (``CONV_2D``) or ``CUSTOM:<code>``; ``options`` the fields of its builtin
+        options (``strideW=2``, ``fusedActivationFunction=1`` ...), of ``options_type`` when the op is not in the
+        builder's table."""
+        fb = self._fb
+        o = fb.OperatorT()
+        o.opcodeIndex = self._code(name)
+        o.inputs, o.outputs = list(inputs), list(outputs)
+        o.intermediates = list(intermediates) if intermediates else None
+        kind = options_type or _OPTIONS.get(name)
+        if kind is not None:
+            o.builtinOptionsType = getattr(fb.BuiltinOptions, kind)
+            o.builtinOptions = getattr(fb, f"{kind}T")()
+            for key, value in options.items():
+                if not hasattr(o.builtinOptions, key):
+                    raise ValueError(f"{kind} has no field {key!r}")
+                setattr(o.builtinOptions, key, value)
+        elif options:
+            raise ValueError(f"{name}: options given but no options type (pass options_type=)")
+        self._ops.append(o)
+        return len(self._ops) - 1
+
+    def _code(self, name: str) -> int:
+        if name not in self._codes:
+            fb = self._fb
+            custom = name.startswith("CUSTOM:")
+            code = fb.BuiltinOperator.CUSTOM if custom else getattr(fb.BuiltinOperator, name)
+            oc = fb.OperatorCodeT(
+                deprecatedBuiltinCode=min(code, fb.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES),
+                customCode=name.split(":", 1)[1] if custom else None,
+                builtinCode=code,
+            )
+            self._codes[name] = len(self._operator_codes)
+            self._operator_codes.append(oc)
+        return self._codes[name]
+
+    def to_bytes(self, inputs: list[int], outputs: list[int], subgraphs: int = 1) -> bytes:
+        """The flatbuffer (``TFL3``); ``subgraphs`` > 1 adds empty subgraphs after the graph."""
+        import flatbuffers
+
+        fb = self._fb
+        sg = fb.SubGraphT()
+        sg.tensors, sg.operators, sg.inputs, sg.outputs, sg.name = (
+            self._tensors,
+            self._ops,
+            list(inputs),
+            list(outputs),
+            "main",
+        )
+        m = fb.ModelT()
+        m.version, m.description, m.buffers = 3, self.description, self._buffers
+        m.operatorCodes = self._operator_codes
+        m.subgraphs = [sg] + [fb.SubGraphT() for _ in range(subgraphs - 1)]
+        b = flatbuffers.Builder(1024)
+        b.Finish(m.Pack(b), file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+    def model(self, inputs: list[int], outputs: list[int], subgraphs: int = 1) -> TFLiteModel:
+        """The graph written and parsed back, as every check reads a model."""
+        return TFLiteModel(self.to_bytes(inputs, outputs, subgraphs))
