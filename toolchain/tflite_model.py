@@ -228,8 +228,10 @@ class GraphBuilder:
         x = g.tensor([1, 8, 8, 1], scale=[0.1], zero_point=[0])
         w = g.tensor([4, 3, 3, 1], data=np.ones((4, 3, 3, 1), np.int8), scale=[0.02] * 4, zero_point=[0] * 4)
         y = g.tensor([1, 6, 6, 4])
-        g.op("CONV_2D", [x, w, -1], [y], strideW=1, strideH=1)
+        g.op("CONV_2D", [x, w, -1], [y], padding=1, strideW=1, strideH=1)  # padding 1: VALID
         m = g.model([x], [y])
+
+    The LiteRT interpreter runs such a graph; nothing here checks that shapes agree with the ops.
     """
 
     def __init__(self, description: str = "toolchain synthetic graph"):
@@ -275,6 +277,10 @@ class GraphBuilder:
             t.quantization = q
         self._tensors.append(t)
         return len(self._tensors) - 1
+
+    def shape(self, i: int) -> list[int]:
+        """The shape tensor ``i`` was given."""
+        return list(self._tensors[i].shape)
 
     def const(self, shape: list[int], dtype: str = "int8", value: int | float = 1, **kw) -> int:
         """A constant tensor filled with ``value`` (weights, biases, shapes)."""

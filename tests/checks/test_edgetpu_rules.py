@@ -21,11 +21,11 @@ def act(g: GraphBuilder, shape, dtype="int8", **kw) -> int:
 
 def conv(g: GraphBuilder, x: int, cout: int = 4, k: int = 3, weights="int8", **options) -> int:
     """A valid-padding CONV_2D on ``x`` ([1, h, w, cin]) with int8 weights and an int32 bias; its output."""
-    _, h, w, cin = g._tensors[x].shape
+    _, h, w, cin = g.shape(x)
     wt = g.const([cout, k, k, cin], weights, scale=[0.02] * cout, zero_point=[0] * cout, name=f"w{len(g._ops)}")
     b = g.const([cout], "int32", 0)
     y = act(g, [1, h - k + 1, w - k + 1, cout])
-    g.op("CONV_2D", [x, wt, b], [y], strideW=1, strideH=1, **options)
+    g.op("CONV_2D", [x, wt, b], [y], padding=1, strideW=1, strideH=1, **options)
     return y
 
 
@@ -71,7 +71,7 @@ def test_a_compliant_int8_graph_maps_every_op_to_the_tpu():
 
 def _add_with(dtype: str, constant: bool = False):
     def middle(g, x):
-        shape = g._tensors[x].shape
+        shape = g.shape(x)
         other = g.const(shape, dtype, name="other") if constant else g.tensor(shape, dtype, name="other")
         y = act(g, shape)
         g.op("ADD", [x, other], [y])
@@ -82,7 +82,7 @@ def _add_with(dtype: str, constant: bool = False):
 
 def _unary(op: str, out_shape=None, **options):
     def middle(g, x):
-        y = act(g, out_shape or g._tensors[x].shape)
+        y = act(g, out_shape or g.shape(x))
         g.op(op, [x], [y], **options)
         return y
 
@@ -93,7 +93,7 @@ def _reshape_to(shape):
     def middle(g, x):
         mid = act(g, shape, name="r")
         g.op("RESHAPE", [x, g.const([len(shape)], "int32", 0)], [mid])
-        back = act(g, g._tensors[x].shape)
+        back = act(g, g.shape(x))
         g.op("RESHAPE", [mid, g.const([4], "int32", 0)], [back])
         return back
 
@@ -106,7 +106,7 @@ def _softmax(shape):
         g.op("RESHAPE", [x, g.const([len(shape)], "int32", 0)], [flat])
         probs = act(g, shape)
         g.op("SOFTMAX", [flat], [probs], beta=1.0)
-        back = act(g, g._tensors[x].shape)
+        back = act(g, g.shape(x))
         g.op("RESHAPE", [probs, g.const([4], "int32", 0)], [back])
         return back
 
@@ -115,7 +115,7 @@ def _softmax(shape):
 
 def _concat(n_inputs: int, constant: bool, fused: int = 0):
     def middle(g, x):
-        _, h, w, c = g._tensors[x].shape
+        _, h, w, c = g.shape(x)
         parts = [x] * (n_inputs - int(constant)) + ([g.const([1, h, w, c], value=0)] if constant else [])
         y = act(g, [1, h, w, c * n_inputs])
         g.op("CONCATENATION", parts, [y], axis=3, fusedActivationFunction=fused)
@@ -128,7 +128,7 @@ def _concat(n_inputs: int, constant: bool, fused: int = 0):
 
 def _fully_connected(out_shape, weights_format=0):
     def middle(g, x):
-        _, h, w, c = g._tensors[x].shape
+        _, h, w, c = g.shape(x)
         units = out_shape[-1]
         y = act(g, out_shape)
         wt = g.const([units, c], scale=[0.02], zero_point=[0])
@@ -142,7 +142,7 @@ def _fully_connected(out_shape, weights_format=0):
 
 def _depthwise(h_factor: int, w_factor: int):
     def middle(g, x):
-        _, h, w, c = g._tensors[x].shape
+        _, h, w, c = g.shape(x)
         y = act(g, [1, h, w, c])
         wt = g.const([1, 3, 3, c], scale=[0.02] * c, zero_point=[0] * c, quantized_dimension=3)
         g.op("DEPTHWISE_CONV_2D", [x, wt, -1], [y], dilationHFactor=h_factor, dilationWFactor=w_factor, padding=0)
@@ -156,15 +156,15 @@ def _conv_dilated(h_factor: int, w_factor: int):
 
 
 def _quantize_back(g, x):
-    f = g.tensor(g._tensors[x].shape, "float32", name="f")
+    f = g.tensor(g.shape(x), "float32", name="f")
     g.op("DEQUANTIZE", [x], [f])
-    y = act(g, g._tensors[x].shape)
+    y = act(g, g.shape(x))
     g.op("QUANTIZE", [f], [y])
     return y
 
 
 def _slice(g, x, **options):
-    y = act(g, g._tensors[x].shape)
+    y = act(g, g.shape(x))
     g.op("STRIDED_SLICE", [x, *(g.const([4], "int32", 0) for _ in range(3))], [y], **options)
     return y
 
