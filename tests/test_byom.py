@@ -68,6 +68,7 @@ def test_autoencoder_anomaly_reports_auc(keras, tmp_path, run_cli):
         """,
     )
     results = by_target(record)
+    assert sorted(results) == ["cortex-m7", "ethos-u55-128", "phone-cpu"]
     for name, r in results.items():
         m = r["metrics"]
         assert m["task"] == "anomaly" and r["passed"], (name, r["failures"])
@@ -110,6 +111,7 @@ def test_audio_features_cnn_classifies(keras, tmp_path, run_cli):
         acceptance: {{max_accuracy_drop: 3}}
         """,
     )
+    assert [r["target"] for r in record["results"]] == ["phone-cpu", "cortex-m7", "ethos-u55-128"]
     for r in record["results"]:
         m = r["metrics"]
         assert m["reference_top1"] >= 0.9 and m["top1"] >= 0.87 and len(m["per_class"]) == 4, m
@@ -138,6 +140,7 @@ def test_regression_mlp_reports_mae_and_r2(keras, tmp_path, run_cli):
         acceptance: {{max_metric_drop: 0.2}}
         """,
     )
+    assert [r["target"] for r in record["results"]] == ["phone-cpu", "cortex-m7", "ethos-u55-128"]
     for r in record["results"]:
         m = r["metrics"]
         assert m["task"] == "regression" and m["reference_r2"] >= 0.95 and m["r2"] >= 0.9, m
@@ -172,6 +175,7 @@ def test_two_inputs_matched_by_name(keras, tmp_path, run_cli):
         acceptance: {{max_accuracy_drop: 5, min_cosine: 0.98}}
         """,
     )
+    assert [r["target"] for r in record["results"]] == ["phone-cpu", "cortex-m7", "ethos-u55-128"]
     for r in record["results"]:
         assert [t["name"] for t in r["io"]["inputs"]] and len(r["io"]["inputs"]) == 2
         assert r["metrics"]["reference_top1"] >= 0.75 and r["metrics"]["cosine"] >= 0.98 and r["passed"], r["failures"]
@@ -199,6 +203,7 @@ def test_two_outputs_each_compared(keras, tmp_path, run_cli):
         acceptance: {{max_accuracy_drop: 5, min_snr_db: 15}}
         """,
     )
+    assert [r["target"] for r in record["results"]] == ["phone-cpu", "cortex-m7", "ethos-u55-128"]
     for r in record["results"]:
         outputs = r["metrics"]["outputs"]
         assert len(outputs) == 2 and len(r["io"]["outputs"]) == 2
@@ -240,6 +245,7 @@ def test_existing_tflite_is_validated_without_conversion(mlp_files, run_cli):
     sha = hashlib.sha256((mlp_files / "mlp_int8.tflite").read_bytes()).hexdigest()
     assert {r["sha256"] for r in record["results"]} == {sha}  # the file itself, on every target
     assert "convert: none, mlp_int8.tflite is used as it is (int8, I/O int8)" in err and "calibrating" not in err
+    assert [r["target"] for r in record["results"]] == ["phone-cpu", "cortex-m7", "ethos-u55-128"]
     for r in record["results"]:
         m = r["metrics"]
         assert r["mode"] == "int8" and m["top1_agreement"] >= 0.9 and m["cosine"] > 0.98, m
@@ -299,6 +305,7 @@ def test_a_keras3_model_file_converts_and_runs(tmp_path, run_cli):
         acceptance: {max_accuracy_drop: 100, min_cosine: 0.98}
         """
     record, _ = build(run_cli, tmp_path, body)
+    assert [r["target"] for r in record["results"]] == ["phone-cpu", "cortex-m7"]
     for r in record["results"]:
         assert r["metrics"]["cosine"] >= 0.98 and r["metrics"]["top1_agreement"] >= 0.9 and r["passed"], r
     _, err = build(
@@ -338,6 +345,7 @@ def test_a_savedmodel_signature_converts_with_its_named_outputs(tmp_path, run_cl
         acceptance: {min_snr_db: 15}
         """
     record, _ = build(run_cli, tmp_path, body)
+    assert [r["target"] for r in record["results"]] == ["phone-cpu", "cortex-m7"]
     for r in record["results"]:
         m = r["metrics"]
         # outputs in the order of their names: embedding (3 values), then probs (2)

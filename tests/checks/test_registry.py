@@ -123,7 +123,10 @@ def test_a_check_that_raises_fails_only_its_target(tiny_recipe, tmp_path, target
             )
         )
     )
-    assert results["cut-npu"]["metrics"] is not None  # LiteRT's section still stands
+    # LiteRT's section still stands: the same eval samples as phone-cpu, run on LiteRT
+    cut_metrics = results["cut-npu"]["metrics"]
+    assert results["cut-npu"]["runtime"] == "ai-edge-litert"
+    assert cut_metrics["samples"] == results["phone-cpu"]["metrics"]["samples"] > 0 and cut_metrics["top1"] > 0.1
     record = json.loads((out / "tiny" / "build.json").read_text())
     assert [r["passed"] for r in record["results"]] == [True, False, False]
     assert "error: test-explodes: ValueError: the accelerator driver is on fire (+1 more, see report.md)" in err

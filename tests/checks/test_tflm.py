@@ -24,7 +24,7 @@ def test_outputs_match_litert(tiny_conv_int8):
     arena, _ = tflm.min_arena(tiny_conv_int8)
     (y,), host_ms = tflm.run(tiny_conv_int8, arena, x)
     (ref,) = LiteRT(tiny_conv_int8.read_bytes()).predict(x)
-    assert y.shape == (20, 10) and host_ms >= 0
+    assert y.shape == (20, 10) and 0 < host_ms < 1000  # a few microseconds per sample on the host
     assert np.abs(y - ref).max() <= 1 / 256 + 1e-6  # at most one int8 step apart
 
 

@@ -33,8 +33,10 @@ def test_mode_runs_on_litert(request, model_name, mode, io, dtype, min_cos):
     rt = LiteRT(blob)
     assert rt.io()["input"]["dtype"] == dtype
     ops = rt.ops()
-    if mode in ("int8", "int16x8"):
-        assert not any(op in ops for op in ("DEQUANTIZE",)) or io == "float32"
+    if mode in ("int8", "int16x8"):  # float I/O is converted at the graph's edges, uint8 re-quantized, int I/O not
+        edges = {op for op in ("QUANTIZE", "DEQUANTIZE") if op in ops}
+        want = {"float32": {"QUANTIZE", "DEQUANTIZE"}, "uint8": {"QUANTIZE"}}.get(io, set())
+        assert edges == want, ops
     if mode == "dynamic" and model_name == "tiny_conv":
         # the converter leaves weights under 1024 elements in float; the 2880-weight Dense is quantized
         assert any(t["dtype"] == np.int8 and len(t["shape"]) == 2 for t in rt.interp.get_tensor_details())
