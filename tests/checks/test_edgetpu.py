@@ -35,6 +35,7 @@ def conv_stack(keras):
     )
 
 
+@pytest.mark.tf
 def test_compliant_model_maps_entirely(conv_stack):
     r = tpu(int8_model(conv_stack, io="uint8"))
     assert r["compiles"] and r["ops_on_cpu"] == 0 and r["ops_on_tpu"] >= 5
@@ -42,6 +43,7 @@ def test_compliant_model_maps_entirely(conv_stack):
     assert r["estimate_ms"]["total"] > 0
 
 
+@pytest.mark.tf
 def test_rule_fully_8bit(conv_stack):
     """float16 weights: the compiler refuses a model that is not 8-bit quantized."""
     x = np.random.default_rng(0).uniform(-1, 1, (8, 8, 8, 1)).astype(np.float32)
@@ -51,12 +53,14 @@ def test_rule_fully_8bit(conv_stack):
     assert any("fully 8-bit" in msg for msg in r["refusals"])
 
 
+@pytest.mark.tf
 def test_rule_static_shapes(conv_stack):
     r = tpu(int8_model(conv_stack, batch=None))
     assert not r["compiles"]
     assert any("constant at compile time" in msg and "dynamic axis" in msg for msg in r["refusals"])
 
 
+@pytest.mark.tf
 def test_rule_rank(keras):
     """A 5-D activation with a non-1 axis outside the 3 innermost stays on the CPU."""
     import tensorflow as tf
@@ -77,6 +81,7 @@ def test_rule_rank(keras):
     assert r["ops_on_tpu"] == 1  # only the first conv
 
 
+@pytest.mark.tf
 def test_rule_supported_ops_and_single_partition(keras):
     """HARD_SWISH is not in Coral's table; the supported conv after it runs on the CPU too."""
     import tensorflow as tf
@@ -101,6 +106,7 @@ def test_rule_supported_ops_and_single_partition(keras):
     assert r["first_cpu_op"].endswith("HARD_SWISH")
 
 
+@pytest.mark.tf
 def test_rule_op_constraint_softmax_1d(keras):
     """Softmax over a 2-D (4 x 10) input breaks the 1-D limitation."""
     L = keras.layers
@@ -109,6 +115,7 @@ def test_rule_op_constraint_softmax_1d(keras):
     assert cpu_ops(r)[0][0] == "SOFTMAX" and "1-D input" in cpu_ops(r)[0][1]
 
 
+@pytest.mark.tf
 def test_rule_op_constraint_dilation(keras):
     L = keras.layers
     model = keras.Sequential([keras.Input((12, 12, 1)), L.Conv2D(4, 3, dilation_rate=(2, 1))])
@@ -116,6 +123,7 @@ def test_rule_op_constraint_dilation(keras):
     assert cpu_ops(r)[0][0] == "CONV_2D" and "same dilation" in cpu_ops(r)[0][1] and "2x1" in cpu_ops(r)[0][1]
 
 
+@pytest.mark.tf
 def test_rule_parameter_cache(keras):
     """9 MB of int8 weights exceed the 8 MB on-chip cache: the rest is streamed every inference."""
     L = keras.layers
@@ -137,6 +145,7 @@ def test_committed_op_docs_are_generated_from_the_rules_and_the_table():
     assert "CONV_2D" in SUPPORTED_OPS and "HARD_SWISH" not in SUPPORTED_OPS
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize(("ctor", "published_ms"), [("MobileNet", 2.4), ("MobileNetV2", 2.6)])
 def test_the_profile_estimate_is_within_25_percent_of_corals_published_latency(ctor, published_ms, tmp_path):
     """Coral's table (USB Accelerator, coral.ai/docs/edgetpu/benchmarks): MobileNet v1 1.0 224 2.4 ms, v2 2.6 ms.
