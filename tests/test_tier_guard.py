@@ -9,8 +9,11 @@ import os
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
-from tests.conftest import REPO
+import pytest
+
+from tests.conftest import REPO, _deselects_tf
 
 INNER = """
 import subprocess, sys, types
@@ -58,3 +61,23 @@ def test_the_guard_names_each_unmarked_test_that_loads_a_heavy_module(tmp_path):
 def test_without_a_tf_deselection_the_guard_is_off(tmp_path):
     proc = run_inner(tmp_path, "-m", "tf or not tf")
     assert proc.returncode == 0 and "4 passed" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("markexpr", "on"),
+    [
+        ("not tf", True),
+        ("not tf and not slow", True),
+        ("not slow and not tf", True),
+        ("benchmark", False),  # a benchmark could need TensorFlow
+        ("", False),
+        ("tf", False),
+        ("not slow", False),
+        ("slow", False),  # the slow tests need TensorFlow too
+        ("tf or not tf", False),
+    ],
+)
+def test_the_guard_is_on_exactly_when_every_tf_test_is_deselected(markexpr, on):
+    markers = ["slow: end-to-end", "tf: needs TensorFlow", "benchmark: references"]
+    config = SimpleNamespace(option=SimpleNamespace(markexpr=markexpr), getini=lambda name: markers)
+    assert _deselects_tf(config) is on
