@@ -9,9 +9,8 @@ import pytest
 
 from toolchain.quantize.mixed import int16_data, refused_int16
 
-pytestmark = pytest.mark.tf
 
-
+@pytest.mark.tf
 def test_one_int16_layer_runs_in_litert_and_tflite_micro_and_the_edge_tpu_refuses_it(tiny_recipe, tmp_path, run_cli):
     from toolchain.tflite_model import TFLiteModel
 
@@ -45,6 +44,7 @@ def test_one_int16_layer_runs_in_litert_and_tflite_micro_and_the_edge_tpu_refuse
     assert code == 9 and "edgetpu has no 16-bit activation kernels" in err
 
 
+@pytest.mark.tf
 def test_int16_layers_whose_op_the_runtime_lacks_are_refused_with_the_measured_reason(tmp_path, run_cli, keras):
     """tflite-micro has no int16 GELU (measured): an MCU refuses it; the phone's LiteRT runs it."""
     import textwrap
@@ -79,6 +79,7 @@ def test_int16_layers_whose_op_the_runtime_lacks_are_refused_with_the_measured_r
     assert not (tmp_path / "b" / "gelu" / "cortex-m7").exists()
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("op", ["GELU", "RESIZE_BILINEAR"])
 def test_the_data_says_what_tflite_micro_really_does(op, tmp_path, keras):
     """The ops int16_ops.yaml refuses for tflm fail in tflite-micro; the ones it accepts run (SNR >= 20 dB)."""
@@ -118,6 +119,7 @@ def test_every_profile_names_a_measured_table():
     assert "CONV_2D" in data["runtimes"]["tflm"]["ok"] and "GELU" in data["runtimes"]["tflm"]["refused"]
 
 
+@pytest.mark.tf
 def test_int4_weights_run_on_litert_and_tflite_micro(tiny_recipe, tmp_path, run_cli):
     """4-bit conv and dense weights (int8 activations): the artifact holds INT4 tensors, is smaller than the same
     ranges all int8, and passes LiteRT on the phone and tflite-micro on cortex-m7 (per-tensor dense weights there)."""
@@ -141,6 +143,7 @@ def test_int4_weights_run_on_litert_and_tflite_micro(tiny_recipe, tmp_path, run_
         assert r["passed"] and r["metrics"]["top1"] > 0.5
 
 
+@pytest.mark.tf
 def test_int4_weights_refused_where_no_runtime_runs_them(tiny_recipe, tmp_path, run_cli):
     recipe = tiny_recipe(quantize="mode: int8, int4_layers: ['*']", targets="[ethos-u55-128]")
     code, _, err = run_cli("build", recipe, "--out", tmp_path / "b")
