@@ -24,11 +24,9 @@ from toolchain.errors import CompatibilityError, ToolchainError
 from toolchain.executors import INLINE, LocalProcesses
 from toolchain.fsutil import atomic_write, capture_fds, sha256_file
 from toolchain.record import BuildRecord, TargetResult, load_record, merge, same_build
-from toolchain.stages import search
 from toolchain.stages import target as one
 from toolchain.stages.context import Build, open_build
 from toolchain.stages.data import Data, stage_data
-from toolchain.stages.diagnose import diagnosis, int8_target
 from toolchain.stages.model import ModelStage, stage_compress, stage_model
 from toolchain.stages.plan import plan_variant, resolve_plan
 from toolchain.stages.publish import write_compression
@@ -88,10 +86,13 @@ def _targets(b: Build, targets: list, data: Data, model: ModelStage, executor):
     checks handed to the executor) and finished (result, reports, folder published) oldest first, keeping at
     most ``executor.depth`` in flight; a target of the plan search is searched here, rung by rung."""
     pending: deque[one.Started] = deque()
+    searching = b.recipe.quantize.mode == "auto" and not model.is_qat  # a QAT model's ranges are learnt
+    if searching:
+        from toolchain.stages.search import plan_search
     try:
         for target, plan in targets:
-            if search.applies(b, model):
-                yield search.plan_search(b, target, data, model)
+            if searching:
+                yield plan_search(b, target, data, model)
                 continue
             pending.append(one.start(b, target, plan, data, model, executor))
             while len(pending) >= executor.depth:
@@ -167,6 +168,8 @@ def plan_builds(recipe: Recipe, plans: list[str], out: Path) -> dict[str, BuildR
 def diagnose(recipe: Recipe, target_name: str | None, out: Path, samples: int = 64) -> dict:
     """Per-layer diagnosis of the recipe's int8 plan for one target (default: its first int8 target), on the
     build's cached model, data and calibration (built here when missing). Returns the diagnosis as a dict."""
+    from toolchain.stages.diagnose import diagnosis, int8_target
+
     target, plan = int8_target(recipe, target_name)
     with open_build(recipe, out, True, False, True) as b, capture_fds(b.log_path):
         data = stage_data(b)

@@ -6,13 +6,16 @@ One parsed view serves every backend: op lists, Edge TPU rules, MAC counts and `
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from toolchain.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _TYPE_BYTES = {
     "float32": 4,
@@ -64,7 +67,7 @@ class Tensor:
 
     @property
     def elements(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        return int(math.prod(self.shape)) if self.shape else 1
 
     @property
     def activation_bytes(self) -> int:
@@ -185,15 +188,15 @@ class TFLiteModel:
             shape = lambda i: self.tensors[i].shape  # noqa: E731
             if op.name == "CONV_2D":  # weights [Cout, kh, kw, Cin]
                 _, kh, kw, cin = shape(op.inputs[1])
-                out[op.index] = int(np.prod(shape(op.outputs[0]))) * kh * kw * cin
+                out[op.index] = int(math.prod(shape(op.outputs[0]))) * kh * kw * cin
             elif op.name == "DEPTHWISE_CONV_2D":  # weights [1, kh, kw, Cout]
                 _, kh, kw, _ = shape(op.inputs[1])
-                out[op.index] = int(np.prod(shape(op.outputs[0]))) * kh * kw
+                out[op.index] = int(math.prod(shape(op.outputs[0]))) * kh * kw
             elif op.name == "FULLY_CONNECTED":  # weights [units, features]
-                out[op.index] = int(np.prod(shape(op.outputs[0]))) * shape(op.inputs[1])[-1]
+                out[op.index] = int(math.prod(shape(op.outputs[0]))) * shape(op.inputs[1])[-1]
             elif op.name == "TRANSPOSE_CONV":  # (output_shape, weights [Cout, kh, kw, Cin], input)
                 cout, kh, kw, _ = shape(op.inputs[1])
-                out[op.index] = int(np.prod(shape(op.inputs[2]))) * kh * kw * cout
+                out[op.index] = int(math.prod(shape(op.inputs[2]))) * kh * kw * cout
         return out
 
     def total_macs(self) -> int:
@@ -258,6 +261,8 @@ class GraphBuilder:
     ) -> int:
         """Add a tensor; ``data`` (its raw bytes, or an array written as it is) makes it a constant. ``signature``:
         the shape signature (``-1`` for a dynamic axis)."""
+        import numpy as np
+
         fb = self._fb
         t = fb.TensorT()
         t.shape, t.type = list(shape), getattr(fb.TensorType, dtype.upper())
@@ -284,6 +289,8 @@ class GraphBuilder:
 
     def const(self, shape: list[int], dtype: str = "int8", value: int | float = 1, **kw) -> int:
         """A constant tensor filled with ``value`` (weights, biases, shapes)."""
+        import numpy as np
+
         return self.tensor(shape, dtype, data=np.full(shape, value, dtype=np.dtype(dtype)), **kw)
 
     def op(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
+import sys
 
 from toolchain.record import TASK_METRIC, BuildRecord
+from toolchain.report.table import box_table
 
 
 def _num(v) -> str:
@@ -16,7 +16,6 @@ def print_summary(record: BuildRecord) -> None:
     """One row per target: the task's headline metric for the reference and the artifact, parity, latency, result."""
     task = next((r.metrics.task for r in record.results if r.metrics), "classification")
     name = TASK_METRIC.get(task, ("top1", True))[0].replace("top1", "top-1")
-    table = Table(title=f"{record.recipe}: {task}, {record.eval_samples} eval samples")
     cols = (
         "target",
         "mode",
@@ -28,8 +27,7 @@ def print_summary(record: BuildRecord) -> None:
         "latency ms",
         "result",
     )
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("target", "mode", "result") else "right")
+    rows = []
     for r in record.results:
         lat, m = r.latency, r.metrics
         latency = (
@@ -42,7 +40,7 @@ def print_summary(record: BuildRecord) -> None:
         _, value, ref, _ = m.headline if m else (None, None, None, None)
         parity = (m.top1_agreement if task == "classification" else m.snr_db) if m else None
         result = "pass" if r.passed else "FAIL: " + "; ".join(f"{f.kind} {f.check}" for f in r.failures)
-        table.add_row(
+        rows.append([
             r.target,
             r.mode,
             f"{r.size_bytes / 1024:.1f}",
@@ -52,8 +50,6 @@ def print_summary(record: BuildRecord) -> None:
             _num(m.cosine if m else None),
             latency,
             result,
-        )
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=140)  # piped: do not squeeze columns to 80
-    console.print(table)
+        ])  # fmt: skip
+    columns = [(c, "left" if c in ("target", "mode", "result") else "right") for c in cols]
+    sys.stdout.write(box_table(f"{record.recipe}: {task}, {record.eval_samples} eval samples", columns, rows))

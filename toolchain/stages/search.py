@@ -41,11 +41,6 @@ LADDER = (
 )
 
 
-def applies(b: Build, model: ModelStage) -> bool:
-    """The recipe asks for the search (a QAT model's ranges are learnt: it is built as it is)."""
-    return b.recipe.quantize.mode == "auto" and not model.is_qat
-
-
 def plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> TargetResult:
     """The first rung that passes every gate, or the most accurate one; its reports carry every rung."""
     tried: list[tuple[str, Build, ModelStage, TargetResult]] = []
