@@ -74,7 +74,7 @@ def test_relative_paths_resolve_against_the_recipe(tmp_path):
 
 
 def test_plan_defaults_to_target_and_refuses_what_target_cannot_run(tmp_path, monkeypatch):
-    from toolchain.stages.convert import resolve_plan
+    from toolchain.stages.plan import resolve_plan
 
     r = load_recipe(write_recipe(tmp_path, GOOD.replace("  mode: int8\n", "  per_channel: true\n")))
     assert resolve_plan(r, load_target("phone-cpu")).mode == "int8"
@@ -99,7 +99,7 @@ def test_plan_defaults_to_target_and_refuses_what_target_cannot_run(tmp_path, mo
 
 @pytest.mark.parametrize("path", sorted((REPO / "recipes").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_is_valid(path):
-    from toolchain.stages.convert import resolve_plan
+    from toolchain.stages.plan import resolve_plan
 
     r = load_recipe(path)
     assert all(resolve_plan(r, load_target(t)).mode == "int8" for t in r.targets)
