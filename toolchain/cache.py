@@ -113,7 +113,7 @@ class Cache:
                 raise DamagedEntry(f"{d}: incomplete")
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError, DamagedEntry) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, DamagedEntry) as exc:
             log.warning("cache: discarding damaged entry %s/%s (%s)", stage.name, key[:12], exc)
             shutil.rmtree(d, ignore_errors=True)
             return None

@@ -181,7 +181,6 @@ def test_an_unknown_target_on_the_command_line_exits_4(args, tmp_path, run_cli):
     assert not (tmp_path / "b").exists()  # refused before any work
 
 
-@pytest.mark.xfail(reason="compare --target with a profile that does not exist exits 16 (no such target built), not 4")
 def test_compare_of_an_unknown_target_exits_4(tmp_path, run_cli):
     b = build_folder(tmp_path)
     code, out, err = run_cli("compare", MOBILENET, "--build-dir", b, "--target", "toaster")

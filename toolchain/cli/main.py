@@ -302,12 +302,14 @@ def compare(
     16, unless --build is given. Marks the best value per column (*) and the Pareto front over
     accuracy, latency and memory.
     """
-    from toolchain.config import load_recipe
+    from toolchain.config import load_recipe, load_target
     from toolchain.errors import MissingBuildError
     from toolchain.record import load_record
     from toolchain.report import compare as cmp
 
     r = load_recipe(recipe)
+    for t in targets:  # a profile that does not exist is refused as such (exit 4), before any build is read
+        load_target(t)
     record_path = build_dir / r.name / "build.json"
     if plans:
         from toolchain.pipeline import plan_builds
