@@ -44,11 +44,28 @@ def set_targets_dir(path: Path) -> None:
     TARGETS_DIR = Path(path)
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, stricter: no anchors or aliases, no duplicate keys, only plain tags, bounded size."""
+class _PyParser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
+    """PyYAML's own scanner and parser, in Python (where PyYAML was built without libyaml)."""
+
+    def __init__(self, stream):
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+
+
+#: libyaml's scanner and parser (about six times faster); the composition below stays PyYAML's, in Python.
+_PARSER = yaml.cyaml.CParser if yaml.__with_libyaml__ else _PyParser
+
+
+class _Strict(yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+    """PyYAML's safe loader, stricter: no anchors or aliases, no duplicate keys, only plain tags, bounded size.
+    Mixed with a parser class (``_PARSER``) into ``_Loader``."""
 
     def __init__(self, text: str, path: Path):
-        super().__init__(text)
+        self._parser.__init__(self, text)
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
         self.path, self.nodes = path, 0
 
     def _fail(self, mark, message: str):
@@ -85,6 +102,14 @@ class _Loader(yaml.SafeLoader):
         except (ValueError, TypeError, IndexError, KeyError, OverflowError):  # e.g. ``!!int`` on an empty value
             tag = node.tag.rsplit(":", 1)[-1]
             self._fail(node.start_mark, f"cannot read {_short(getattr(node, 'value', ''))} as {tag}")
+
+
+def loader_class(parser: type) -> type:
+    """The strict loader over ``parser`` (its scanner and parser: libyaml's or PyYAML's own)."""
+    return type("_Loader", (_Strict, parser), {"_parser": parser})
+
+
+_Loader = loader_class(_PARSER)
 
 
 def _short(value: object, n: int = 40) -> str:
