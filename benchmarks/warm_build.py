@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--baseline-src", type=Path, help="another checkout of the toolchain to time side by side")
     ap.add_argument("--baseline-out", type=Path, default=Path("/tmp/warm-build-baseline"))
+    ap.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="also count each variant's instructions once under valgrind --tool=callgrind (repeatable on a noisy "
+        "machine, where seconds are not)",
+    )
     args = ap.parse_args(argv)
     where = {
         "repo": common.REPO,
@@ -60,15 +66,69 @@ def main(argv: list[str] | None = None) -> int:
         },
         args.runs,
     )
+    label = {"baseline": f"baseline ({_commit(args.baseline_src)})"} if args.baseline_src else {}
     data = {
         "recipe": str(args.recipe),
         "runs": args.runs,
-        "variants": {name: summary(t) for name, t in times.items()},
+        "variants": {label.get(name, name): summary(t) for name, t in times.items()},
         "followup": None,
+        "in_process_s": in_process(variants["this checkout"][0] / args.recipe, variants["this checkout"][1]),
+        "instructions": (
+            {label.get(n, n): instructions(src / args.recipe, out, src) for n, (src, out) in variants.items()}
+            if args.callgrind
+            else None
+        ),
     }
     common.write_result(NAME, data, args.results, argv)
     print(variants_table(data))
     return 0
+
+
+IN_PROCESS = """
+import contextlib, io, statistics, sys, time
+from toolchain.cli.main import main
+def once():
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main(["build", sys.argv[1], "--out", sys.argv[2]])
+    return time.perf_counter() - t
+once()  # the first build imports what a build needs
+print(statistics.median(once() for _ in range(5)))
+"""
+
+
+def in_process(recipe: Path, out: Path) -> float:
+    """Median seconds of a warm build once everything is imported (five builds in one process after a first)."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-c", IN_PROCESS, str(recipe), str(out)], cwd=common.REPO, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise common.BenchmarkError(f"in-process warm builds failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return round(float(proc.stdout.split()[-1]), 3)
+
+
+def instructions(recipe: Path, out: Path, src: Path) -> int:
+    """Instructions one warm build executes (``valgrind --tool=callgrind``; about 30x slower than a run)."""
+    import re
+    import subprocess
+
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    cmd += [sys.executable, "-m", "toolchain", "build", str(recipe), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=src, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or not found:
+        raise common.BenchmarkError(f"callgrind of a warm build in {src} failed (exit {proc.returncode})")
+    return int(found.group(1))
+
+
+def _commit(src: Path) -> str:
+    """The checkout's commit (``main at 1a2b3c4``), or its path when it is not a git checkout."""
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return f"main at {out.stdout.strip()}" if out.returncode == 0 else str(src)
 
 
 def variants_table(data: dict) -> str:
@@ -86,7 +146,22 @@ def values(result: dict) -> dict[str, str]:
         if f
         else ""
     )
-    return {"recipe": d["recipe"], "table": variants_table(d), "followup": followup}
+    counts = d.get("instructions")
+    instr = (
+        "Instructions of one warm build (`--callgrind`; repeatable where seconds are not): "
+        + ", ".join(f"{name} {n / 1e9:.2f} G" for name, n in counts.items())
+        + "."
+        if counts
+        else ""
+    )
+    inside = d.get("in_process_s")
+    return {
+        "recipe": d["recipe"],
+        "table": variants_table(d),
+        "followup": followup,
+        "instructions": instr,
+        "in_process": f"{inside * 1000:.0f} ms" if inside is not None else "(not measured)",
+    }
 
 
 def metrics(result: dict) -> dict[str, float]:

@@ -11,16 +11,18 @@ the stage runs again).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,14 +44,46 @@ TOOLS = (
 T = TypeVar("T")
 
 
-def tool_versions() -> dict[str, str]:
-    out = {}
-    for name in TOOLS:
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+@functools.cache
+def _installed() -> dict[str, str]:
+    """``{normalized name: version}`` from the ``<name>-<version>.dist-info`` folders on ``sys.path``, first found
+    wins (as the import system picks): one directory listing each, no metadata file parsed."""
+    found: dict[str, str] = {}
+    for entry in sys.path:
         try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "missing"
-    return out
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for n in names:
+            if n.endswith(".dist-info") and "-" in n:
+                name, ver = n[: -len(".dist-info")].split("-", 1)
+                found.setdefault(_normal(name), ver)
+    return found
+
+
+def tool_versions() -> dict[str, str]:
+    """The versions of the tools stage outputs depend on (cache keys, the record); ``missing`` when not installed.
+    Read from the dist-info folder names (importlib.metadata's answer, without parsing every METADATA file; a tool
+    installed another way is asked of importlib.metadata)."""
+    return {name: package_version(name) for name in TOOLS}
+
+
+def package_version(name: str) -> str:
+    """One installed package's version (``missing`` when it is not installed)."""
+    return _installed().get(_normal(name)) or _metadata_version(name)
+
+
+def _metadata_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "missing"
 
 
 def make_key(**parts) -> str:

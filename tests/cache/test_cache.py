@@ -102,6 +102,33 @@ def test_tool_versions_names_every_tool_and_missing_ones_say_so():
     assert all(v == "missing" or v[0].isdigit() for v in versions.values()), versions
 
 
+def test_versions_from_dist_info_names_agree_with_importlib_metadata():
+    from importlib.metadata import PackageNotFoundError, version
+
+    from toolchain.cache import TOOLS
+
+    def metadata(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "missing"
+
+    assert tool_versions() == {n: metadata(n) for n in TOOLS}
+
+
+def test_a_package_is_found_by_its_dist_info_folder_and_an_absent_one_is_missing(tmp_path, monkeypatch):
+    from toolchain import cache as c
+
+    (tmp_path / "Made_Up.Tool-3.1.4rc1.dist-info").mkdir()
+    monkeypatch.setattr("sys.path", [str(tmp_path), *__import__("sys").path])
+    c._installed.cache_clear()
+    try:
+        assert c.package_version("made-up-tool") == "3.1.4rc1"
+        assert c.package_version("no-such-package-here") == "missing"
+    finally:
+        c._installed.cache_clear()
+
+
 def test_fresh_recomputes_and_replaces_the_entry(cache):
     c = Counter()
     _, first = cache.run(STAGE, {"x": 1}, c.compute, c.load)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
+from toolchain.cache import package_version
 from toolchain.config.recipe import DataSpec
 from toolchain.errors import InputError
 
@@ -30,7 +30,7 @@ def source_digest(spec: DataSpec) -> str:
     """What the raw data is, cheaply: the package version for builtins, file contents otherwise."""
     h = hashlib.sha256()
     if getattr(spec, "builtin", None):
-        h.update(f"builtin:{spec.builtin}:scikit-learn=={version('scikit-learn')}".encode())
+        h.update(f"builtin:{spec.builtin}:scikit-learn=={package_version('scikit-learn')}".encode())
     elif spec.npz:
         h.update(read_bytes(spec.npz))
     else:

@@ -16,7 +16,6 @@ A distributed executor (a Dask cluster) is one more class with the same three me
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future
 from typing import Protocol
 
 
@@ -24,12 +23,36 @@ class Job(Protocol):
     def run(self): ...
 
 
+class Result(Protocol):
+    """What ``submit`` returns (a ``concurrent.futures.Future`` has these; so does a Dask future)."""
+
+    def result(self, timeout: float | None = None): ...
+
+    def cancel(self) -> bool: ...
+
+
 class Executor(Protocol):
     depth: float
 
-    def submit(self, job: Job) -> Future: ...
+    def submit(self, job: Job) -> Result: ...
 
     def close(self) -> None: ...
+
+
+class _Done:
+    """The result of a job that already ran."""
+
+    def __init__(self, value):
+        self._value = value
+
+    def result(self, timeout: float | None = None):
+        return self._value
+
+    def done(self) -> bool:
+        return True
+
+    def cancel(self) -> bool:
+        return False
 
 
 class Inline:
@@ -37,10 +60,8 @@ class Inline:
 
     depth = 1
 
-    def submit(self, job: Job) -> Future:
-        done: Future = Future()
-        done.set_result(job.run())
-        return done
+    def submit(self, job: Job) -> _Done:
+        return _Done(job.run())
 
     def close(self) -> None:
         pass
@@ -72,7 +93,7 @@ def _run_capturing(job: Job):
 class _Replayed:
     """A worker's future: ``result()`` replays its log lines here (once), then returns the job's value."""
 
-    def __init__(self, future: Future):
+    def __init__(self, future):
         self._future, self._replayed = future, False
 
     def result(self, timeout: float | None = None):
