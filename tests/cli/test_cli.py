@@ -12,6 +12,7 @@ import signal
 import pytest
 import yaml
 
+from tests.config.test_recipe import GOOD
 from tests.conftest import REPO, write_recipe
 from toolchain.cli.main import cli
 from toolchain.config import list_targets, load_target
@@ -32,19 +33,6 @@ COMMANDS = [
     "targets show",
     "verify",
 ]
-GOOD = """
-schema_version: 1
-name: ok
-model:
-  application: MobileNetV2
-  alpha: 0.35
-  input_shape: [96, 96, 3]
-data:
-  builtin: digits
-quantize:
-  mode: int8
-targets: [phone-cpu]
-"""
 
 
 def walk(group, prefix=()):
