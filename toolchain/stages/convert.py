@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from toolchain.cache import Stage
@@ -31,7 +32,7 @@ class Artifact:
     io: dict  # input/output tensors: name, shape, dtype, scale, zero point
     quantization: dict | None = None  # the toolchain's calibration: method, ranges clipped (int8 plans)
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.blob).hexdigest()
 
