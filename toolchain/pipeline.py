@@ -24,6 +24,7 @@ from toolchain.errors import CompatibilityError, ToolchainError
 from toolchain.executors import INLINE, LocalProcesses
 from toolchain.fsutil import atomic_write, capture_fds, sha256_file
 from toolchain.record import BuildRecord, TargetResult, load_record, merge, same_build
+from toolchain.record import identity as build_identity
 from toolchain.stages import target as one
 from toolchain.stages.context import Build, open_build
 from toolchain.stages.data import Data, stage_data
@@ -107,7 +108,7 @@ def _targets(b: Build, targets: list, data: Data, model: ModelStage, executor):
 def _identity(b: Build, data: Data) -> dict:
     source = b.recipe.source
     sha = sha256_file(source) if source else None
-    return {"recipe": b.recipe.name, "recipe_sha256": sha, "data_digest": data.digest, "tool_versions": b.versions}
+    return build_identity(b.recipe.name, sha, data.digest, b.versions)
 
 
 def _previous(b: Build, identity: dict, building: list[str]) -> BuildRecord | None:

@@ -271,6 +271,11 @@ class BuildRecord(Model):
 IDENTITY = ("recipe", "recipe_sha256", "data_digest", "tool_versions")
 
 
+def identity(recipe: str, recipe_sha256: str | None, data_digest: str, tool_versions: dict) -> dict:
+    """The identity of a build about to be made (what ``BuildRecord.identity`` will say)."""
+    return dict(zip(IDENTITY, (recipe, recipe_sha256, data_digest, tool_versions), strict=True))
+
+
 def same_build(record: BuildRecord | None, identity: dict) -> bool:
     """Whether ``record`` was made from the build ``identity`` names (``BuildRecord.identity``'s keys)."""
     return record is not None and all(getattr(record, k) == identity[k] for k in IDENTITY)
