@@ -415,3 +415,32 @@ def test_compare_without_a_build_and_with_a_copy_of_the_shipped_recipe(tmp_path,
     b = build_folder(tmp_path)
     code, out, _ = run_cli("compare", recipe, "--build-dir", b, "--format", "json")
     assert code == 0 and len(json.loads(out)["rows"]) == 4
+
+
+def test_a_sigterm_wrapped_by_a_library_still_exits_143(monkeypatch, capfd):
+    """TensorFlow turns an exception raised in a callback it runs into its own error: the signal decides."""
+    import toolchain.cli.main as m
+
+    def wrapped(**kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises Terminated at the next bytecode
+            signal.pause()  # not reached
+        except m.Terminated as exc:
+            raise RuntimeError("tensorflow: an error occurred in a callback") from exc
+
+    monkeypatch.setattr(m.cli, "main", wrapped)
+    with pytest.raises(SystemExit) as exc:
+        m.main(["build", "x.yaml"])
+    assert exc.value.code == 143 and capfd.readouterr().err.strip() == "terminated"
+
+
+def test_an_error_without_a_signal_is_still_an_internal_error(monkeypatch, capfd):
+    import toolchain.cli.main as m
+
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(m.cli, "main", broken)
+    with pytest.raises(SystemExit) as exc:
+        m.main(["build", "x.yaml"])
+    assert exc.value.code == 1 and "internal error: RuntimeError: boom" in capfd.readouterr().err

@@ -446,7 +446,11 @@ class Terminated(BaseException):
     """SIGTERM (what ``timeout``, CI and process managers send), raised where the program is, like Ctrl-C."""
 
 
+_signalled: list[int] = []  # SIGTERM received during this invocation of ``main``
+
+
 def _terminate(signum, frame):
+    _signalled.append(signum)
     raise Terminated()
 
 
@@ -463,14 +467,15 @@ def _verbose(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     verbose = _verbose(argv)
+    _signalled.clear()  # this invocation's signals only
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="toolchain", standalone_mode=False)
     except ToolchainError as exc:
+        _after_sigterm()
         _fail(exc, exc.exit_code, verbose)
     except Terminated:
-        click.echo("terminated", err=True)
-        sys.exit(143)
+        _exit_terminated()
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -478,15 +483,29 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except OSError as exc:
+        _after_sigterm()
         if exc.errno not in FILESYSTEM_ERRNOS:
             _internal(exc, verbose)
         where = exc.filename or "the build folder"
         _fail(FilesystemError(f"cannot write {where}: {exc.strerror}"), FilesystemError.exit_code, verbose)
     except Exception as exc:  # a bug, not a user error: still one line unless -v
+        _after_sigterm()
         _internal(exc, verbose)
     finally:
         signal.signal(signal.SIGTERM, previous)
     sys.exit(0)
+
+
+def _exit_terminated() -> None:
+    click.echo("terminated", err=True)
+    sys.exit(143)
+
+
+def _after_sigterm() -> None:
+    """A SIGTERM that a library wrapped into its own error on the way up (TensorFlow does, when the signal lands
+    in a callback it runs) still ends the program as terminated."""
+    if _signalled:
+        _exit_terminated()
 
 
 def _fail(exc: BaseException, code: int, verbose: bool) -> None:
