@@ -71,9 +71,11 @@ def toolchain_build(
     targets: Sequence[str] = (),
     extra: Sequence[str] = (),
     accept: tuple[type[ToolchainError], ...] = (GateFailure,),
+    env: dict[str, str] | None = None,
 ) -> Built:
     """``python -m toolchain build RECIPE --out OUT [-t TARGET ...]`` run from checkout ``src``; exit 0 or the exit
-    code of one of ``accept`` (the record is written then) is a result, anything else stops the benchmark."""
+    code of one of ``accept`` (the record is written then) is a result, anything else stops the benchmark; ``env``:
+    the process's environment (default: this one's)."""
     codes = {0} | {e.exit_code for e in accept}
     cmd = [sys.executable, "-m", "toolchain", "build", str(recipe), "--out", str(out), *extra]
     for t in targets:
@@ -81,7 +83,7 @@ def toolchain_build(
     record_path = out / recipe_name(recipe) / "build.json"
     t0 = time.perf_counter()
     start_ns = time.time_ns()
-    proc = subprocess.run(cmd, cwd=src, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, cwd=src, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode not in codes or not record_path.exists() or record_path.stat().st_mtime_ns < start_ns:
         last = proc.stderr.strip().splitlines()[-1:]

@@ -7,6 +7,12 @@ Each run is a fresh ``python -m toolchain build RECIPE --out OUT`` process (star
 for a user). A first, untimed build fills the cache (cold: minutes). With ``--baseline-src`` the same is done for
 another checkout of the toolchain (e.g. a ``git worktree`` of main) and the runs are interleaved, so both see the
 same machine load. Writes benchmarks/results/warm_build.json.
+
+Bytecode: by default each checkout's modules are imported from their ``.pyc`` files, as on a user's install (pip
+writes them for site-packages; Python writes them for a source checkout on its first run): the variable
+``PYTHONDONTWRITEBYTECODE`` is removed from the builds' environment. ``--no-bytecode`` measures the other case,
+which machines that set that variable see: each checkout's ``toolchain/**/__pycache__`` is removed first and never
+written, so every toolchain module is compiled from source on every run (site-packages keep their ``.pyc``).
 """
 
 from __future__ import annotations
@@ -44,7 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also count each variant's instructions once under valgrind --tool=callgrind (repeatable on a noisy "
         "machine, where seconds are not)",
     )
+    ap.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="compile the toolchain's modules from source on every run (PYTHONDONTWRITEBYTECODE=1, no __pycache__)",
+    )
     args = ap.parse_args(argv)
+    env = _environment(args.no_bytecode)
     where = {
         "repo": common.REPO,
         "out": args.out,
@@ -58,10 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name, (src, out) in variants.items():
         print(f"{name}: first build (fills the cache; cold builds take minutes) ...", file=sys.stderr)
-        common.toolchain_build(src / args.recipe, out, src=src, accept=())
+        if args.no_bytecode:
+            _remove_bytecode(src)
+        common.toolchain_build(src / args.recipe, out, src=src, accept=(), env=env)
     times = common.interleave(
         {
-            name: (lambda src=src, out=out: common.toolchain_build(src / args.recipe, out, src=src, accept=()).wall_s)
+            name: (
+                lambda src=src, out=out: (
+                    common.toolchain_build(src / args.recipe, out, src=src, accept=(), env=env).wall_s
+                )
+            )
             for name, (src, out) in variants.items()
         },
         args.runs,
@@ -70,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "recipe": str(args.recipe),
         "runs": args.runs,
+        "bytecode": not args.no_bytecode,
         "variants": {label.get(name, name): summary(t) for name, t in times.items()},
         "followup": None,
         "in_process_s": in_process(variants["this checkout"][0] / args.recipe, variants["this checkout"][1]),
@@ -82,6 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     common.write_result(NAME, data, args.results, argv)
     print(variants_table(data))
     return 0
+
+
+def _environment(no_bytecode: bool) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return env | {"PYTHONDONTWRITEBYTECODE": "1"} if no_bytecode else env
+
+
+def _remove_bytecode(src: Path) -> None:
+    import shutil
+
+    for folder in (src / "toolchain").rglob("__pycache__"):
+        shutil.rmtree(folder)
 
 
 IN_PROCESS = """
@@ -155,7 +188,13 @@ def values(result: dict) -> dict[str, str]:
         else ""
     )
     inside = d.get("in_process_s")
+    bytecode = d.get("bytecode")
     return {
+        "bytecode": {
+            True: "Modules imported from their `.pyc` files, as on a user's install (`PYTHONDONTWRITEBYTECODE` unset).",
+            False: "`--no-bytecode`: every toolchain module compiled from source on every run.",
+            None: "",
+        }[bytecode],
         "recipe": d["recipe"],
         "table": variants_table(d),
         "followup": followup,
