@@ -228,7 +228,7 @@ CASES = [
         "tflite-with-train",
         recipe(MOBILENET.replace("application: MobileNetV2", "file: m.tflite")),
         3,
-        "a .tflite model is used as it is: 'train' and 'compress' need a Keras model",
+        "a .tflite model is used as trained: 'train' and 'compress' need a Keras model",
     ),
     Case(
         "compress-regression",

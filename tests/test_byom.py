@@ -251,7 +251,52 @@ def test_existing_tflite_is_validated_without_conversion(mlp_files, run_cli):
         assert r["mode"] == "int8" and m["top1_agreement"] >= 0.9 and m["cosine"] > 0.98, m
 
 
-def test_float_tflite_is_refused_by_an_int8_only_target(mlp_files, run_cli):
+def test_float_tflite_is_quantized_by_the_toolchain(mlp_files, run_cli):
+    """A float .tflite gets the toolchain's own int8 calibration on integer targets (it was refused before): its
+    own outputs on LiteRT are the reference, layers are named by tensor or op type."""
+    record, err = build(
+        run_cli,
+        mlp_files,
+        """
+        schema_version: 1
+        name: given
+        model: {file: mlp_float.tflite, classes: 2}
+        data: {npz: d.npz}
+        quantize: {calibration: percentile, percentile: 99.9}
+        targets: [phone-cpu, cortex-m7, ethos-u55-128]
+        acceptance: {max_accuracy_drop: 5}
+        """,
+    )
+    results = by_target(record)
+    assert "calibrate: tracing" in err and "used as it is" not in err
+    for name, r in results.items():
+        q = r["quantization"]
+        assert r["mode"] == "int8" and q["method"] == "percentile" and q["route"] == "flatbuffer", name
+        assert r["metrics"]["top1_agreement"] >= 0.9 and r["metrics"]["cosine"] > 0.98, r["metrics"]
+    assert results["phone-cpu"]["io"]["input"]["dtype"] == "float32"
+    assert results["cortex-m7"]["io"]["input"]["dtype"] == "int8"
+    assert results["ethos-u55-128"]["accelerator"]["ops_on"] == results["ethos-u55-128"]["accelerator"]["ops_total"]
+
+    # an op type names the layers to keep in float (a flatbuffer's ops have no Keras layer)
+    record, _ = build(
+        run_cli,
+        mlp_files,
+        """
+        schema_version: 1
+        name: given
+        model: {file: mlp_float.tflite, classes: 2}
+        data: {npz: d.npz}
+        quantize: {float_layers: [SOFTMAX]}
+        targets: [phone-cpu]
+        acceptance: {max_accuracy_drop: 5}
+        """,
+    )
+    (r,) = record["results"]
+    assert r["quantization"]["float_ops"] == [r["io"]["output"]["name"]]  # the softmax makes the output
+    assert r["ops"].get("DEQUANTIZE", 0) >= 1
+
+
+def test_float_tflite_refuses_the_converter_modes(mlp_files, run_cli):
     _, err = build(
         run_cli,
         mlp_files,
@@ -260,14 +305,30 @@ def test_float_tflite_is_refused_by_an_int8_only_target(mlp_files, run_cli):
         name: given
         model: {file: mlp_float.tflite, classes: 2}
         data: {npz: d.npz}
-        targets: [phone-cpu, cortex-m7]
+        quantize: {mode: float16}
+        targets: [phone-cpu]
         """,
         code=9,
     )
-    assert (
-        "model.file: mlp_float.tflite is a float32 model with float32 input/output; cortex-m7 runs int8 models" in err
-    )
+    assert "quantize.mode: 'float16' is made by the TFLite converter from a TensorFlow graph" in err
     assert not (mlp_files / "b" / "given").exists()  # refused before any work
+
+
+def test_quantized_tflite_refuses_calibration_options(mlp_files, run_cli):
+    _, err = build(
+        run_cli,
+        mlp_files,
+        """
+        schema_version: 1
+        name: given
+        model: {file: mlp_int8.tflite, classes: 2}
+        data: {npz: d.npz}
+        quantize: {calibration: mse}
+        targets: [cortex-m7]
+        """,
+        code=9,
+    )
+    assert "mlp_int8.tflite is already quantized (int8) and is used as it is" in err
 
 
 def test_sensor_anomaly_recipe_builds_for_all_its_targets(tmp_path, run_cli):

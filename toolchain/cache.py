@@ -65,11 +65,19 @@ def _installed() -> dict[str, str]:
     return found
 
 
-def tool_versions() -> dict[str, str]:
+#: The tools a model source adds to the record (the converters of a PyTorch or ONNX model).
+SOURCE_TOOLS = {
+    "torch": ("torch", "litert-torch"),
+    "onnx": ("onnx", "onnx2torch", "onnxruntime", "torch", "litert-torch"),
+}
+
+
+def tool_versions(kind: str = "keras") -> dict[str, str]:
     """The versions of the tools stage outputs depend on (cache keys, the record); ``missing`` when not installed.
     Read from the dist-info folder names (importlib.metadata's answer, without parsing every METADATA file; a tool
-    installed another way is asked of importlib.metadata)."""
-    return {name: package_version(name) for name in TOOLS}
+    installed another way is asked of importlib.metadata). ``kind``: the recipe's model kind, whose converters
+    are added."""
+    return {name: package_version(name) for name in (*TOOLS, *SOURCE_TOOLS.get(kind, ()))}
 
 
 def package_version(name: str) -> str:
@@ -127,15 +135,18 @@ class Entry:
 
 
 class Cache:
-    def __init__(self, root: Path, enabled: bool = True, versions: dict | None = None):
+    def __init__(self, root: Path, enabled: bool = True, versions: dict | None = None, kind: str = "keras"):
         self.root = Path(root)
         self.enabled = enabled
-        self.versions = versions if versions is not None else tool_versions()
+        self.versions = versions if versions is not None else tool_versions(kind)
         self.timings: dict[str, float] = {}
 
     def key(self, stage: Stage, inputs: dict) -> str:
         return make_key(
-            stage=stage.name, v=stage.version, inputs=inputs, tools={t: self.versions.get(t) for t in stage.tools}
+            stage=stage.name,
+            v=stage.version,
+            inputs=inputs,
+            tools={t: self.versions.get(t) or package_version(t) for t in stage.tools},
         )
 
     def lookup(self, stage: Stage, key: str) -> Entry | None:

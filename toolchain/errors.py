@@ -115,6 +115,13 @@ class RegressionError(ToolchainError):
     exit_code = 20
 
 
+class MissingExtraError(ToolchainError):
+    """The recipe needs an optional part of the toolchain that is not installed (PyTorch, ONNX): the message names
+    the `pip install` to run."""
+
+    exit_code = 21
+
+
 #: OS errors that are the user's environment, not a bug (read-only, full, permissions, name too long).
 FILESYSTEM_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
 

@@ -36,7 +36,9 @@ class ModelSpec(Strict):
 
     application: Literal[APPLICATIONS] | None = None  # type: ignore[valid-type]
     file: Path | None = Field(
-        None, description=".keras (Keras 3 or tf_keras), .h5, a SavedModel directory, or a .tflite"
+        None,
+        description=".keras (Keras 3 or tf_keras), .h5, a SavedModel directory, a .tflite, a PyTorch ExportedProgram "
+        "(.pt2, from torch.export.save) or an ONNX model (.onnx)",
     )
     signature: str | None = Field(
         None,
@@ -60,13 +62,23 @@ class ModelSpec(Strict):
             raise ValueError("'input_shape' is required with 'application'")
         if self.signature is not None and (self.file is None or self.file.suffix in (".tflite", ".keras", ".h5")):
             raise ValueError("'signature' goes with a SavedModel directory 'file'")
-        if self.reference is not None and (self.file is None or self.file.suffix != ".tflite"):
-            raise ValueError("'reference' goes with a .tflite 'file' (a Keras model is its own reference)")
+        if self.reference is not None and not self.is_tflite:
+            raise ValueError("'reference' goes with a .tflite 'file' (any other model is its own reference)")
         return self
 
     @property
+    def kind(self) -> str:
+        """``keras`` (applications, .keras, .h5, SavedModels), ``tflite``, ``torch`` (.pt2) or ``onnx``."""
+        return FILE_KINDS.get(self.file.suffix.lower(), "keras") if self.file is not None else "keras"
+
+    @property
     def is_tflite(self) -> bool:
-        return self.file is not None and self.file.suffix == ".tflite"
+        return self.kind == "tflite"
+
+
+#: Model files that are not Keras: their float graph is a flatbuffer (read, or converted by litert-torch), which
+#: the toolchain quantizes itself; training and compression steps need a Keras model.
+FILE_KINDS = {".tflite": "tflite", ".pt2": "torch", ".onnx": "onnx"}
 
 
 class Normalization(Strict):
@@ -112,6 +124,11 @@ class DataSpec(Strict):
     )
     calibration: Calibration | None = None
     split: Split = Split()
+    layout: Literal["nhwc", "nchw"] | None = Field(
+        None,
+        description="npz images of a PyTorch or ONNX model: channels last or first; default: found from the "
+        "arrays' shape against the model's input (refused when both fit)",
+    )
 
     _resolve_paths = field_validator("folder", "npz")(_resolve)
 
@@ -351,14 +368,14 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _task_fits(self):
-        if self.model.is_tflite and (self.train or self.compress):
-            raise ValueError("a .tflite model is used as it is: 'train' and 'compress' need a Keras model")
-        q = self.quantize
-        if self.model.is_tflite and (q.own_calibration or q.mixed or q.mode == "auto"):
+        kind = self.model.kind
+        if kind != "keras" and (self.train or self.compress):
+            what = {"tflite": "a .tflite", "torch": "a PyTorch (.pt2)", "onnx": "an ONNX"}[kind]
             raise ValueError(
-                "a .tflite model is used as it is: quantize calibration options, float_layers, int16_layers, "
-                "int4_layers and mode auto need Keras"
+                f"{what} model is used as trained: 'train' and 'compress' need a Keras model "
+                "(train and compress it where it was written, then build it)"
             )
+        q = self.quantize
         if any(s.step == "qat" for s in self.compress) and (q.own_calibration or q.mixed):
             raise ValueError(
                 "quantize: QAT learns its ranges and converts every layer to int8: calibration, activations, "

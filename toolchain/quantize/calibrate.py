@@ -20,10 +20,14 @@ MOST_CLIPPED = 5
 
 
 def calibrate(model, xs: list[np.ndarray], equalize: bool, batch: int | None = None):
-    """(graph with calibration slots, statistics per slot, meta): the model traced once, equalized if asked."""
-    from toolchain.quantize.converter import calibration_graph
+    """(graph with calibration slots, statistics per slot, meta): the model traced once, equalized if asked.
+    ``model``: a Keras model (traced by the converter) or the bytes of a float flatbuffer (its own graph)."""
+    if isinstance(model, bytes):
+        graph, route = slotted(model), "flatbuffer"
+    else:
+        from toolchain.quantize.converter import calibration_graph
 
-    graph, route = calibration_graph(model, xs, batch)
+        graph, route = calibration_graph(model, xs, batch)
     meta: dict = {"route": route}
     if equalize:
         from toolchain.quantize.equalize import absorb_high_bias
@@ -39,6 +43,17 @@ def calibrate(model, xs: list[np.ndarray], equalize: bool, batch: int | None = N
         meta["equalization"] = asdict(report)
     meta["batch_fixable"] = Graph(graph).fix_batch(1)
     return graph, collect(graph, xs), meta
+
+
+def slotted(blob: bytes) -> bytes:
+    """A float flatbuffer (a float .tflite, litert-torch's output) as a graph to calibrate: a slot on every float
+    tensor that is not a constant."""
+    g = Graph(blob)
+    if len(g.m.subgraphs) != 1:
+        raise ConversionError(f"calibration: the model has {len(g.m.subgraphs)} subgraphs; the toolchain quantizes one")
+    if not g.add_slots():
+        raise ConversionError("calibration: the model has no float tensor to quantize")
+    return g.to_bytes()
 
 
 def quantize(
@@ -65,6 +80,8 @@ def quantize(
     rows = _set_ranges(g, stats, method, percentile, symmetric)
     if batch is not None and not g.fix_batch(batch):
         raise ConversionError("calibration: the graph reads its batch size as data: trace it with the fixed batch")
+    if batch is not None and g.batch() != batch:
+        raise ConversionError(f"calibration: the graph's batch is fixed at {g.batch()}; the target wants {batch}")
     report: dict = {"method": method, "percentile": percentile if method == "percentile" else None}
     if bias_correction:
         from toolchain.quantize.bias import correct

@@ -71,6 +71,27 @@ class Graph:
         q = self.sg.tensors[i].quantization
         return float(q.min[0]), float(q.max[0])
 
+    def add_slots(self) -> int:
+        """Give every float tensor that is not a constant (inputs, activations, outputs) an empty calibration slot,
+        as the converter's calibrate-only output has: a float flatbuffer from anywhere becomes a graph to calibrate.
+        Returns how many tensors got one."""
+        fb = _fb()
+        added = 0
+        for i, t in enumerate(self.sg.tensors):
+            if t.type != fb.TensorType.FLOAT32 or self._is_constant(i):
+                continue
+            if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale):
+                continue  # already quantized: not a float tensor to calibrate
+            q = fb.QuantizationParametersT()
+            q.min, q.max = np.zeros(1, dtype=np.float32), np.zeros(1, dtype=np.float32)
+            t.quantization = q
+            added += 1
+        return added
+
+    def _is_constant(self, i: int) -> bool:
+        b = self.m.buffers[self.sg.tensors[i].buffer] if 0 < self.sg.tensors[i].buffer < len(self.m.buffers) else None
+        return b is not None and b.data is not None and len(b.data) > 0
+
     def compact_names(self) -> None:
         """Drop the scope every name shares (Keras 3 writes ``functional_1/<model>_1/`` before each of a fused
         tensor's names: 20 KB of a 640 KB MobileNetV2)."""
@@ -99,6 +120,12 @@ class Graph:
                 t.shape = np.array([n, *t.shape[1:]], dtype=np.int32)
         return True
 
+    def batch(self) -> int:
+        """The first input's batch size (-1: dynamic)."""
+        t = self.sg.tensors[self.sg.inputs[0]]
+        sig = t.shapeSignature if t.shapeSignature is not None and len(t.shapeSignature) else t.shape
+        return int(sig[0]) if sig is not None and len(sig) else 1
+
     # -- weights -------------------------------------------------------------------------------------------
     def linear_ops(self) -> list[LinearOp]:
         out = []
@@ -122,9 +149,7 @@ class Graph:
         return i in self.sg.outputs
 
     def is_float_constant(self, i: int) -> bool:
-        t = self.sg.tensors[i]
-        b = self.m.buffers[t.buffer] if 0 < t.buffer < len(self.m.buffers) else None
-        return t.type == _fb().TensorType.FLOAT32 and b is not None and b.data is not None and len(b.data) > 0
+        return self.sg.tensors[i].type == _fb().TensorType.FLOAT32 and self._is_constant(i)
 
     def array(self, i: int) -> np.ndarray:
         t = self.sg.tensors[i]

@@ -108,7 +108,7 @@ def open_build(recipe: Recipe, out: Path, use_cache: bool = True, remeasure: boo
         saved = tempfile.tempdir, os.environ.get("TMPDIR")
         tempfile.tempdir, os.environ["TMPDIR"] = str(tmp), str(tmp)
         try:
-            b = Build(recipe, out, Cache(out / ".cache", enabled=use_cache), remeasure)
+            b = Build(recipe, out, Cache(out / ".cache", enabled=use_cache, kind=recipe.model.kind), remeasure)
             b.dir.mkdir(parents=True, exist_ok=True)
             yield b
         except OSError as exc:

@@ -65,6 +65,24 @@ def stage_convert(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) ->
     return Artifact(blob, entry.dir / "convert.log", meta["gzip_bytes"], meta["ops"], meta["io"])
 
 
+def float_artifact(b: Build, model: ModelStage, plan: ConvertPlan) -> Artifact:
+    """A flatbuffer model's float32 artifact: its float graph, with the target's batch where it has a dynamic one."""
+    blob = model.float_blob
+    if plan.batch is not None:
+        from toolchain.errors import CompatibilityError
+        from toolchain.quantize.graph import Graph
+
+        g = Graph(blob)
+        if not g.fix_batch(plan.batch) or g.batch() != plan.batch:
+            raise CompatibilityError(
+                f"{b.recipe.line_of('model', 'file')}: model.file: {b.recipe.model.file.name} has batch "
+                f"{g.batch()} fixed in its graph; the target wants batch {plan.batch}"
+            )
+        blob = g.to_bytes()
+    log.info("convert: none, float32 is the model's own float graph (batch %s)", plan.batch or "as in the model")
+    return Artifact(blob, None, **describe(blob))
+
+
 def describe(blob: bytes) -> dict:
     """What the record says of an artifact, computed once per artifact (parsing a flatbuffer is not free)."""
     from toolchain.tflite_model import TFLiteModel

@@ -37,20 +37,30 @@ def layers(b: Build, data: Data, model: ModelStage, q, per_channel: bool, sample
         percentile=q.percentile,
         symmetric=q.activations == "symmetric",
         per_channel=per_channel,
-        layer_names={layer.name for layer in getattr(model.keras(), "layers", [])},
+        layer_names=model.layer_names(),
         can_float=can_float,
     )
 
 
 def worst_layers(b: Build, data: Data, model: ModelStage, n: int, op_ok=lambda op: True) -> list[str]:
-    """The Keras layers the per-layer diagnosis ranks worst for int8 minmax (64 eval samples), among those
-    whose op ``op_ok`` accepts."""
+    """The Keras layers (a flatbuffer model: the op output tensors, as patterns) the per-layer diagnosis ranks
+    worst for int8 minmax (64 eval samples), among those whose op ``op_ok`` accepts."""
     from toolchain.quantize.diagnose import FIXED_RANGE
 
     plain = {"calibration": "minmax", "activations": "asymmetric", "equalize": False}
     found = layers(b, data, model, b.recipe.quantize.model_copy(update=plain), b.recipe.quantize.per_channel, 64)
-    worst = [d.layer for d in found if d.layer and d.op not in FIXED_RANGE and op_ok(d.op)]
+    flat = model.float_graph is not None
+    worst = [
+        _literal(d.tensor) if flat else d.layer
+        for d in found
+        if (flat or d.layer) and d.op not in FIXED_RANGE and op_ok(d.op)
+    ]
     return list(dict.fromkeys(worst))[:n]
+
+
+def _literal(name: str) -> str:
+    """A tensor name as an fnmatch pattern matching only itself."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def diagnosis(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage, samples: int) -> dict:
@@ -84,9 +94,10 @@ def int8_target(recipe: Recipe, name: str | None) -> tuple[Target, ConvertPlan]:
     names = [name] if name else recipe.targets
     pairs = [(t, resolve_plan(recipe, t)) for t in map(load_target, names)]
     pairs = [(t, p) for t, p in pairs if p.mode == "int8"]
-    if recipe.model.is_tflite or not pairs:
+    if not pairs:
+        as_is = recipe.model.is_tflite and resolve_plan(recipe, load_target(names[0])).mode != "float32"
         raise CompatibilityError(
             f"{recipe.name}: diagnose explains an int8 plan the toolchain quantizes; "
-            + ("a .tflite model is used as it is" if recipe.model.is_tflite else f"{', '.join(names)}: no int8 plan")
+            + ("a quantized .tflite model is used as it is" if as_is else f"{', '.join(names)}: no int8 plan")
         )
     return pairs[0]

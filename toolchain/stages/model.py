@@ -24,13 +24,22 @@ COMPRESS = Stage("compress", 5, tools=("tensorflow", "tf_keras", "tensorflow-mod
 @dataclass
 class ModelStage:
     key: str
-    path: Path | None  # the saved Keras model (.keras; .h5 after compression); None for a .tflite model
+    path: Path | None  # the saved Keras model (.keras; .h5 after compression); None for a flatbuffer model
     _reference: object  # the float model's outputs on the eval split (one array per output), or a function reading
     # them from the cache when first used (a warm rebuild never does); None: no reference
     history: dict
     _model: object = None
     steps: list = field(default_factory=list)  # compression step reports
     signature: str | None = None  # ``path`` is a SavedModel converted through this signature
+    float_graph: Path | None = None  # the float flatbuffer of a float .tflite, PyTorch or ONNX model
+
+    @property
+    def float_blob(self) -> bytes | None:
+        return self.float_graph.read_bytes() if self.float_graph is not None else None
+
+    def layer_names(self) -> set[str]:
+        """The Keras model's layer names (empty for a flatbuffer model: its ops are named by their tensors)."""
+        return set() if self.float_graph is not None else {layer.name for layer in getattr(self.keras(), "layers", [])}
 
     @property
     def reference(self) -> list[np.ndarray] | None:
@@ -70,10 +79,15 @@ def predict(model, xs) -> list[np.ndarray]:
     return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
 
 
-def _reference_of(spec, xs) -> list[np.ndarray] | None:
-    """A .tflite model's reference: another .tflite (run on LiteRT) or a Keras model; None without one."""
+def _reference_of(spec, xs, float_graph: bytes | None) -> list[np.ndarray] | None:
+    """A .tflite model's reference: another .tflite (run on LiteRT) or a Keras model; without one, a float .tflite
+    is its own reference and a quantized one has none."""
     if spec.reference is None:
-        return None
+        if float_graph is None:
+            return None
+        from toolchain.checks.litert import LiteRT
+
+        return LiteRT(float_graph).predict(list(xs))
     if spec.reference.suffix == ".tflite":
         from toolchain.checks.litert import LiteRT
 
@@ -111,8 +125,12 @@ def stage_model(b: Build, data: Data) -> ModelStage:
         from toolchain.checks.metrics import compare
 
         model, history = None, {}
-        if r.model.is_tflite:
-            reference = _reference_of(r.model, data.xs_eval)
+        if r.model.kind in ("torch", "onnx"):
+            from toolchain.models.flatbuffer import convert_float
+
+            reference = convert_float(r.model, data, tmp / "float.tflite")
+        elif r.model.is_tflite:
+            reference = _reference_of(r.model, data.xs_eval, _float_tflite(r.model.file))
         else:
             model, history = _train(b, data)
             reference = predict(model, data.xs_eval)
@@ -143,8 +161,13 @@ def stage_model(b: Build, data: Data) -> ModelStage:
         return None, read
 
     (model, reference), entry = b.cache.run(MODEL, inputs, compute, load)
-    if r.model.is_tflite or r.model.signature is not None:
-        path = None if r.model.is_tflite else Path(r.model.file)
+    float_graph = None
+    if r.model.kind in ("torch", "onnx"):
+        path, float_graph = None, entry.file("float.tflite") if entry.hit else entry.dir / "float.tflite"
+    elif r.model.is_tflite:
+        path, float_graph = None, (r.model.file if _float_tflite(r.model.file) is not None else None)
+    elif r.model.signature is not None:
+        path = Path(r.model.file)
     else:
         path = entry.file("model.keras") if entry.hit else entry.dir / "model.keras"
     name, value = entry.meta["reference_metric"]
@@ -153,7 +176,23 @@ def stage_model(b: Build, data: Data) -> ModelStage:
         log.info("model: float reference %s %.4f on %d eval samples%s", name, value, data.sizes["eval"], cached)
     elif reference is None:
         log.info("model: %s is used as it is, with no reference model to compare with%s", r.model.file.name, cached)
-    return ModelStage(entry.meta["key"], path, reference, entry.meta["history"], model, signature=r.model.signature)
+    return ModelStage(
+        entry.meta["key"],
+        path,
+        reference,
+        entry.meta["history"],
+        model,
+        signature=r.model.signature,
+        float_graph=float_graph,
+    )
+
+
+def _float_tflite(path: Path) -> bytes | None:
+    """A .tflite file's bytes when it is a float model (the toolchain quantizes it), None when it is quantized."""
+    from toolchain.stages.plan import numerics_of
+
+    blob = path.read_bytes()
+    return blob if numerics_of(blob).mode == "float32" else None
 
 
 def _train(b: Build, data: Data):

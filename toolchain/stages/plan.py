@@ -1,8 +1,10 @@
 """Plan resolution: which numerics each target gets (mode, I/O type, batch, mixed precision), decided before any work.
 
-A ``.tflite`` file is used as it is (``numerics_of`` reads what it is); otherwise the recipe's ``quantize`` section
-says, the target's profile fills in the rest, and a plan the target cannot run is refused here, with the recipe
-line that asks for it. ``plan_variant`` makes the recipe of one plan of ``compare --plans``.
+A quantized ``.tflite`` file is used as it is (``numerics_of`` reads what it is); otherwise the recipe's
+``quantize`` section says, the target's profile fills in the rest, and a plan the target cannot run is refused
+here, with the recipe line that asks for it. A model whose float graph is a flatbuffer (a float ``.tflite``, a
+PyTorch or ONNX model) gets float32 or the toolchain's int8: the other modes are the TFLite converter's, which
+starts from TensorFlow. ``plan_variant`` makes the recipe of one plan of ``compare --plans``.
 """
 
 from __future__ import annotations
@@ -42,15 +44,25 @@ def numerics_of(blob: bytes) -> ConvertPlan:
     )
 
 
+#: The modes of a model whose float graph is a flatbuffer (no TensorFlow graph for the converter to start from).
+FLATBUFFER_MODES = ("float32", "int8")
+
+
 def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
-    """The quantization a target gets: the recipe's where it says, the target's need otherwise. A .tflite file is
-    used as it is: a target that cannot run its numerics is refused here, before any work."""
-    if recipe.model.is_tflite:
-        return _tflite_plan(recipe, target)
+    """The quantization a target gets: the recipe's where it says, the target's need otherwise. A quantized .tflite
+    file is used as it is: a target that cannot run its numerics is refused here, before any work."""
+    if recipe.model.is_tflite and (as_is := _tflite_plan(recipe, target)) is not None:
+        return as_is
     q, n = recipe.quantize, target.numerics
-    mode = q.mode or n.default_mode
+    mode = q.mode or _default_mode(recipe, target)
     if mode == "auto":  # the plan search starts from int8 where the target runs it
-        mode = "int8" if "int8" in n.modes else n.default_mode
+        mode = "int8" if "int8" in n.modes else _default_mode(recipe, target)
+    if recipe.model.kind != "keras" and mode not in FLATBUFFER_MODES:
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize', 'mode')}: quantize.mode: {mode!r} is made by the TFLite converter from a "
+            f"TensorFlow graph; a {KIND_NAMES[recipe.model.kind]} model gets float32 (its float graph) or int8 "
+            "(the toolchain's calibration)"
+        )
     if mode not in n.modes:
         raise CompatibilityError(
             f"{recipe.line_of('quantize', 'mode')}: quantize.mode: {target.name} cannot run {mode!r} "
@@ -79,11 +91,31 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
     )
 
 
-def _tflite_plan(recipe: Recipe, target: Target) -> ConvertPlan:
+KIND_NAMES = {"tflite": "float .tflite", "torch": "PyTorch", "onnx": "ONNX", "keras": "Keras"}
+
+
+def _default_mode(recipe: Recipe, target: Target) -> str:
+    """The target's default mode; for a flatbuffer model the nearest it has (float32 where the target runs it)."""
+    n = target.numerics
+    if recipe.model.kind == "keras" or n.default_mode in FLATBUFFER_MODES:
+        return n.default_mode
+    return "float32" if "float32" in n.modes else "int8"
+
+
+def _tflite_plan(recipe: Recipe, target: Target) -> ConvertPlan | None:
+    """A quantized .tflite's own plan (used as it is), checked against the target; None for a float one."""
     from toolchain.models.source import check_offline
 
     check_offline(recipe.model)
     plan = numerics_of(recipe.model.file.read_bytes())
+    if plan.mode == "float32":
+        return None
+    q = recipe.quantize
+    if q.own_calibration or q.mixed or q.mode not in (None, plan.mode):
+        raise CompatibilityError(
+            f"{recipe.line_of('quantize')}: quantize: {recipe.model.file.name} is already quantized ({plan.mode}) "
+            "and is used as it is: quantize modes and calibration options apply to a float model"
+        )
     n = target.numerics
     if plan.mode not in n.modes or plan.io_type not in n.io_types:
         raise CompatibilityError(

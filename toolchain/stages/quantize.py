@@ -82,7 +82,8 @@ def stage_calibrate(
             ", equalizing" if equalize else "",
         )
         with capture_fds(tmp / "convert.log"):
-            graph, st, meta = calibrate(model.keras(), [x[:n_cal] for x in data.xs_calib], equalize, batch)
+            source = model.float_blob or model.keras()  # a flatbuffer model's own graph, or the Keras model to trace
+            graph, st, meta = calibrate(source, [x[:n_cal] for x in data.xs_calib], equalize, batch)
         (tmp / "graph.tflite").write_bytes(graph)
         stats.save(st, tmp / "stats.npz")
         return {**meta, "samples": n_cal}, (graph, st)
@@ -100,7 +101,7 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
     q = b.recipe.quantize
     cal = stage_calibrate(b, model, data, None)
     trace_batch = None
-    if plan.batch is not None and not cal.meta["batch_fixable"]:
+    if plan.batch is not None and not cal.meta["batch_fixable"] and model.float_graph is None:
         cal = stage_calibrate(b, model, data, plan.batch)
         trace_batch = plan.batch
     float_nodes = _nodes(cal.graph, model, q.float_layers, "float_layers") if q.float_layers else []
@@ -202,7 +203,8 @@ def _int4_nodes(b: Build, graph: bytes, model: ModelStage, plan: ConvertPlan) ->
 
 
 def _nodes(graph: bytes, model: ModelStage, patterns: list[str], field: str) -> list[str]:
-    """The graph's op outputs that belong to a Keras layer matching ``quantize.<field>``."""
+    """The graph's op outputs matching ``quantize.<field>``: by the Keras layer they belong to, by the op's output
+    tensor name, or by the op type (``SOFTMAX``, ``CONV_2D``: a flatbuffer model's ops have no Keras layer)."""
     from fnmatch import fnmatchcase
 
     from toolchain.errors import ConfigError
@@ -210,12 +212,15 @@ def _nodes(graph: bytes, model: ModelStage, patterns: list[str], field: str) -> 
     from toolchain.quantize.graph import Graph
 
     g = Graph(graph)
-    names = {layer.name for layer in getattr(model.keras(), "layers", [])}
-    nodes = [
-        g.name(int(o.outputs[0]))
-        for o in g.sg.operators
-        if len(o.outputs) and any(fnmatchcase(layer_of(g.name(int(o.outputs[0])), names) or "", p) for p in patterns)
-    ]
+    names = model.layer_names()
+    nodes = []
+    for o in g.sg.operators:
+        if not len(o.outputs):
+            continue
+        tensor = g.name(int(o.outputs[0]))
+        keys = [k for k in (layer_of(tensor, names), tensor if not names else None, g.opnames[o.opcodeIndex]) if k]
+        if any(fnmatchcase(k, p) for k in keys for p in patterns):
+            nodes.append(tensor)
     if not nodes:
-        raise ConfigError(f"quantize.{field}: {', '.join(patterns)} match no layer of the model")
+        raise ConfigError(f"quantize.{field}: {', '.join(patterns)} match no layer, tensor or op type of the model")
     return nodes

@@ -43,11 +43,16 @@ class Started:
 
 
 def stage_artifact(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -> Artifact:
-    """The target's artifact: the recipe's .tflite as it is, the toolchain's int8 quantization, or the converter's."""
-    if b.recipe.model.is_tflite:
+    """The target's artifact: a quantized .tflite as it is, a flatbuffer model's float graph, the toolchain's int8
+    quantization, or the converter's."""
+    if b.recipe.model.is_tflite and model.float_graph is None:
         blob = b.recipe.model.file.read_bytes()
         log.info("convert: none, %s is used as it is (%s, I/O %s)", b.recipe.model.file.name, plan.mode, plan.io_type)
         return Artifact(blob, None, **describe(blob))
+    if model.float_graph is not None and plan.mode == "float32":
+        from toolchain.stages.convert import float_artifact
+
+        return float_artifact(b, model, plan)
     if plan.mode == "int8" and not model.is_qat:
         from toolchain.stages.quantize import stage_quantize
 
