@@ -63,6 +63,7 @@ def recipe(tmp_path, targets_dir):
             name: tiny
             model: {{file: m.tflite, classes: 10}}
             data: {{builtin: digits}}
+            quantize: {{mode: float32}}
             targets: {targets}
             """
         return load_recipe(write_recipe(tmp_path, body))

@@ -54,9 +54,17 @@ class CheckContext:
     artifact_path: Path
     xs_eval: list[np.ndarray]  # one array per model input
     y_eval: np.ndarray | None  # labels (None: the task has none)
-    reference: list[np.ndarray] | None  # the float reference's outputs, one array per model output (None: no reference)
+    #: the float reference's outputs, one array per model output (None: no reference), or a function that returns
+    #: them (run when a check first asks: a float .tflite's own outputs are computed only then)
+    reference_of: object
     task: str = "classification"
     outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def reference(self) -> list[np.ndarray] | None:
+        if callable(self.reference_of):
+            self.reference_of = self.reference_of()
+        return self.reference_of
 
     @property
     def x_eval(self) -> np.ndarray:

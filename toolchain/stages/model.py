@@ -79,15 +79,10 @@ def predict(model, xs) -> list[np.ndarray]:
     return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
 
 
-def _reference_of(spec, xs, float_graph: bytes | None) -> list[np.ndarray] | None:
-    """A .tflite model's reference: another .tflite (run on LiteRT) or a Keras model; without one, a float .tflite
-    is its own reference and a quantized one has none."""
+def _reference_of(spec, xs) -> list[np.ndarray] | None:
+    """A .tflite model's reference: another .tflite (run on LiteRT) or a Keras model; None without one."""
     if spec.reference is None:
-        if float_graph is None:
-            return None
-        from toolchain.checks.litert import LiteRT
-
-        return LiteRT(float_graph).predict(list(xs))
+        return None
     if spec.reference.suffix == ".tflite":
         from toolchain.checks.litert import LiteRT
 
@@ -130,7 +125,7 @@ def stage_model(b: Build, data: Data) -> ModelStage:
 
             reference = convert_float(r.model, data, tmp / "float.tflite")
         elif r.model.is_tflite:
-            reference = _reference_of(r.model, data.xs_eval, _float_tflite(r.model.file))
+            reference = _reference_of(r.model, data.xs_eval)
         else:
             model, history = _train(b, data)
             reference = predict(model, data.xs_eval)
@@ -166,6 +161,8 @@ def stage_model(b: Build, data: Data) -> ModelStage:
         path, float_graph = None, entry.file("float.tflite") if entry.hit else entry.dir / "float.tflite"
     elif r.model.is_tflite:
         path, float_graph = None, (r.model.file if _float_tflite(r.model.file) is not None else None)
+        if float_graph is not None and reference is None and r.model.reference is None:
+            reference = _own_outputs(float_graph, data)
     elif r.model.signature is not None:
         path = Path(r.model.file)
     else:
@@ -174,6 +171,8 @@ def stage_model(b: Build, data: Data) -> ModelStage:
     cached = " (cached)" if entry.hit else ""
     if value is not None:
         log.info("model: float reference %s %.4f on %d eval samples%s", name, value, data.sizes["eval"], cached)
+    elif float_graph is not None and r.model.is_tflite and r.model.reference is None:
+        log.info("model: %s is a float model: its own outputs on LiteRT are the reference", r.model.file.name)
     elif reference is None:
         log.info("model: %s is used as it is, with no reference model to compare with%s", r.model.file.name, cached)
     return ModelStage(
@@ -185,6 +184,19 @@ def stage_model(b: Build, data: Data) -> ModelStage:
         signature=r.model.signature,
         float_graph=float_graph,
     )
+
+
+def _own_outputs(path: Path, data: Data):
+    """A float .tflite's outputs on the eval split (LiteRT), computed when first asked for (a warm rebuild never)."""
+
+    def run():
+        from toolchain.checks.litert import LiteRT
+
+        reference = LiteRT(path.read_bytes()).predict(list(data.xs_eval))
+        _check_finite(reference)
+        return reference
+
+    return run
 
 
 def _float_tflite(path: Path) -> bytes | None:

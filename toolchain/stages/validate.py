@@ -122,7 +122,7 @@ class CheckJob:
         def compute(tmp: Path):
             d = self.data
             ctx = checks.CheckContext(
-                self.target, self.artifact, list(d.xs_eval), d.y_eval, self.model.reference, self.task, outputs
+                self.target, self.artifact, list(d.xs_eval), d.y_eval, lambda: self.model.reference, self.task, outputs
             )
             section = check.run(ctx)
             if check.name in outputs:
