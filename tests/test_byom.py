@@ -222,6 +222,8 @@ def mlp_files(keras, tmp_path):
     model = keras.Sequential(
         [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2, activation="softmax")]
     )
+    for layer in model.layers:  # biases the converter keeps (zeros it folds away)
+        layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape).astype(np.float32))
     int8_model(model, tmp_path / "mlp_int8.tflite")
     from toolchain.convert import ConvertPlan, convert
 
@@ -294,6 +296,36 @@ def test_float_tflite_is_quantized_by_the_toolchain(mlp_files, run_cli):
     (r,) = record["results"]
     assert r["quantization"]["float_ops"] == [r["io"]["output"]["name"]]  # the softmax makes the output
     assert r["ops"].get("DEQUANTIZE", 0) >= 1
+
+
+def test_float_tflite_plan_search_and_diagnosis(mlp_files, run_cli):
+    """mode auto climbs the ladder on a float .tflite (no QAT rung, no converter modes); its worst layers are named
+    by tensor; diagnose explains its int8 plan; equalization and bias correction edit its weights."""
+    body = """
+        schema_version: 1
+        name: given
+        model: {file: mlp_float.tflite, classes: 2}
+        data: {npz: d.npz}
+        quantize: {mode: auto}
+        targets: [phone-cpu]
+        acceptance: {min_snr_db: 60}
+        """
+    record, err = build(run_cli, mlp_files, body)  # 60 dB: no int8 rung reaches it, the float32 rung does
+    (r,) = record["results"]
+    rungs = [p["plan"] for p in r["plan_search"]]
+    assert rungs[0] == "int8 minmax" and rungs[-1] == "float32", rungs
+    assert not any("quantization-aware" in p or "int16x8" in p or "float16" in p for p in rungs), rungs
+    assert any("in float (the diagnosis' worst)" in p for p in rungs), rungs
+    assert r["mode"] == "float32", r["mode"]  # the last rung is the float graph itself: it meets 60 dB
+    code, out, err = run_cli("diagnose", mlp_files / "recipe.yaml", "--out", mlp_files / "diag", "--format", "json")
+    assert code == 0, err
+    layers = json.loads(out)["layers"]
+    assert layers and all(d["layer"] is None and d["tensor"] for d in layers), layers
+    assert {d["op"] for d in layers} >= {"FULLY_CONNECTED"}
+    body = body.replace("{mode: auto}", "{equalize: true, bias_correction: true}").replace("60", "20")
+    record, _ = build(run_cli, mlp_files, body)
+    q = record["results"][0]["quantization"]
+    assert len(q["equalization"]["pairs"]) == 1 and q["bias_correction"]["layers"] == 2, q
 
 
 def test_float_tflite_refuses_the_converter_modes(mlp_files, run_cli):

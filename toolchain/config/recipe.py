@@ -124,10 +124,10 @@ class DataSpec(Strict):
     )
     calibration: Calibration | None = None
     split: Split = Split()
-    layout: Literal["nhwc", "nchw"] | None = Field(
+    layout: Literal["nchw", "nhwc"] | None = Field(
         None,
-        description="npz images of a PyTorch or ONNX model: channels last or first; default: found from the "
-        "arrays' shape against the model's input (refused when both fit)",
+        description="the image layout of a PyTorch or ONNX model, in which its npz data is given: nchw (PyTorch's) "
+        "or nhwc; default: nchw for .pt2, read from an ONNX model's input shape (refused when it cannot tell)",
     )
 
     _resolve_paths = field_validator("folder", "npz")(_resolve)

@@ -120,6 +120,8 @@ def _prepare(x: np.ndarray, spec_in: InputSpec, spec: DataSpec, images: bool, wh
     if x.dtype == np.uint8 and norm is not None:
         x = x.astype(np.float32) / 255.0
     x = x.astype(np.float32)
+    if not images and spec_in.channels_first and x.ndim == 4:
+        x = _channels_last(x, spec_in, where)
     if (spec.resize if spec.resize is not None else images) and spec_in.is_image:
         x = _fit_to_input(x, spec_in.shape)
     if norm is not None:
@@ -198,6 +200,24 @@ def check_labels(y, n: int, task: str, classes: int, labels: tuple, where) -> np
     if len(np.unique(y)) < 2:
         raise DataShapeError(f"{where}: every sample has label {y[0]:g}: a classifier needs at least two classes")
     return y.astype(np.int64)
+
+
+def _channels_last(x: np.ndarray, spec_in: InputSpec, where) -> np.ndarray:
+    """An NCHW model's image arrays, given in its layout, as the artifacts take them (channels last)."""
+    h, w, c = spec_in.shape
+    shape = tuple(x.shape[1:])
+    if _fits(shape, (c, h, w)):
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    if _fits(shape, (h, w, c)):
+        raise DataShapeError(
+            f"{where}: input {spec_in.name!r}: samples of shape {shape} are channels last (NHWC); the model takes "
+            f"NCHW {(c, h, w)}: give the data in the model's layout"
+        )
+    return x  # the shape check says what is wrong
+
+
+def _fits(shape: tuple, want: tuple) -> bool:
+    return len(shape) == len(want) and all(w is None or w == g for g, w in zip(shape, want, strict=True))
 
 
 def _load_npz(path: Path, inputs: list[InputSpec], labels: bool = True) -> tuple[list[np.ndarray], np.ndarray | None]:

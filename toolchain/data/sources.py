@@ -19,7 +19,8 @@ class InputSpec:
     """A model input as the data must match it: name and per-sample shape (``None``: any size)."""
 
     name: str
-    shape: tuple
+    shape: tuple  # as the artifacts take it: images channels last (H, W, C)
+    channels_first: bool = False  # the model itself (PyTorch, ONNX) takes this input as (C, H, W)
 
     @property
     def is_image(self) -> bool:

@@ -45,7 +45,7 @@ def stage_data(b: Build) -> Data:
         list(model.input_shape) if model.input_shape else ("file", sha256_tree(model.file) if model.file else None)
     )
     inputs = {
-        "spec": spec.model_dump(mode="json"),
+        "spec": spec.model_dump(mode="json", exclude={"layout"} if spec.layout is None else None),
         "source": source_digest(spec),
         "calibration": source_digest(spec.calibration) if spec.calibration else None,
         "shape": shape_key,

@@ -20,7 +20,7 @@ from toolchain.stages.context import Build
 from toolchain.stages.data import Data
 from toolchain.stages.diagnose import worst_layers
 from toolchain.stages.model import ModelStage, stage_compress
-from toolchain.stages.plan import resolve_plan
+from toolchain.stages.plan import FLATBUFFER_MODES, resolve_plan
 from toolchain.stages.publish import write_reports
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,9 @@ def plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> Targ
 
 def _rungs(b: Build, target: Target, data: Data, model: ModelStage) -> Iterator[tuple[str, Build, bool]]:
     """The ladder's rungs this target can run: (name, the build with the rung's recipe, whether it trains QAT)."""
+    flatbuffer = b.recipe.model.kind != "keras"  # float32 and int8 only: the other modes start from TensorFlow
     for name, fields in LADDER:
-        if fields["mode"] not in target.numerics.modes:
+        if fields["mode"] not in target.numerics.modes or (flatbuffer and fields["mode"] not in FLATBUFFER_MODES):
             continue
         fields = dict(fields)
         if fields.pop("float_worst", None):
