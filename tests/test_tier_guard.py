@@ -45,6 +45,7 @@ def run_inner(tmp_path, *args):
     cmd = [sys.executable, "-m", "pytest", "-c", str(REPO / "pyproject.toml"), "-p", "tests.conftest"]
     cmd += ["-p", "no:cacheprovider", "--rootdir", str(tmp_path), *args, str(tmp_path / "test_inner.py")]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TOOLCHAIN_TFGUARD_DIR")}  # not ours
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # third-party plugins (anyio, from the torch extra) add warnings
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
 
 

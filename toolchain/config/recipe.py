@@ -37,8 +37,8 @@ class ModelSpec(Strict):
     application: Literal[APPLICATIONS] | None = None  # type: ignore[valid-type]
     file: Path | None = Field(
         None,
-        description=".keras (Keras 3 or tf_keras), .h5, a SavedModel directory, a .tflite, a PyTorch ExportedProgram "
-        "(.pt2, from torch.export.save) or an ONNX model (.onnx)",
+        description=".keras (Keras 3 or tf_keras), .h5, a SavedModel directory, a .tflite, or a PyTorch "
+        "ExportedProgram (.pt2, from torch.export.save)",
     )
     signature: str | None = Field(
         None,
@@ -78,7 +78,7 @@ class ModelSpec(Strict):
 
 #: Model files that are not Keras: their float graph is a flatbuffer (read, or converted by litert-torch), which
 #: the toolchain quantizes itself; training and compression steps need a Keras model.
-FILE_KINDS = {".tflite": "tflite", ".pt2": "torch", ".onnx": "onnx"}
+FILE_KINDS = {".tflite": "tflite", ".pt2": "torch"}
 
 
 class Normalization(Strict):

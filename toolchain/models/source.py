@@ -1,7 +1,7 @@
 """Build or load the float model a recipe names, and describe its inputs without building it when possible.
 
 Model files: ``.keras`` (saved by tf_keras or by Keras 3), ``.h5`` (older Keras), Keras SavedModel directories,
-and ``.tflite`` (used as it is: no conversion; its inputs are read from the flatbuffer, no TensorFlow).
+``.tflite`` (its inputs are read from the flatbuffer, no TensorFlow) and PyTorch ``.pt2`` (``models.flatbuffer``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ def check_offline(spec: ModelSpec) -> None:
     for what, path in (("model.file", spec.file), ("model.reference", spec.reference)):
         if path is not None and not Path(path).exists():
             raise InputError(f"{what}: {path} does not exist")
+    from toolchain.models.flatbuffer import require_extra
+
+    require_extra(spec)
 
 
 class SignatureModel:
@@ -78,7 +81,7 @@ def build_model(spec: ModelSpec, task: str = "classification"):
 def load_model_file(path: Path, spec: ModelSpec | None = None, task: str = "classification"):
     """A Keras model from a file: tf_keras first (it reads .h5, SavedModels and its own .keras), then Keras 3."""
     if not (path.suffix in (".keras", ".h5") or (path.is_dir() and (path / "saved_model.pb").exists())):
-        raise InputError(f"model.file: {path} is not a .keras, .h5 or .tflite file or a SavedModel directory")
+        raise InputError(f"model.file: {path} is not a .keras, .h5, .tflite or .pt2 file or a SavedModel directory")
     try:
         model = keras().models.load_model(path, compile=False)
     except Exception as first:  # Keras raises many types for unreadable files
@@ -116,8 +119,12 @@ def keras_inputs(model) -> list[InputSpec]:
     ]
 
 
-def input_specs(spec: ModelSpec, task: str = "classification") -> list[InputSpec]:
+def input_specs(spec: ModelSpec, task: str = "classification", layout: str | None = None) -> list[InputSpec]:
     """The model's inputs (names, per-sample shapes) without building it when the recipe or the file says them."""
+    if spec.kind in ("torch", "onnx"):
+        from toolchain.models.flatbuffer import input_specs as flatbuffer_inputs
+
+        return flatbuffer_inputs(spec, layout)
     if spec.application:
         return [InputSpec("x", tuple(spec.input_shape))]
     if spec.is_tflite:

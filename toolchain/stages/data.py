@@ -57,7 +57,7 @@ def stage_data(b: Build) -> Data:
         from toolchain.data.datasets import load_dataset
         from toolchain.models.source import input_specs
 
-        data = load_dataset(spec, input_specs(model, b.recipe.task), model.classes, b.recipe.task)
+        data = load_dataset(spec, input_specs(model, b.recipe.task, spec.layout), model.classes, b.recipe.task)
         data.save(tmp / "data.npz")
         return _meta(data), data
 

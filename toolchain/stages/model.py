@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from toolchain.cache import Entry, Stage
 from toolchain.errors import InputError, NonFiniteError
-from toolchain.fsutil import sha256_tree
+from toolchain.fsutil import capture_fds, sha256_tree
 from toolchain.stages.context import Build
 from toolchain.stages.data import Data
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MODEL = Stage("model", 3, tools=("tensorflow", "tf_keras"))
+#: a PyTorch model: its float flatbuffer (litert-torch) and the program's own outputs
+CONVERTED = Stage("model", 3, tools=("torch", "litert-torch"))
 COMPRESS = Stage("compress", 5, tools=("tensorflow", "tf_keras", "tensorflow-model-optimization"))
 
 
@@ -113,6 +115,7 @@ def stage_model(b: Build, data: Data) -> ModelStage:
         "reference": sha256_tree(r.model.reference) if r.model.reference else None,
         "task": r.task,
         "train": r.train.model_dump(mode="json") if r.train else None,
+        **({"layout": r.data.layout} if r.model.kind == "onnx" else {}),
         "data": data.digest,
     }
 
@@ -123,7 +126,9 @@ def stage_model(b: Build, data: Data) -> ModelStage:
         if r.model.kind in ("torch", "onnx"):
             from toolchain.models.flatbuffer import convert_float
 
-            reference = convert_float(r.model, data, tmp / "float.tflite")
+            log.info("model: converting %s with litert-torch", r.model.file.name)
+            with capture_fds(tmp / "convert.log"):
+                reference = convert_float(r.model, data, tmp / "float.tflite", r.data.layout)
         elif r.model.is_tflite:
             reference = _reference_of(r.model, data.xs_eval)
         else:
@@ -155,7 +160,8 @@ def stage_model(b: Build, data: Data) -> ModelStage:
 
         return None, read
 
-    (model, reference), entry = b.cache.run(MODEL, inputs, compute, load)
+    stage = CONVERTED if r.model.kind in ("torch", "onnx") else MODEL
+    (model, reference), entry = b.cache.run(stage, inputs, compute, load)
     float_graph = None
     if r.model.kind in ("torch", "onnx"):
         path, float_graph = None, entry.file("float.tflite") if entry.hit else entry.dir / "float.tflite"

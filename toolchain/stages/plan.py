@@ -53,6 +53,10 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
     file is used as it is: a target that cannot run its numerics is refused here, before any work."""
     if recipe.model.is_tflite and (as_is := _tflite_plan(recipe, target)) is not None:
         return as_is
+    if recipe.model.kind in ("torch", "onnx"):
+        from toolchain.models.source import check_offline
+
+        check_offline(recipe.model)  # the file, and the extra its converter needs
     q, n = recipe.quantize, target.numerics
     mode = q.mode or _default_mode(recipe, target)
     if mode == "auto":  # the plan search starts from int8 where the target runs it

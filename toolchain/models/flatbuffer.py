@@ -1,0 +1,56 @@
+"""Model sources whose float graph is a flatbuffer made here: PyTorch (``.pt2``) models, converted by litert-torch.
+
+``require_extra`` refuses a recipe whose converter is not installed before any work; ``input_specs`` reads a
+model's inputs (images channels last, as the artifacts take them); ``convert_float`` writes the float flatbuffer
+and returns the framework's own outputs on the eval split, the reference every artifact is compared with.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from toolchain.config.recipe import ModelSpec
+from toolchain.errors import MissingExtraError
+
+#: per model kind: the modules its route imports, and the extra that installs them
+EXTRAS = {"torch": (("torch", "litert_torch"), "torch")}
+
+
+def require_extra(spec: ModelSpec) -> None:
+    """One line naming the ``pip install`` when the model's converter is missing."""
+    if spec.kind not in EXTRAS:
+        return
+    modules, extra = EXTRAS[spec.kind]
+    missing = [m for m in modules if not _installed(m)]
+    if missing:
+        raise MissingExtraError(
+            f"model.file: {spec.file.name} needs {', '.join(missing)}, not installed: pip install 'toolchain[{extra}]'"
+        )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent that fails to import, or a module set to None
+        return False
+
+
+def input_specs(spec: ModelSpec, layout: str | None = None) -> list:
+    require_extra(spec)
+    from toolchain.models import pytorch
+
+    return pytorch.input_specs(pytorch.load(spec.file))
+
+
+def convert_float(spec: ModelSpec, data, out: Path, layout: str | None = None) -> list:
+    """Write the model's float flatbuffer to ``out``; return its framework's outputs on the eval split."""
+    require_extra(spec)
+    from toolchain.models import pytorch
+
+    program = pytorch.load(spec.file)
+    specs = pytorch.input_specs(program)
+    batch = pytorch.user_inputs(program)[0][1][0] or 64
+    reference = pytorch.run(program.module(), specs, list(data.xs_eval), batch)
+    out.write_bytes(pytorch.to_tflite(program.module(), specs))
+    return reference
