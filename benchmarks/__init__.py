@@ -27,6 +27,7 @@ SUITE = {
     "mcu_cost": ("MCU latency estimate against published MLPerf Tiny measurements", "below"),
     "edgetpu_cost": ("Edge TPU latency estimate against Coral's published table", "below"),
     "build_vs_handwritten": ("Cold and warm build against a hand-written script", "below"),
+    "model_sources": ("A float .tflite quantized by the toolchain; PyTorch .pt2 models on five targets", "below"),
     "lowrank_cluster": (
         "Low-rank factorization, weight clustering, feature distillation, 4-bit weights",
         "[benchmark-lowrank-cluster.md](benchmark-lowrank-cluster.md), summary below",

@@ -42,6 +42,9 @@ TOOLS = (
     "ai-edge-quantizer",
     "tflite-micro",
     "ethos-u-vela",
+    "torch",
+    "torchvision",
+    "litert-torch",
 )
 T = TypeVar("T")
 

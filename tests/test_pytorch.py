@@ -106,6 +106,15 @@ def test_bad_pytorch_input_is_one_line_with_its_exit_code(files, run_cli, tmp_pa
     assert "Traceback" not in err and not (tmp_path / "b" / "tnet" / "phone-cpu").exists()
 
 
+def test_channels_last_data_is_taken_with_data_layout_nhwc(files, run_cli, tmp_path):
+    body = recipe(files, data="nhwc.npz", extra="quantize: {mode: float32}")
+    body.write_text(body.read_text().replace("data: {npz: nhwc.npz}", "data: {npz: nhwc.npz, layout: nhwc}"))
+    rc, out, err = run_cli("build", body, "--out", tmp_path / "b", "--json")
+    assert rc == 0, err
+    (r,) = json.loads(out)["results"]
+    assert r["metrics"]["cosine"] > 0.9999 and r["metrics"]["top1"] == 1.0, r["metrics"]
+
+
 def test_a_missing_extra_names_the_pip_install(files, run_cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "litert_torch", None)  # as if the extra were not installed
     rc, _, err = run_cli("build", recipe(files), "--out", tmp_path / "b")

@@ -126,8 +126,8 @@ class DataSpec(Strict):
     split: Split = Split()
     layout: Literal["nchw", "nhwc"] | None = Field(
         None,
-        description="the image layout of a PyTorch or ONNX model, in which its npz data is given: nchw (PyTorch's) "
-        "or nhwc; default: nchw for .pt2, read from an ONNX model's input shape (refused when it cannot tell)",
+        description="the layout of npz image data: nchw or nhwc (channels last); default: the model's own (nchw "
+        "for a PyTorch model, nhwc for the others)",
     )
 
     _resolve_paths = field_validator("folder", "npz")(_resolve)

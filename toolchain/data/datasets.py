@@ -120,7 +120,7 @@ def _prepare(x: np.ndarray, spec_in: InputSpec, spec: DataSpec, images: bool, wh
     if x.dtype == np.uint8 and norm is not None:
         x = x.astype(np.float32) / 255.0
     x = x.astype(np.float32)
-    if not images and spec_in.channels_first and x.ndim == 4:
+    if not images and spec_in.channels_first and x.ndim == 4 and spec.layout != "nhwc":
         x = _channels_last(x, spec_in, where)
     if (spec.resize if spec.resize is not None else images) and spec_in.is_image:
         x = _fit_to_input(x, spec_in.shape)
@@ -211,7 +211,7 @@ def _channels_last(x: np.ndarray, spec_in: InputSpec, where) -> np.ndarray:
     if _fits(shape, (h, w, c)):
         raise DataShapeError(
             f"{where}: input {spec_in.name!r}: samples of shape {shape} are channels last (NHWC); the model takes "
-            f"NCHW {(c, h, w)}: give the data in the model's layout"
+            f"NCHW {(c, h, w)}: give the data in the model's layout, or set data.layout: nhwc"
         )
     return x  # the shape check says what is wrong
 
