@@ -4,7 +4,6 @@ the refusals a user meets. A tiny CNN built here (conv, batch norm, ReLU, pool, 
 import json
 import sys
 
-import numpy as np
 import pytest
 
 from tests.conftest import write_recipe
@@ -25,21 +24,36 @@ class TinyCNN(torch.nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+MAKE = """
+import sys
+import numpy as np, torch
+sys.path.insert(0, sys.argv[2])
+from tests.test_pytorch import TinyCNN
+d = sys.argv[1]
+torch.manual_seed(0)
+net = TinyCNN().eval()
+with torch.no_grad():
+    net.bn.running_mean.uniform_(-0.2, 0.2)
+    net.bn.running_var.uniform_(0.5, 2.0)
+torch.export.save(torch.export.export(net, (torch.randn(1, 3, 8, 8),)), f"{d}/net.pt2")
+rng = np.random.default_rng(0)
+x = rng.normal(size=(300, 3, 8, 8)).astype(np.float32)
+with torch.no_grad():
+    y = net(torch.from_numpy(x)).argmax(1).numpy()  # labels the net gets right: top-1 means something
+np.savez(f"{d}/nchw.npz", x=x, y=y)
+np.savez(f"{d}/nhwc.npz", x=x.transpose(0, 2, 3, 1), y=y)
+"""
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
+    """Written by a child process: torch.export in a process that has imported TensorFlow can crash it."""
+    import subprocess
+
+    from tests.conftest import REPO
+
     d = tmp_path_factory.mktemp("pt2")
-    torch.manual_seed(0)
-    net = TinyCNN().eval()
-    with torch.no_grad():
-        net.bn.running_mean.uniform_(-0.2, 0.2)
-        net.bn.running_var.uniform_(0.5, 2.0)
-    torch.export.save(torch.export.export(net, (torch.randn(1, 3, 8, 8),)), d / "net.pt2")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 3, 8, 8)).astype(np.float32)
-    with torch.no_grad():
-        y = net(torch.from_numpy(x)).argmax(1).numpy()  # labels the net gets right: top-1 means something
-    np.savez(d / "nchw.npz", x=x, y=y)
-    np.savez(d / "nhwc.npz", x=x.transpose(0, 2, 3, 1), y=y)
+    subprocess.run([sys.executable, "-c", MAKE, str(d), str(REPO)], check=True, capture_output=True)
     (d / "junk.pt2").write_bytes(b"PK\x03\x04 not a program")
     return d
 

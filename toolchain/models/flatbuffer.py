@@ -3,6 +3,9 @@
 ``require_extra`` refuses a recipe whose converter is not installed before any work; ``input_specs`` reads a
 model's inputs (images channels last, as the artifacts take them); ``convert_float`` writes the float flatbuffer
 and returns the framework's own outputs on the eval split, the reference every artifact is compared with.
+
+PyTorch runs in a child process (spawned): torch and TensorFlow in one process can crash it (torch.export
+segfaulted after TensorFlow had been imported), and a crash of the converter then stops only the child.
 """
 
 from __future__ import annotations
@@ -38,19 +41,42 @@ def _installed(module: str) -> bool:
 
 def input_specs(spec: ModelSpec, layout: str | None = None) -> list:
     require_extra(spec)
-    from toolchain.models import pytorch
-
-    return pytorch.input_specs(pytorch.load(spec.file))
+    return _in_child(_input_specs, spec.file)
 
 
 def convert_float(spec: ModelSpec, data, out: Path, layout: str | None = None) -> list:
     """Write the model's float flatbuffer to ``out``; return its framework's outputs on the eval split."""
     require_extra(spec)
+    return _in_child(_convert, spec.file, list(data.xs_eval), out)
+
+
+def _input_specs(path: Path) -> list:
     from toolchain.models import pytorch
 
-    program = pytorch.load(spec.file)
+    return pytorch.input_specs(pytorch.load(path))
+
+
+def _convert(path: Path, xs: list, out: Path) -> list:
+    from toolchain.models import pytorch
+
+    program = pytorch.load(path)
     specs = pytorch.input_specs(program)
     batch = pytorch.user_inputs(program)[0][1][0] or 64
-    reference = pytorch.run(program.module(), specs, list(data.xs_eval), batch)
+    reference = pytorch.run(program.module(), specs, xs, batch)
     out.write_bytes(pytorch.to_tflite(program.module(), specs))
     return reference
+
+
+def _in_child(fn, *args):
+    """``fn(*args)`` in a spawned process; its ``ToolchainError`` is raised here, a crash is one line."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from toolchain.errors import ConversionError
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool:
+            raise ConversionError(f"PyTorch crashed the process converting the model ({fn.__name__[1:]})") from None
