@@ -189,7 +189,9 @@ def values(result: dict) -> dict[str, str]:
     )
     inside = d.get("in_process_s")
     bytecode = d.get("bytecode")
+    median = next(iter(d["variants"].values()))["median_s"]
     return {
+        "reached": f"{'reached' if median <= 0.5 else 'not reached'} ({median:.2f} s here)",
         "bytecode": {
             True: "Modules imported from their `.pyc` files, as on a user's install (`PYTHONDONTWRITEBYTECODE` unset).",
             False: "`--no-bytecode`: every toolchain module compiled from source on every run.",
