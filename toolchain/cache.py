@@ -65,8 +65,11 @@ def _installed() -> dict[str, str]:
     return found
 
 
-#: The tools a model source adds to the record (the converter of a PyTorch model).
-SOURCE_TOOLS = {"torch": ("torch", "litert-torch")}
+#: The tools a model source adds to the record (the converters of a PyTorch or ONNX model).
+SOURCE_TOOLS = {
+    "torch": ("torch", "litert-torch"),
+    "onnx": ("onnx", "onnx2torch", "onnxruntime", "torch", "litert-torch"),
+}
 
 
 def tool_versions(kind: str = "keras") -> dict[str, str]:

@@ -37,8 +37,8 @@ class ModelSpec(Strict):
     application: Literal[APPLICATIONS] | None = None  # type: ignore[valid-type]
     file: Path | None = Field(
         None,
-        description=".keras (Keras 3 or tf_keras), .h5, a SavedModel directory, a .tflite, or a PyTorch "
-        "ExportedProgram (.pt2, from torch.export.save)",
+        description=".keras (Keras 3 or tf_keras), .h5, a SavedModel directory, a .tflite, a PyTorch "
+        "ExportedProgram (.pt2, from torch.export.save) or an ONNX model (.onnx)",
     )
     signature: str | None = Field(
         None,
@@ -78,7 +78,7 @@ class ModelSpec(Strict):
 
 #: Model files that are not Keras: their float graph is a flatbuffer (read, or converted by litert-torch), which
 #: the toolchain quantizes itself; training and compression steps need a Keras model.
-FILE_KINDS = {".tflite": "tflite", ".pt2": "torch"}
+FILE_KINDS = {".tflite": "tflite", ".pt2": "torch", ".onnx": "onnx"}
 
 
 class Normalization(Strict):
@@ -127,7 +127,8 @@ class DataSpec(Strict):
     layout: Literal["nchw", "nhwc"] | None = Field(
         None,
         description="the layout of npz image data: nchw or nhwc (channels last); default: the model's own (nchw "
-        "for a PyTorch model, nhwc for the others)",
+        "for a PyTorch model, read from an ONNX graph, nhwc for the others); an ONNX model whose layout its graph "
+        "does not show takes it from here",
     )
 
     _resolve_paths = field_validator("folder", "npz")(_resolve)

@@ -1,4 +1,5 @@
-"""Model sources whose float graph is a flatbuffer made here: PyTorch (``.pt2``) models, converted by litert-torch.
+"""Model sources whose float graph is a flatbuffer made here: PyTorch (``.pt2``) and ONNX models, converted by
+litert-torch (an ONNX graph through onnx2torch first).
 
 ``require_extra`` refuses a recipe whose converter is not installed before any work; ``input_specs`` reads a
 model's inputs (images channels last, as the artifacts take them); ``convert_float`` writes the float flatbuffer
@@ -17,7 +18,10 @@ from toolchain.config.recipe import ModelSpec
 from toolchain.errors import MissingExtraError
 
 #: per model kind: the modules its route imports, and the extra that installs them
-EXTRAS = {"torch": (("torch", "litert_torch"), "torch")}
+EXTRAS = {
+    "torch": (("torch", "litert_torch"), "torch"),
+    "onnx": (("onnx", "onnxruntime", "onnx2torch", "torch", "litert_torch"), "onnx"),
+}
 
 
 def require_extra(spec: ModelSpec) -> None:
@@ -41,12 +45,18 @@ def _installed(module: str) -> bool:
 
 def input_specs(spec: ModelSpec, layout: str | None = None) -> list:
     require_extra(spec)
+    if spec.kind == "onnx":  # no PyTorch needed to read an ONNX graph
+        from toolchain.models import onnx_route
+
+        return onnx_route.input_specs(onnx_route.load(spec.file), layout)
     return _in_child(_input_specs, spec.file)
 
 
 def convert_float(spec: ModelSpec, data, out: Path, layout: str | None = None) -> list:
     """Write the model's float flatbuffer to ``out``; return its framework's outputs on the eval split."""
     require_extra(spec)
+    if spec.kind == "onnx":
+        return _in_child(_convert_onnx, spec.file, list(data.xs_eval), out, layout)
     return _in_child(_convert, spec.file, list(data.xs_eval), out)
 
 
@@ -54,6 +64,16 @@ def _input_specs(path: Path) -> list:
     from toolchain.models import pytorch
 
     return pytorch.input_specs(pytorch.load(path))
+
+
+def _convert_onnx(path: Path, xs: list, out: Path, layout: str | None) -> list:
+    from toolchain.models import onnx_route, pytorch
+
+    model = onnx_route.load(path)
+    specs = onnx_route.input_specs(model, layout)
+    reference = onnx_route.run(path, specs, xs)
+    out.write_bytes(pytorch.to_tflite(onnx_route.to_torch(model, specs), specs))
+    return reference
 
 
 def _convert(path: Path, xs: list, out: Path) -> list:

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MODEL = Stage("model", 3, tools=("tensorflow", "tf_keras"))
-#: a PyTorch model: its float flatbuffer (litert-torch) and the program's own outputs
-CONVERTED = Stage("model", 3, tools=("torch", "litert-torch"))
+#: a PyTorch or ONNX model: its float flatbuffer (litert-torch) and the framework's own outputs
+CONVERTED = Stage("model", 3, tools=("torch", "litert-torch", "onnx", "onnx2torch", "onnxruntime"))
 COMPRESS = Stage("compress", 5, tools=("tensorflow", "tf_keras", "tensorflow-model-optimization"))
 
 
