@@ -83,3 +83,43 @@ def test_float_layers_that_match_nothing_are_refused(tiny_recipe, tmp_path, run_
     recipe = tiny_recipe(quantize="mode: int8, float_layers: [nosuchlayer]", train="train: {epochs: 1}")
     code, _, err = run_cli("build", recipe, "--out", tmp_path / "b")
     assert code == 3 and err.strip().splitlines()[-1].startswith("error: quantize.float_layers: nosuchlayer match no")
+
+
+def test_an_attention_encoder_calibrates(keras, tmp_path, run_cli):
+    """MultiHeadAttention makes tensors whose last axis grows with the batch (heads x tokens): their statistics
+    are taken without per-channel terms (the calibration stopped on the broadcast of a batch of 16 against the last
+    batch before), and bias correction skips them."""
+    import numpy as np
+
+    from tests.conftest import write_recipe
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    x_in = keras.Input((8, 16), name="x")
+    h = L.LayerNormalization()(x_in + L.MultiHeadAttention(num_heads=2, key_dim=8)(x_in, x_in))
+    out = L.Dense(4, activation="softmax")(L.GlobalAveragePooling1D()(L.Dense(16, activation="relu")(h)))
+    model = keras.Model(x_in, out)
+    rng = np.random.default_rng(1)
+    for layer in model.layers:  # biases the converter keeps (zeros it folds away)
+        if isinstance(layer, L.Dense):
+            layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape).astype(np.float32))
+    model.save(tmp_path / "enc.keras")
+    x = np.random.default_rng(0).normal(size=(230, 8, 16)).astype(np.float32)  # 23 calibration samples: 16 + 7
+    np.savez(tmp_path / "d.npz", x=x, y=model.predict(x, verbose=0).argmax(1))
+    recipe = write_recipe(
+        tmp_path,
+        """
+        schema_version: 1
+        name: enc
+        model: {file: enc.keras, classes: 4}
+        data: {npz: d.npz}
+        quantize: {bias_correction: true}
+        targets: [phone-cpu]
+        acceptance: {max_accuracy_drop: 20}
+        """,
+    )
+    code, out, err = run_cli("build", recipe, "--out", tmp_path / "b", "--json")
+    assert code == 0, err
+    (r,) = json.loads(out)["results"]
+    assert r["ops"].get("BATCH_MATMUL", 0) >= 1 and r["metrics"]["top1_agreement"] >= 0.9, (r["ops"], r["metrics"])
+    assert r["quantization"]["bias_correction"]["layers"] >= 1

@@ -38,7 +38,7 @@ def calibrate(model, xs: list[np.ndarray], equalize: bool, batch: int | None = N
         graph = g.to_bytes()
         first = collect(graph, xs)
         g = Graph(graph)
-        absorb_high_bias(g, {i: s.channel_min for i, s in first.items()}, report)
+        absorb_high_bias(g, {i: s.channel_min for i, s in first.items() if s.channel_min.size}, report)
         graph = g.to_bytes()
         meta["equalization"] = asdict(report)
     meta["batch_fixable"] = Graph(graph).fix_batch(1)
@@ -87,7 +87,8 @@ def quantize(
         from toolchain.quantize.bias import correct
 
         trial = quantize_graph(g.to_bytes(), "float32", per_channel)
-        report["bias_correction"] = asdict(correct(g, trial, {i: s.channel_mean for i, s in stats.items()}))
+        means = {i: s.channel_mean for i, s in stats.items() if s.channel_mean.size}
+        report["bias_correction"] = asdict(correct(g, trial, means))
     if int16_nodes or int4_nodes:
         from toolchain.quantize.mixed import quantize_mixed
 

@@ -26,7 +26,7 @@ class TensorStats:
     max: float
     batch_min: np.ndarray
     batch_max: np.ndarray
-    channel_mean: np.ndarray  # over every axis but the last
+    channel_mean: np.ndarray  # over every axis but the last (empty when the last axis changes with the batch)
     channel_min: np.ndarray
     hist: np.ndarray = field(repr=False)  # BINS counts over [-absmax, absmax]
 
@@ -85,6 +85,10 @@ def collect(blob: bytes, xs: list[np.ndarray]) -> dict[int, TensorStats]:
                 s["min"].append(float(a.min()))
                 s["max"].append(float(a.max()))
                 flat = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+                if s["cmin"] is not None and s["cmin"].shape != flat.shape[1:]:
+                    s["varies"] = True  # its last axis grows with the batch (attention's heads x tokens): no channels
+                if s.get("varies"):
+                    continue
                 s["sum"] = s["sum"] + flat.sum(axis=0, dtype=np.float64)
                 s["n"] += len(flat)
                 cmin = flat.min(axis=0)
@@ -109,8 +113,8 @@ def collect(blob: bytes, xs: list[np.ndarray]) -> dict[int, TensorStats]:
             max(s["max"]),
             np.array(s["min"]),
             np.array(s["max"]),
-            np.asarray(s["sum"] / max(s["n"], 1), dtype=np.float64),
-            np.asarray(s["cmin"], dtype=np.float64),
+            np.asarray(s["sum"] / max(s["n"], 1) if not s.get("varies") else [], dtype=np.float64),
+            np.asarray(s["cmin"] if not s.get("varies") else [], dtype=np.float64),
             hists[i],
         )
     return out
