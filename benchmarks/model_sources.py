@@ -89,17 +89,11 @@ def _train_torch(net, body: dict, epochs: int) -> float:
     from toolchain.config.recipe import DataSpec
     from toolchain.data.datasets import load_dataset
     from toolchain.data.sources import InputSpec
+    from tools.train_torch_digits import fit
 
     data = load_dataset(DataSpec(**_digits_data(body)), [InputSpec("x", (96, 96, 3))])
     x = torch.from_numpy(np.ascontiguousarray(data.x_train.transpose(0, 3, 1, 2)))
-    y = torch.from_numpy(data.y_train.astype(np.int64))
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    for _ in range(epochs):
-        net.train()
-        for idx in torch.randperm(len(x)).split(32):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
-            opt.step()
+    fit(net, x, torch.from_numpy(data.y_train.astype(np.int64)), epochs, 2e-3)
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     for bn in bns:  # torchvision's momentum 0.01 leaves a short fit's running statistics untrained: recompute them
         bn.reset_running_stats()

@@ -45,6 +45,22 @@ def network():
     ).to(torch.float32)
 
 
+def fit(net, x, y, epochs: int, lr: float, cosine: bool = False) -> None:
+    """Adam on cross-entropy, batches of 32 in a random order per epoch (``x`` NCHW tensors, ``y`` int64)."""
+    import torch
+
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if cosine else None
+    for _ in range(epochs):
+        net.train()
+        for idx in torch.randperm(len(x)).split(32):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+        if sched is not None:
+            sched.step()
+
+
 def train(epochs: int, seed: int):
     """The trained network (eval mode) and its float top-1 on the eval split."""
     import torch
@@ -52,16 +68,7 @@ def train(epochs: int, seed: int):
     torch.manual_seed(seed)
     x, y, xe, ye = digits_splits()
     net = network()
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-    for _ in range(epochs):
-        net.train()
-        for idx in torch.randperm(len(xt)).split(32):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
-            opt.step()
-        sched.step()
+    fit(net, torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)), epochs, 3e-3, cosine=True)
     net.eval()
     with torch.no_grad():
         top1 = float((net(torch.from_numpy(xe)).argmax(1).numpy() == ye).mean())

@@ -79,6 +79,8 @@ class ModelSpec(Strict):
 #: Model files that are not Keras: their float graph is a flatbuffer (read, or converted by litert-torch), which
 #: the toolchain quantizes itself; training and compression steps need a Keras model.
 FILE_KINDS = {".tflite": "tflite", ".pt2": "torch", ".onnx": "onnx"}
+#: How messages name a model of each kind ("<name> model").
+KIND_NAMES = {"keras": "a Keras", "tflite": "a .tflite", "torch": "a PyTorch (.pt2)", "onnx": "an ONNX"}
 
 
 class Normalization(Strict):
@@ -371,9 +373,8 @@ class Recipe(Strict):
     def _task_fits(self):
         kind = self.model.kind
         if kind != "keras" and (self.train or self.compress):
-            what = {"tflite": "a .tflite", "torch": "a PyTorch (.pt2)", "onnx": "an ONNX"}[kind]
             raise ValueError(
-                f"{what} model is used as trained: 'train' and 'compress' need a Keras model "
+                f"{KIND_NAMES[kind]} model is used as trained: 'train' and 'compress' need a Keras model "
                 "(train and compress it where it was written, then build it)"
             )
         q = self.quantize

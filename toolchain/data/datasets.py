@@ -127,7 +127,7 @@ def _prepare(x: np.ndarray, spec_in: InputSpec, spec: DataSpec, images: bool, wh
     if norm is not None:
         x = ((x - norm.mean) / norm.std).astype(np.float32)
     given, want = tuple(x.shape[1:]), tuple(spec_in.shape)
-    if len(given) != len(want) or any(w is not None and w != g for g, w in zip(given, want, strict=True)):
+    if not _fits(given, want):
         hint = " (set data.resize: true to fit images)" if spec_in.is_image and len(given) in (2, 3) else ""
         raise DataShapeError(
             f"{where}: input {spec_in.name!r} expects samples of shape {want}, the data has {given}{hint}"

@@ -71,11 +71,12 @@ def input_specs(program) -> list[InputSpec]:
 def to_tflite(module, specs: list[InputSpec]) -> bytes:
     """The float flatbuffer of a ``torch.fx.GraphModule`` (batch 1; images channels last)."""
     import litert_torch
+    import torch
 
     if any(d is None for s in specs for d in s.shape):
         raise InputError("model.file: the program's input shape is not fixed (export it with a concrete shape)")
     module = channels_last(module, specs)
-    sample = tuple(torch_zeros((1, *s.shape)) for s in specs)
+    sample = tuple(torch.zeros((1, *s.shape)) for s in specs)
     try:
         blob = bytes(litert_torch.convert(module, sample).model_content())
     except Exception as exc:  # torch.export / lowering errors of many types
@@ -98,12 +99,6 @@ def channels_last(module, specs: list[InputSpec]):
         node.replace_all_uses_with(permuted, delete_user_cb=lambda n, p=permuted: n is not p)
     module.recompile()
     return module
-
-
-def torch_zeros(shape: tuple):
-    import torch
-
-    return torch.zeros(shape)
 
 
 def strip_metadata(blob: bytes) -> bytes:

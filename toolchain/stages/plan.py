@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from toolchain.config import Recipe, Target, load_target
+from toolchain.config.recipe import KIND_NAMES
 from toolchain.convert.plan import ConvertPlan
 from toolchain.errors import CompatibilityError, ConfigError
 
@@ -64,7 +65,7 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
     if recipe.model.kind != "keras" and mode not in FLATBUFFER_MODES:
         raise CompatibilityError(
             f"{recipe.line_of('quantize', 'mode')}: quantize.mode: {mode!r} is made by the TFLite converter from a "
-            f"TensorFlow graph; a {KIND_NAMES[recipe.model.kind]} model gets float32 (its float graph) or int8 "
+            f"TensorFlow graph; {KIND_NAMES[recipe.model.kind]} model gets float32 (its float graph) or int8 "
             "(the toolchain's calibration)"
         )
     if mode not in n.modes:
@@ -93,9 +94,6 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
         int16_ops=n.int16_ops if q.int16_layers else None,
         int4_ops=n.int4_ops if q.int4_layers else None,
     )
-
-
-KIND_NAMES = {"tflite": "float .tflite", "torch": "PyTorch", "onnx": "ONNX", "keras": "Keras"}
 
 
 def _default_mode(recipe: Recipe, target: Target) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from toolchain.data.sources import InputSpec
 from toolchain.errors import ConversionError, DataShapeError, InputError
+from toolchain.models.pytorch import first_line
 
 #: ONNX defines these on [N, C, H, W]: an input that reaches one through element-wise ops is NCHW
 CHANNEL_FIRST_OPS = {
@@ -135,14 +136,14 @@ def to_torch(model, specs: list[InputSpec]):
     try:
         folded = fold_constants(prepare(model), shapes)
     except Exception as exc:
-        raise ConversionError(f"ONNX: cannot fold the graph's constants: {_first_line(exc)}") from None
+        raise ConversionError(f"ONNX: cannot fold the graph's constants: {first_line(exc)}") from None
     bad = unsupported_ops(folded)
     if bad:
         raise ConversionError(f"ONNX: the route cannot convert {', '.join(bad)} (onnx2torch {_version()})")
     try:
         module = onnx2torch.convert(folded).eval()
     except Exception as exc:
-        raise ConversionError(f"onnx2torch cannot convert the model: {_first_line(exc)}") from None
+        raise ConversionError(f"onnx2torch cannot convert the model: {first_line(exc)}") from None
     _hardsigmoid_as_relu6(module)
     return module
 
@@ -180,7 +181,7 @@ def run(path: Path, specs: list[InputSpec], xs: list[np.ndarray]) -> list[np.nda
         try:
             outs.append(sess.run(None, feed))
         except Exception as exc:
-            raise ConversionError(f"onnxruntime cannot run the model on the data: {_first_line(exc)}") from None
+            raise ConversionError(f"onnxruntime cannot run the model on the data: {first_line(exc)}") from None
     return [np.concatenate([o[j] for o in outs]).astype(np.float32) for j in range(len(outs[0]))]
 
 
@@ -188,8 +189,3 @@ def _version() -> str:
     from toolchain.cache import package_version
 
     return package_version("onnx2torch")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0][:300] if text else type(exc).__name__).rstrip(".:")
