@@ -165,7 +165,7 @@ def main() -> int:
 
 
 def litert_run(blob: bytes, xs: np.ndarray) -> np.ndarray:
-    from ai_edgelitert_run.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=blob)
     it.allocate_tensors()

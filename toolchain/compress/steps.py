@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from toolchain.compress import cluster, filters, lowrank, prune, qat
+from toolchain.compress import cluster, filters, lowrank, prune, qat, rewrite
 from toolchain.compress.common import Teacher, clone, finetune, macs_and_params, sparsity, strategy, top1
 from toolchain.config.recipe import Recipe, step_label
 
@@ -40,6 +40,8 @@ def run(model, recipe: Recipe, data, teacher) -> tuple[object, list[dict]]:
             with scope.scope():
                 model = clone(model)
             report = {"history": finetune(model, step, data.x_train, data.y_train, teacher_train, scope, "finetune")}
+        elif step.step == "rewrite":
+            model, report = rewrite.run(model, step, data, teacher_train, scope)
         elif step.step == "cluster":
             model, report = cluster.run(model, step, data, teacher_train, scope)
         elif step.method == "l1_filter":

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 Mode = Literal["float32", "dynamic", "float16", "int8", "int16x8"]
 IOType = Literal["float32", "int8", "uint8", "int16"]
-APPLICATIONS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large")
+APPLICATIONS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "Transformer")
 
 
 #: Recipe and target names become folder and file names.
@@ -31,8 +31,25 @@ def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
 Task = Literal["classification", "regression", "anomaly", "none"]
 
 
+class TransformerSpec(Strict):
+    """``application: Transformer``: the toolchain's own encoder, one token per input row (``models.transformer``)."""
+
+    dim: int = Field(32, ge=4, le=1024, description="the embedding width")
+    heads: int = Field(4, ge=1, le=64, description="attention heads (dim must be a multiple)")
+    blocks: int = Field(2, ge=1, le=24, description="encoder blocks")
+    ffn: int = Field(64, ge=1, le=8192, description="the feed-forward width")
+    activation: Literal["gelu", "relu"] = Field("gelu", description="the feed-forward activation")
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not a multiple of heads {self.heads}")
+        return self
+
+
 class ModelSpec(Strict):
-    """Exactly one of ``application`` (a Keras application built from scratch) or ``file``."""
+    """Exactly one of ``application`` (a Keras application built from scratch, or the toolchain's Transformer) or
+    ``file``."""
 
     application: Literal[APPLICATIONS] | None = None  # type: ignore[valid-type]
     file: Path | None = Field(
@@ -51,6 +68,7 @@ class ModelSpec(Strict):
     input_shape: tuple[int, int, int] | None = None
     classes: int = Field(10, ge=2, description="classification: the number of classes")
     weights: Literal["none", "imagenet"] | None = "none"
+    transformer: TransformerSpec | None = Field(None, description="application: Transformer: its shape")
 
     _resolve_file = field_validator("file", "reference")(_resolve)
 
@@ -62,6 +80,8 @@ class ModelSpec(Strict):
             raise ValueError("'input_shape' is required with 'application'")
         if self.signature is not None and (self.file is None or self.file.suffix in (".tflite", ".keras", ".h5")):
             raise ValueError("'signature' goes with a SavedModel directory 'file'")
+        if self.transformer is not None and self.application != "Transformer":
+            raise ValueError("'transformer' goes with 'application: Transformer'")
         if self.reference is not None and not self.is_tflite:
             raise ValueError("'reference' goes with a .tflite 'file' (any other model is its own reference)")
         return self
@@ -249,6 +269,18 @@ class ClusterStep(FineTune):
     )
 
 
+class RewriteStep(FineTune):
+    """Replace an op a target's runtime lacks by an equivalent it runs (GELU, which tflite-micro has no kernel for:
+    ``sigmoid`` x*sigmoid(1.702x), or its ``tanh`` form), then fine-tune ``epochs`` (default none)."""
+
+    step: Literal["rewrite"]
+    gelu: Literal["sigmoid", "tanh"] = "sigmoid"
+    epochs: int = Field(0, ge=0)
+
+
+CompressStep = QatStep | PruneStep | LowRankStep | ClusterStep | FineTuneStep | RewriteStep
+
+
 def step_label(step: dict) -> str:
     """A compression step's short name for logs and reports: qat, low_rank, cluster, prune magnitude, ..."""
     return f"prune {step['method']}" if step["step"] == "prune" else step["step"]
@@ -348,9 +380,7 @@ class Recipe(Strict):
     model: ModelSpec
     data: DataSpec
     train: TrainSpec | None = None
-    compress: list[
-        Annotated[QatStep | PruneStep | LowRankStep | ClusterStep | FineTuneStep, Field(discriminator="step")]
-    ] = Field(default_factory=list)
+    compress: list[Annotated[CompressStep, Field(discriminator="step")]] = Field(default_factory=list)
     strategy: Strategy = Strategy()
     quantize: QuantizeSpec = QuantizeSpec()
     targets: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=1, max_length=64)

@@ -64,6 +64,10 @@ class SignatureModel:
 def build_model(spec: ModelSpec, task: str = "classification"):
     check_offline(spec)
     k = keras()
+    if spec.application == "Transformer":
+        from toolchain.models.transformer import build_transformer
+
+        return build_transformer(spec)
     if spec.application:
         ctor = getattr(k.applications, spec.application)
         kwargs = dict(input_shape=tuple(spec.input_shape), alpha=spec.alpha, weights=None, classes=spec.classes)
@@ -82,6 +86,9 @@ def load_model_file(path: Path, spec: ModelSpec | None = None, task: str = "clas
     """A Keras model from a file: tf_keras first (it reads .h5, SavedModels and its own .keras), then Keras 3."""
     if not (path.suffix in (".keras", ".h5") or (path.is_dir() and (path / "saved_model.pb").exists())):
         raise InputError(f"model.file: {path} is not a .keras, .h5, .tflite or .pt2 file or a SavedModel directory")
+    from toolchain.models.custom import register
+
+    register()  # the toolchain's own layers and activations load by name
     try:
         model = keras().models.load_model(path, compile=False)
     except Exception as first:  # Keras raises many types for unreadable files

@@ -65,6 +65,9 @@ class ModelStage:
 
             if self.path.suffix == ".h5":
                 from toolchain.compress.qat import tfmot
+                from toolchain.models.custom import register
+
+                register()
 
                 with tfmot().quantization.keras.quantize_scope():
                     self._model = keras().models.load_model(self.path, compile=False)

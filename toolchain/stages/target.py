@@ -63,6 +63,10 @@ def stage_artifact(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
 def start(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage, executor: Executor) -> Started:
     log.info("target %s (%s: %s)", target.name, target.kind, ", ".join(target.checks))
     artifact = stage_artifact(b, model, data, plan)
+    if plan.mode == "int8":
+        from toolchain.checks.kernels import refuse_missing
+
+        refuse_missing(target, artifact.ops)  # a kernel the runtime lacks: refused before it runs
     final = inside(b.out, b.dir / target.name)
     folder = AtomicDir(final)
     try:

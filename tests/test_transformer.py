@@ -1,0 +1,74 @@
+"""Attention models: the toolchain's Transformer encoder, the kernels a target's runtime lacks, the GELU rewrite."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_recipe
+from toolchain.checks.kernels import missing, refuse_missing
+from toolchain.config.loader import load_target
+from toolchain.errors import CompatibilityError
+
+
+def test_gelu_has_no_tflite_micro_kernel_and_the_refusal_says_the_fix():
+    assert missing(load_target("phone-cpu"), {"GELU": 2, "BATCH_MATMUL": 4}) == {}
+    assert set(missing(load_target("cortex-m7"), {"GELU": 2, "SOFTMAX": 3, "RSQRT": 4})) == {"GELU"}
+    with pytest.raises(CompatibilityError, match=r"cortex-m7: GELU x2: tflite-micro has no int8 kernel.*rewrite"):
+        refuse_missing(load_target("cortex-m7"), {"GELU": 2})
+    # on an Ethos-U85 Vela keeps GELU on the NPU; the numerics check (tflite-micro) still cannot run it
+    with pytest.raises(CompatibilityError, match=r"Vela keeps it on the NPU"):
+        refuse_missing(load_target("ethos-u85-256"), {"GELU": 1})
+    refuse_missing(load_target("cortex-m7"), {"LOGISTIC": 2, "MUL": 4})  # the rewrite's ops pass
+
+
+RECIPE = """
+schema_version: 1
+name: tiny-enc
+model:
+  application: Transformer
+  input_shape: [8, 8, 1]
+  classes: 10
+  transformer: {{dim: 16, heads: 2, blocks: 1, ffn: 32}}
+data:
+  builtin: digits
+train: {{epochs: 6, batch_size: 32, learning_rate: 0.003}}
+{compress}
+quantize: {{mode: int8}}
+targets: [cortex-m7]
+acceptance: {{max_accuracy_drop: 3.0}}
+"""
+
+
+@pytest.mark.tf
+def test_a_gelu_encoder_is_refused_on_tflite_micro_then_builds_rewritten(tmp_path, run_cli):
+    code, _, err = run_cli("build", write_recipe(tmp_path, RECIPE.format(compress="")), "--out", tmp_path / "a")
+    assert code == 9 and "GELU" in err and "rewrite" in err, err
+    assert not (tmp_path / "a" / "tiny-enc" / "cortex-m7").exists()  # refused before any runtime ran it
+    rewritten = RECIPE.format(compress="compress: [{step: rewrite, gelu: sigmoid}]")
+    code, out, err = run_cli("build", write_recipe(tmp_path, rewritten), "--out", tmp_path / "b", "--json")
+    assert code == 0, err
+    (r,) = json.loads(out)["results"]
+    assert "GELU" not in r["ops"] and r["ops"]["LOGISTIC"] == 1 and r["ops"]["BATCH_MATMUL"] == 2, r["ops"]
+    assert {"SOFTMAX", "RSQRT", "SQUARED_DIFFERENCE", "MEAN"} <= set(r["ops"])
+    assert r["runtime"] == "tflite-micro" and r["metrics"]["top1"] > 0.5, r["metrics"]
+
+
+@pytest.mark.tf
+def test_the_gelu_rewrite_keeps_the_function_and_loads_back(keras, tmp_path):
+    from toolchain.compress.rewrite import rewrite_gelu
+    from toolchain.config.recipe import ModelSpec
+    from toolchain.models.source import build_model, load_model_file
+
+    model = build_model(ModelSpec(application="Transformer", input_shape=(8, 8, 1)))
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype(np.float32)
+    for form, tol in (("sigmoid", 0.05), ("tanh", 0.01)):
+        new, changed = rewrite_gelu(model, form)
+        assert changed == ["ffn_0_up", "ffn_1_up"]
+        a, b = model.predict(x, verbose=0), new.predict(x, verbose=0)
+        assert 0 < np.abs(a - b).max() < tol, (form, np.abs(a - b).max())  # an approximation, close
+        new.save(tmp_path / f"{form}.keras")
+        back = load_model_file(tmp_path / f"{form}.keras")
+        np.testing.assert_allclose(back.predict(x, verbose=0), b, atol=1e-6)
