@@ -32,4 +32,5 @@ SUITE = {
         "Low-rank factorization, weight clustering, feature distillation, 4-bit weights",
         "[benchmark-lowrank-cluster.md](benchmark-lowrank-cluster.md), summary below",
     ),
+    "transformer": ("A Transformer encoder (attention, LayerNorm, GELU rewritten) on four targets", "below"),
 }
