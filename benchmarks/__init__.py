@@ -33,4 +33,5 @@ SUITE = {
         "[benchmark-lowrank-cluster.md](benchmark-lowrank-cluster.md), summary below",
     ),
     "transformer": ("A Transformer encoder (attention, LayerNorm, GELU rewritten) on four targets", "below"),
+    "smoothquant": ("SmoothQuant on a Transformer with planted outlier channels", "below"),
 }

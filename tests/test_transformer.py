@@ -72,3 +72,59 @@ def test_the_gelu_rewrite_keeps_the_function_and_loads_back(keras, tmp_path):
         new.save(tmp_path / f"{form}.keras")
         back = load_model_file(tmp_path / f"{form}.keras")
         np.testing.assert_allclose(back.predict(x, verbose=0), b, atol=1e-6)
+
+
+def outlier_model(keras):
+    """A pre-norm block whose LayerNorm output has 3 channels planted 100x the rest (gamma, beta x100, the next
+    Dense's rows /100: the same function)."""
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((8, 16), name="x")
+    h = L.Dense(32, name="embed")(x_in)
+    f = L.Dense(64, activation="gelu", name="up")(L.LayerNormalization(name="ln")(h))
+    h = L.Add()([h, L.Dense(32, name="down")(f)])
+    model = keras.Model(x_in, L.Dense(4, activation="softmax", name="head")(L.GlobalAveragePooling1D()(h)))
+    g, b = model.get_layer("ln").get_weights()
+    model.get_layer("ln").set_weights([g * np.r_[[100.0] * 3, [1.0] * 29], b * np.r_[[100.0] * 3, [1.0] * 29]])
+    w, bias = model.get_layer("up").get_weights()
+    model.get_layer("up").set_weights([w / np.r_[[100.0] * 3, [1.0] * 29][:, None], bias])
+    return model
+
+
+@pytest.mark.tf
+def test_smoothquant_keeps_the_function_and_pulls_the_outlier_channels_in(keras):
+    from toolchain.quantize.smooth import smooth
+
+    model = outlier_model(keras)
+    x = np.random.default_rng(0).normal(size=(64, 8, 16)).astype(np.float32)
+    smoothed, rows = smooth(model, [x], 0.5)
+    np.testing.assert_allclose(smoothed.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
+    (row,) = rows  # the LayerNorm feeds only 'up'; 'embed' also feeds the residual Add: left alone
+    assert row["layer"] == "ln" and row["into"] == ["up"]
+    assert row["channel_range_before"] > 50 and row["channel_range_after"] < 3, row
+
+
+@pytest.mark.tf
+def test_smooth_in_a_build_is_reported_per_layer(keras, tmp_path, run_cli):
+    model = outlier_model(keras)
+    model.save(tmp_path / "m.keras")
+    x = np.random.default_rng(1).normal(size=(200, 8, 16)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=model.predict(x, verbose=0).argmax(1))
+    body = """
+        schema_version: 1
+        name: sq
+        model: {file: m.keras, classes: 4}
+        data: {npz: d.npz}
+        quantize: {mode: int8, smooth: {alpha: 0.5}}
+        targets: [cortex-m7]
+        acceptance: {max_accuracy_drop: 50}
+        """
+    code, out, err = run_cli("build", write_recipe(tmp_path, body), "--out", tmp_path / "b", "--json")
+    assert code == 9 and "GELU" in err, err  # tflite-micro: the rewrite is needed first
+    body = body.replace("data: {npz: d.npz}", "data: {npz: d.npz}\n        compress: [{step: rewrite}]")
+    code, out, err = run_cli("build", write_recipe(tmp_path, body), "--out", tmp_path / "c", "--json")
+    assert code == 0, err
+    (r,) = json.loads(out)["results"]
+    (row,) = r["quantization"]["smoothing"]["layers"]
+    assert row["layer"] == "ln" and row["channel_range_after"] < row["channel_range_before"] / 10, row
+    assert "SmoothQuant (alpha 0.5)" in (tmp_path / "c" / "sq" / "cortex-m7" / "report.md").read_text()

@@ -178,6 +178,7 @@ class Quantization(Model):
     utilisation_mean: float = Field(description="mean share of each tensor's grid its calibration values span")
     most_clipped: list[ClippedTensor] = Field(default_factory=list)
     equalization: dict[str, Any] | None = None
+    smoothing: dict[str, Any] | None = None  # SmoothQuant: alpha and, per layer, the channel range before/after
     bias_correction: dict[str, Any] | None = None
     route: str = Field(description="keras3: traced from the model's Keras 3 twin; trace: from the model itself")
     float_ops: list[str] = Field(default_factory=list, description="op outputs kept in float (quantize.float_layers)")

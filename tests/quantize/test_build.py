@@ -39,8 +39,8 @@ def test_build_with_every_option_records_and_reports_the_calibration(tiny_recipe
     [
         (
             "mode: int16x8, calibration: kl",
-            "quantize: calibration, activations, equalize, bias_correction, float_layers, int16_layers and "
-            "int4_layers apply",
+            "quantize: calibration, activations, equalize, bias_correction, smooth, float_layers, int16_layers "
+            "and int4_layers apply",
         ),
         ("mode: float16, equalize: true", "apply to int8; phone-cpu gets 'float16'"),
     ],

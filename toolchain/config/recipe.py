@@ -39,6 +39,9 @@ class TransformerSpec(Strict):
     blocks: int = Field(2, ge=1, le=24, description="encoder blocks")
     ffn: int = Field(64, ge=1, le=8192, description="the feed-forward width")
     activation: Literal["gelu", "relu"] = Field("gelu", description="the feed-forward activation")
+    norm: Literal["post", "pre"] = Field(
+        "post", description="post: LayerNorm after each residual add (BERT); pre: before each sub-block (GPT, ViT)"
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self):
@@ -307,6 +310,12 @@ class Strategy(Strict):
 CalibrationMethod = Literal["minmax", "mean_minmax", "percentile", "kl", "mse"]
 
 
+class Smooth(Strict):
+    """SmoothQuant: per-channel activation scale moved into the following Dense weights (``quantize.smooth``)."""
+
+    alpha: float = Field(0.5, ge=0, le=1, description="migration strength: 0 none, 1 all into the weights")
+
+
 class QuantizeSpec(Strict):
     """``mode``/``io_type`` left out means: what each target profile needs. The calibration options apply to int8
     plans (the toolchain calibrates them itself; see README, "Quantization")."""
@@ -329,6 +338,11 @@ class QuantizeSpec(Strict):
     )
     equalize: bool = Field(False, description="cross-layer equalization of consecutive conv/dense layers")
     bias_correction: bool = Field(False, description="correct the output shift weight quantization causes")
+    smooth: Smooth | None = Field(
+        None,
+        description="int8: SmoothQuant before calibration: activation outlier channels of a LayerNorm or linear "
+        "Dense feeding only Dense layers migrate into their weights (float function unchanged)",
+    )
     float_layers: list[str] = Field(
         default_factory=list,
         description="int8: Keras layer names (or fnmatch patterns) kept in float, for targets whose runtime falls "
@@ -355,7 +369,13 @@ class QuantizeSpec(Strict):
     @property
     def own_calibration(self) -> bool:
         """Options only the toolchain's calibration gives (the converter's own is plain min/max)."""
-        return self.calibration != "minmax" or self.activations != "asymmetric" or self.equalize or self.bias_correction
+        return (
+            self.calibration != "minmax"
+            or self.activations != "asymmetric"
+            or self.equalize
+            or self.bias_correction
+            or self.smooth is not None
+        )
 
 
 class Acceptance(Strict):
@@ -411,7 +431,7 @@ class Recipe(Strict):
         if any(s.step == "qat" for s in self.compress) and (q.own_calibration or q.mixed):
             raise ValueError(
                 "quantize: QAT learns its ranges and converts every layer to int8: calibration, activations, "
-                "equalize, bias_correction, float_layers, int16_layers and int4_layers do not apply"
+                "equalize, bias_correction, smooth, float_layers, int16_layers and int4_layers do not apply"
             )
         if self.compress and self.task != "classification":
             raise ValueError("compress: the compression steps fine-tune classifiers (task: classification)")

@@ -27,11 +27,18 @@ def build_transformer(spec) -> object:
     h = layers.Dense(t.dim, name="embed")(h)
     h = register()["PositionEmbedding"](name="position")(h)
     for b in range(t.blocks):
-        a = layers.MultiHeadAttention(num_heads=t.heads, key_dim=t.dim // t.heads, name=f"attention_{b}")(h, h)
-        h = layers.LayerNormalization(name=f"norm_{b}a")(layers.Add(name=f"residual_{b}a")([h, a]))
-        f = layers.Dense(t.ffn, activation=t.activation, name=f"ffn_{b}_up")(h)
-        f = layers.Dense(t.dim, name=f"ffn_{b}_down")(f)
-        h = layers.LayerNormalization(name=f"norm_{b}b")(layers.Add(name=f"residual_{b}b")([h, f]))
+        attention = layers.MultiHeadAttention(num_heads=t.heads, key_dim=t.dim // t.heads, name=f"attention_{b}")
+        up = layers.Dense(t.ffn, activation=t.activation, name=f"ffn_{b}_up")
+        down = layers.Dense(t.dim, name=f"ffn_{b}_down")
+        if t.norm == "pre":  # x + f(LayerNorm(x)): the norm's output feeds only the sub-block (SmoothQuant's case)
+            n = layers.LayerNormalization(name=f"norm_{b}a")(h)
+            h = layers.Add(name=f"residual_{b}a")([h, attention(n, n)])
+            h = layers.Add(name=f"residual_{b}b")([h, down(up(layers.LayerNormalization(name=f"norm_{b}b")(h)))])
+        else:
+            h = layers.LayerNormalization(name=f"norm_{b}a")(layers.Add(name=f"residual_{b}a")([h, attention(h, h)]))
+            h = layers.LayerNormalization(name=f"norm_{b}b")(layers.Add(name=f"residual_{b}b")([h, down(up(h))]))
+    if t.norm == "pre":
+        h = layers.LayerNormalization(name="norm_out")(h)
     h = layers.GlobalAveragePooling1D(name="pool")(h)
     out = layers.Dense(spec.classes, activation="softmax", name="head")(h)
     return k.Model(x_in, out, name="transformer")

@@ -107,6 +107,20 @@ def quantization_markdown(q: Quantization, size_bytes: int) -> list[str]:
             f"{e.get('absorbed', 0)} channels' bias absorbed; skipped: {skipped}.",
             "",
         ]
+    if q.smoothing:
+        lines += [
+            f"SmoothQuant (alpha {q.smoothing['alpha']}): activation channel range (largest channel maximum over the "
+            "median one) before -> after, per layer:",
+            "",
+            "| layer | into | range before | range after | max before | max after |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {r['layer']} | {', '.join(r['into'])} | {r['channel_range_before']:.1f}x | "
+                f"{r['channel_range_after']:.1f}x | {r['max_before']:.4g} | {r['max_after']:.4g} |"
+                for r in q.smoothing["layers"]
+            ),
+            "",
+        ]
     if q.bias_correction:
         c = q.bias_correction
         lines += [

@@ -81,7 +81,7 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
         )
     if (q.own_calibration or q.mixed) and mode != "int8":
         raise CompatibilityError(
-            f"{recipe.line_of('quantize')}: quantize: calibration, activations, equalize, bias_correction, "
+            f"{recipe.line_of('quantize')}: quantize: calibration, activations, equalize, bias_correction, smooth, "
             f"float_layers, int16_layers and int4_layers apply to int8; {target.name} gets {mode!r}"
         )
     if mode == "int8":

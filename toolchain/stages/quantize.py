@@ -13,7 +13,7 @@ from pathlib import Path
 
 from toolchain.cache import DamagedEntry, Entry, Stage
 from toolchain.convert.plan import ConvertPlan
-from toolchain.errors import CompatibilityError
+from toolchain.errors import CompatibilityError, ConfigError
 from toolchain.fsutil import capture_fds
 from toolchain.stages.context import Build
 from toolchain.stages.convert import Artifact, describe
@@ -70,6 +70,12 @@ def stage_calibrate(
     equalize = q.equalize if equalize is None else equalize
     n_cal = min(q.calibration_samples, data.sizes["calib"])
     inputs = {"model": model.key, "calibration": n_cal, "data": data.digest, "equalize": equalize, "batch": batch}
+    if q.smooth is not None:  # absent when unused: other cache keys stay as they were
+        if model.float_graph is not None:
+            raise ConfigError(
+                "quantize.smooth: SmoothQuant rewrites a Keras model's weights; this model is a flatbuffer"
+            )
+        inputs["smooth"] = q.smooth.alpha
 
     def compute(tmp: Path):
         from toolchain.quantize import stats
@@ -81,9 +87,18 @@ def stage_calibrate(
             n_cal,
             ", equalizing" if equalize else "",
         )
+        xs = [x[:n_cal] for x in data.xs_calib]
         with capture_fds(tmp / "convert.log"):
             source = model.float_blob or model.keras()  # a flatbuffer model's own graph, or the Keras model to trace
-            graph, st, meta = calibrate(source, [x[:n_cal] for x in data.xs_calib], equalize, batch)
+            smoothing = None
+            if q.smooth is not None:
+                from toolchain.quantize.smooth import smooth
+
+                source, smoothing = smooth(source, xs, q.smooth.alpha)
+            graph, st, meta = calibrate(source, xs, equalize, batch)
+        if smoothing is not None:
+            meta["smoothing"] = {"alpha": q.smooth.alpha, "layers": smoothing}
+            log.info("calibrate: SmoothQuant (alpha %g) on %d layers", q.smooth.alpha, len(smoothing))
         (tmp / "graph.tflite").write_bytes(graph)
         stats.save(st, tmp / "stats.npz")
         return {**meta, "samples": n_cal}, (graph, st)
@@ -143,6 +158,7 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
             "samples": cal.meta["samples"],
             "route": cal.meta["route"],
             "equalization": cal.meta.get("equalization"),
+            **({"smoothing": cal.meta["smoothing"]} if "smoothing" in cal.meta else {}),
             "traced_batch": trace_batch,
         }
         return {"plan": plan.as_dict(), "quantization": report, **describe(blob)}, blob
