@@ -10,7 +10,9 @@ model before and after the GELU rewrite. Writes benchmarks/results/transformer.j
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,6 +29,30 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.out, ignore_errors=True)
     built = common.toolchain_build(common.REPO / CASES["recipe"], args.out)
     rec = built.record
+    diag = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "toolchain",
+            "diagnose",
+            CASES["recipe"],
+            "--build-dir",
+            str(args.out),
+            "--format",
+            "json",
+        ],
+        cwd=common.REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    from toolchain.report.diagnosis import sensitive
+
+    roles = [
+        {"role": r["role"], "ops": r["ops"], "rank": r["rank"], "layer": r["worst"]["layer"], "op": r["worst"]["op"]}
+        | {"snr_db": r["worst"]["isolated"]["snr_db"]}
+        for r in sensitive(json.loads(diag.stdout))
+    ]
     (rewrite,) = [s for s in rec["compression"] if s["step"] == "rewrite"]
     data = {
         "recipe": CASES["recipe"],
@@ -39,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             "float_top1_rewritten": rewrite["float_top1_rewritten"],
             "params": rewrite["params"],
         },
+        "sensitive": {"target": "phone-cpu", "roles": roles},
         "rows": [
             {
                 "target": r["target"],
@@ -77,7 +104,21 @@ def values(result: dict) -> dict[str, str]:
     ]
     header = ["target", "runtime", "float top-1 %", "int8 top-1 %", "drop", "agreement", "Vela: on NPU", "KB", "ops"]
     w = d["rewrite"]
+    sens = common.table(
+        ["kind", "ops", "worst layer", "rank among all layers", "isolated SNR dB"],
+        [
+            [
+                r["role"],
+                str(r["ops"]),
+                f"{r['layer'] or 'the output'} ({r['op']})",
+                str(r["rank"]),
+                f"{r['snr_db']:.1f}",
+            ]
+            for r in d["sensitive"]["roles"]
+        ],
+    )
     return {
+        "sensitive": sens,
         "table": common.table(header, rows),
         "cold_s": str(d["cold_s"]),
         "eval_samples": str(d["eval_samples"]),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -72,6 +74,16 @@ def test_the_gelu_rewrite_keeps_the_function_and_loads_back(keras, tmp_path):
         new.save(tmp_path / f"{form}.keras")
         back = load_model_file(tmp_path / f"{form}.keras")
         np.testing.assert_allclose(back.predict(x, verbose=0), b, atol=1e-6)
+        new.save(tmp_path / f"{form}.h5")  # how the compress stage stores it: loaded again in a fresh process
+        np.save(tmp_path / "x.npy", x)
+        code = (
+            "import sys, numpy as np; from toolchain.stages.model import ModelStage; "
+            "m = ModelStage('k', __import__('pathlib').Path(sys.argv[1]), None, {}).keras(); "
+            "np.save(sys.argv[2], m.predict(np.load(sys.argv[3]), verbose=0))"
+        )
+        args = [tmp_path / f"{form}.h5", tmp_path / "y.npy", tmp_path / "x.npy"]
+        subprocess.run([sys.executable, "-c", code, *map(str, args)], check=True, capture_output=True)
+        np.testing.assert_allclose(np.load(tmp_path / "y.npy"), b, atol=1e-6)
 
 
 def outlier_model(keras):
@@ -128,3 +140,31 @@ def test_smooth_in_a_build_is_reported_per_layer(keras, tmp_path, run_cli):
     (row,) = r["quantization"]["smoothing"]["layers"]
     assert row["layer"] == "ln" and row["channel_range_after"] < row["channel_range_before"] / 10, row
     assert "SmoothQuant (alpha 0.5)" in (tmp_path / "c" / "sq" / "cortex-m7" / "report.md").read_text()
+
+
+def test_the_diagnosis_names_the_sensitive_ops_by_kind():
+    from toolchain.report.diagnosis import markdown, sensitive
+
+    def layer(name, op, snr):
+        iso = {"channel_snr_db": snr, "snr_db": snr, "rmse_steps": 1.0}
+        return {"layer": name, "tensor": name, "op": op, "depth": 1, "isolated": iso, "accumulated": None}
+
+    d = {
+        "layers": [
+            layer("attention_0", "BATCH_MATMUL", 5.0),
+            layer("pool", "MEAN", 20.0),  # a pooling MEAN: not the LayerNorm chain
+            layer("norm_0", "MEAN", 30.0),
+            layer("norm_0", "RSQRT", 35.0),
+            layer("head", "SOFTMAX", 50.0),
+        ]
+    }
+    for x in d["layers"]:
+        x.update(range=[0, 1], clipped=0.0, weight_spread=None, fixes=["f"])
+    rows = {r["role"]: (r["ops"], r["rank"], r["worst"]["layer"]) for r in sensitive(d)}
+    assert rows == {
+        "attention matmul": (1, 1, "attention_0"),
+        "LayerNorm chain": (2, 3, "norm_0"),
+        "softmax": (1, 5, "head"),
+    }
+    text = markdown({**d, "recipe": "r", "target": "t", "plan": "int8", "samples": 8})
+    assert "## Sensitive ops" in text and "| LayerNorm chain | 2 | norm_0 (MEAN) | 3 |" in text

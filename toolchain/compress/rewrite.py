@@ -25,13 +25,13 @@ def _is_gelu(activation) -> bool:
 def rewrite_gelu(model, form: str) -> tuple[object, list[str]]:
     """A copy of ``model`` with every GELU activation replaced by ``form``; the layers rewritten."""
     k = keras()
-    replacement = register()[f"gelu_{form}"]
+    form_layer = register()["GeluForm"]
     changed: list[str] = []
 
     def clone_layer(layer):
         config = layer.get_config()
         if _is_gelu(getattr(layer, "activation", None)):
-            config["activation"] = replacement
+            config["activation"] = form_layer(form=form)
             changed.append(layer.name)
         return layer.__class__.from_config(config)
 

@@ -39,5 +39,23 @@ def register() -> dict:
         """GELU's tanh form, written out (the converter folds ``tf.nn.gelu(approximate=True)`` back into GELU)."""
         return 0.5 * x * (1.0 + t.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)))
 
-    _objects.update(PositionEmbedding=PositionEmbedding, gelu_sigmoid=gelu_sigmoid, gelu_tanh=gelu_tanh)
+    @k.utils.register_keras_serializable(package="toolchain")
+    class GeluForm(k.layers.Layer):
+        """A GELU approximation as a layer, usable as a layer's ``activation`` (an object saved models, .h5
+        included, load by its registered name, where a plain function is not found again)."""
+
+        def __init__(self, form: str = "sigmoid", **kwargs):
+            super().__init__(**kwargs)
+            self.form = form
+
+        def call(self, x):
+            return (gelu_sigmoid if self.form == "sigmoid" else gelu_tanh)(x)
+
+        def get_config(self):
+            return {**super().get_config(), "form": self.form}
+
+    k.utils.get_custom_objects()["GeluForm"] = GeluForm  # .h5 files look activations up by the class's own name
+    _objects.update(
+        PositionEmbedding=PositionEmbedding, GeluForm=GeluForm, gelu_sigmoid=gelu_sigmoid, gelu_tanh=gelu_tanh
+    )
     return _objects

@@ -52,6 +52,30 @@ HEADINGS = [
 ]
 
 
+#: ops that large-model quantization work names sensitive, by role (MEAN joins the LayerNorm chain when its layer
+#: also computes RSQRT or SQUARED_DIFFERENCE: otherwise it is a pooling)
+ROLES = {
+    "SOFTMAX": "softmax",
+    "RSQRT": "LayerNorm chain",
+    "SQUARED_DIFFERENCE": "LayerNorm chain",
+    "GELU": "GELU",
+    "BATCH_MATMUL": "attention matmul",
+}
+
+
+def sensitive(d: dict) -> list[dict]:
+    """Per role present in the model: how many ops, and the worst one by isolated SNR with its overall rank."""
+    norm_layers = {x["layer"] for x in d["layers"] if x["op"] in ("RSQRT", "SQUARED_DIFFERENCE") and x["layer"]}
+    found: dict[str, dict] = {}
+    for rank, x in enumerate(d["layers"], 1):
+        role = ROLES.get(x["op"]) or ("LayerNorm chain" if x["op"] == "MEAN" and x["layer"] in norm_layers else None)
+        if role is None:
+            continue
+        r = found.setdefault(role, {"role": role, "ops": 0, "worst": x, "rank": rank})
+        r["ops"] += 1
+    return sorted(found.values(), key=lambda r: r["rank"])
+
+
 def markdown(d: dict) -> str:
     lines = [
         f"# Why int8 loses accuracy: {d['recipe']} on {d['target']}",
@@ -64,6 +88,24 @@ def markdown(d: dict) -> str:
         "|" + "---|" * len(HEADINGS),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows(d)[:TOP]]
+    roles = sensitive(d)
+    if roles:
+        lines += [
+            "",
+            "## Sensitive ops",
+            "",
+            "The ops quantization work on attention models names sensitive, by their measured isolated error (the "
+            "worst of each kind and its rank above):",
+            "",
+            "| kind | ops | worst layer | its rank | isolated SNR dB | first fix |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in roles:
+            x = r["worst"]
+            lines.append(
+                f"| {r['role']} | {r['ops']} | {x['layer'] or x['tensor']} ({x['op']}) | {r['rank']} | "
+                f"{_db(x['isolated']['snr_db'])} | {x['fixes'][0]} |"
+            )
     lines += ["", "## Fixes for the worst three", ""]
     for x in d["layers"][:3]:
         lines.append(f"- **{x['layer'] or x['tensor']}** ({x['op']}): " + "; ".join(x["fixes"]))

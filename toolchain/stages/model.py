@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 MODEL = Stage("model", 3, tools=("tensorflow", "tf_keras"))
 #: a PyTorch or ONNX model: its float flatbuffer (litert-torch) and the framework's own outputs
 CONVERTED = Stage("model", 3, tools=("torch", "litert-torch", "onnx", "onnx2torch", "onnxruntime"))
-COMPRESS = Stage("compress", 5, tools=("tensorflow", "tf_keras", "tensorflow-model-optimization"))
+COMPRESS = Stage("compress", 6, tools=("tensorflow", "tf_keras", "tensorflow-model-optimization"))
 
 
 @dataclass
