@@ -48,6 +48,7 @@ acceptance: {{max_accuracy_drop: 3.0}}
 def test_a_gelu_encoder_is_refused_on_tflite_micro_then_builds_rewritten(tmp_path, run_cli):
     code, _, err = run_cli("build", write_recipe(tmp_path, RECIPE.format(compress="")), "--out", tmp_path / "a")
     assert code == 9 and "GELU" in err and "rewrite" in err, err
+    assert "train:" not in err  # refused from the recipe, before anything trained
     assert not (tmp_path / "a" / "tiny-enc" / "cortex-m7").exists()  # refused before any runtime ran it
     rewritten = RECIPE.format(compress="compress: [{step: rewrite, gelu: sigmoid}]")
     code, out, err = run_cli("build", write_recipe(tmp_path, rewritten), "--out", tmp_path / "b", "--json")

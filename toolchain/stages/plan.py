@@ -73,6 +73,8 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
             f"{recipe.line_of('quantize', 'mode')}: quantize.mode: {target.name} cannot run {mode!r} "
             f"(it accepts {', '.join(n.modes)})"
         )
+    if mode == "int8":
+        _check_known_ops(recipe, target)
     io = (q.io_type or n.default_io_type) if mode == "int8" else (q.io_type or "float32")
     if io not in n.io_types:
         raise CompatibilityError(
@@ -94,6 +96,21 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
         int16_ops=n.int16_ops if q.int16_layers else None,
         int4_ops=n.int4_ops if q.int4_layers else None,
     )
+
+
+def _check_known_ops(recipe: Recipe, target: Target) -> None:
+    """Ops the recipe's own architecture is known to make, against the kernels the target's runtime has, before
+    anything trains: a GELU Transformer without the rewrite step on tflite-micro. (Every int8 artifact is checked
+    again before its runtime runs it: ``checks.kernels``.)"""
+    from toolchain.config.recipe import TransformerSpec
+
+    m = recipe.model
+    spec = m.transformer or TransformerSpec()
+    if m.application != "Transformer" or spec.activation != "gelu" or any(s.step == "rewrite" for s in recipe.compress):
+        return
+    from toolchain.checks.kernels import refuse_missing
+
+    refuse_missing(target, {"GELU": spec.blocks})
 
 
 def _default_mode(recipe: Recipe, target: Target) -> str:
