@@ -104,6 +104,23 @@ def outlier_model(keras):
     return model
 
 
+def test_smooth_is_refused_for_a_model_that_is_not_keras(tmp_path, run_cli):
+    (tmp_path / "m.tflite").write_bytes(b"")
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 4), np.float32))
+    body = """
+        schema_version: 1
+        name: sq
+        task: none
+        model: {file: m.tflite}
+        data: {npz: d.npz}
+        quantize: {smooth: {alpha: 0.5}}
+        targets: [phone-cpu]
+        """
+    code, _, err = run_cli("recipe", "check", write_recipe(tmp_path, body))
+    assert code == 3 and len(err.strip().splitlines()) == 1, err
+    assert "quantize.smooth: SmoothQuant rewrites a Keras model's weights; a .tflite model" in err, err
+
+
 @pytest.mark.tf
 def test_smoothquant_keeps_the_function_and_pulls_the_outlier_channels_in(keras):
     from toolchain.quantize.smooth import smooth

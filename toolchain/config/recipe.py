@@ -428,6 +428,11 @@ class Recipe(Strict):
                 "(train and compress it where it was written, then build it)"
             )
         q = self.quantize
+        if q.smooth is not None and kind != "keras":
+            raise ValueError(
+                f"quantize.smooth: SmoothQuant rewrites a Keras model's weights; {KIND_NAMES[kind]} model has none "
+                "to rewrite"
+            )
         if any(s.step == "qat" for s in self.compress) and (q.own_calibration or q.mixed):
             raise ValueError(
                 "quantize: QAT learns its ranges and converts every layer to int8: calibration, activations, "

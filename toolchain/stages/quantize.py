@@ -13,7 +13,7 @@ from pathlib import Path
 
 from toolchain.cache import DamagedEntry, Entry, Stage
 from toolchain.convert.plan import ConvertPlan
-from toolchain.errors import CompatibilityError, ConfigError
+from toolchain.errors import CompatibilityError
 from toolchain.fsutil import capture_fds
 from toolchain.stages.context import Build
 from toolchain.stages.convert import Artifact, describe
@@ -70,11 +70,7 @@ def stage_calibrate(
     equalize = q.equalize if equalize is None else equalize
     n_cal = min(q.calibration_samples, data.sizes["calib"])
     inputs = {"model": model.key, "calibration": n_cal, "data": data.digest, "equalize": equalize, "batch": batch}
-    if q.smooth is not None:  # absent when unused: other cache keys stay as they were
-        if model.float_graph is not None:
-            raise ConfigError(
-                "quantize.smooth: SmoothQuant rewrites a Keras model's weights; this model is a flatbuffer"
-            )
+    if q.smooth is not None:  # absent when unused: other cache keys stay as they were (Keras models: the recipe)
         inputs["smooth"] = q.smooth.alpha
 
     def compute(tmp: Path):
