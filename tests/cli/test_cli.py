@@ -322,8 +322,10 @@ def test_compare_md_is_printed_and_written_beside_the_record(tmp_path, run_cli):
     code, out, _ = run_cli("compare", MOBILENET, "--build-dir", b, "--format", "md")
     written = (b / "mobilenet" / "compare.md").read_text()
     assert code == 0 and out == written + "\n"
-    rows = [line.split(" | ")[1] for line in written.splitlines() if line.startswith("| ")]
+    targets, placement = written.split("## Op placement on the NPU (Vela)")
+    rows = [line.split(" | ")[1] for line in targets.splitlines() if line.startswith("| ")]
     assert rows == ["target", "phone-cpu", "cortex-m7", "ethos-u55-128", "edgetpu"]
+    assert "| op | ethos-u55-128 |" in placement and "| CONV_2D | all NPU |" in placement
 
 
 def test_compare_of_a_damaged_record_is_not_an_internal_error(tmp_path, run_cli):

@@ -139,3 +139,40 @@ def test_plans_must_be_quantize_modes(tiny_recipe, tmp_path, run_cli):
     code, _, err = run_cli("compare", tiny_recipe(), "--plans", "int8,int4", "--build-dir", tmp_path / "b")
     assert code == 3 and "--plans: 'int4' is not a quantize mode" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "b").exists()
+
+
+def test_op_placement_puts_two_npus_side_by_side():
+    """Per op type, each Ethos-U target's ops on the NPU and on the CPU (from Vela's fallbacks, one per ofm) with
+    Vela's reasons; a U55 that leaves an op on the CPU beside a U85 that keeps it. Other targets get no column."""
+    import copy
+    from pathlib import Path
+
+    from toolchain.record import BuildRecord
+    from toolchain.report.compare import markdown
+
+    data = json.loads((Path(__file__).parents[1] / "fixtures" / "build-v2.json").read_text())
+    u55 = next(r for r in data["results"] if r["target"] == "ethos-u55-128")
+    u85 = copy.deepcopy(u55) | {"target": "ethos-u85-256"}
+    u55["ops"] = u85["ops"] = {"FULLY_CONNECTED": 3, "GELU": 2, "SOFTMAX": 1}
+    why = "Input(s) and Output tensors must not be greater than 4D"
+    u55["sections"]["vela"]["details"]["cpu_fallbacks"] = [
+        {"op": "GELU", "tensor": "a", "reason": why},
+        {"op": "GELU", "tensor": "a", "reason": "a second reason for the same op"},
+        {"op": "GELU", "tensor": "b", "reason": why},
+        {"op": "FULLY_CONNECTED", "tensor": "c", "reason": "Weights tensor must be constant"},
+    ]
+    data["results"].append(u85)
+    table = compare(BuildRecord.model_validate(data))
+    where = table["placement"]
+    assert where["targets"] == ["ethos-u55-128", "ethos-u85-256"]
+    rows = {x["op"]: x for x in where["rows"]}
+    assert rows["GELU"]["targets"]["ethos-u55-128"] == {"ops": 2, "npu": 0, "cpu": 2}
+    assert rows["GELU"]["targets"]["ethos-u85-256"] == {"ops": 2, "npu": 2, "cpu": 0}
+    assert rows["FULLY_CONNECTED"]["targets"]["ethos-u55-128"] == {"ops": 3, "npu": 2, "cpu": 1}
+    assert rows["GELU"]["reasons"] == {"ethos-u55-128": sorted([why, "a second reason for the same op"])}
+    md = markdown(table)
+    assert "| GELU | all CPU | all NPU |" in md and "| FULLY_CONNECTED | 2 NPU, 1 CPU | all NPU |" in md
+    assert f"- ethos-u55-128 GELU: {why}; a second reason for the same op" in md
+    assert 'id="placement"' in render(table) and "placement" not in compare(
+        BuildRecord.model_validate(data), ["phone-cpu"]
+    )

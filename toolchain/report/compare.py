@@ -83,9 +83,42 @@ def compare(record: BuildRecord, targets: list[str] | None = None) -> dict:
                 f"the build of {record.recipe} has no target {missing[0]!r} (built: "
                 f"{', '.join(r.target for r in record.results)})"
             )
-    rows = [row(r) for r in record.results if not targets or r.target in targets]
+    chosen = [r for r in record.results if not targets or r.target in targets]
     task = next((r.metrics.task for r in record.results if r.metrics), "classification")
-    return table_of(record.recipe, record.eval_samples, task, rows)
+    table = table_of(record.recipe, record.eval_samples, task, [row(r) for r in chosen])
+    where = placement(chosen)
+    return table | ({"placement": where} if where else {})
+
+
+def placement(results: list[TargetResult]) -> dict | None:
+    """Per op type, where each NPU target's compiler put it (the artifact's ops of that type, those Vela left on
+    the CPU and why), one column per target: an Ethos-U55 against an Ethos-U85 at a glance. None without one."""
+    npu = [r for r in results if "vela" in r.sections and "cpu_fallbacks" in r.sections["vela"].details]
+    if not npu:
+        return None
+    rows = []
+    for op in sorted({op for r in npu for op in r.ops}):
+        cells, reasons = {}, {}
+        for r in npu:
+            total = r.ops.get(op, 0)
+            falls = [f for f in r.sections["vela"].details["cpu_fallbacks"] if f["op"] == op]
+            cpu = min(len({f["tensor"] for f in falls}), total)
+            cells[r.target] = {"ops": total, "npu": total - cpu, "cpu": cpu}
+            if falls:
+                reasons[r.target] = sorted({f["reason"] for f in falls})
+        rows.append({"op": op, "targets": cells, "reasons": reasons})
+    return {"targets": [r.target for r in npu], "rows": rows}
+
+
+def placement_cell(c: dict) -> str:
+    if not c["ops"]:
+        return "-"
+    return "all NPU" if not c["cpu"] else "all CPU" if not c["npu"] else f"{c['npu']} NPU, {c['cpu']} CPU"
+
+
+def placement_reasons(where: dict) -> list[str]:
+    """One line per (target, op) placed on the CPU: why, in Vela's words."""
+    return [f"{t} {x['op']}: {'; '.join(why)}" for x in where["rows"] for t, why in x["reasons"].items()]
 
 
 def compare_plans(records: dict[str, BuildRecord], targets: list[str] | None = None) -> dict:
@@ -169,7 +202,19 @@ def print_table(table: dict) -> None:
     for x in table["rows"]:
         t.add_row("P" if x["target"] in table["pareto"] else "", *[cell(table, x, c["key"]) for c in table["columns"]])
     console = Console()
-    (console if console.is_terminal else Console(width=180)).print(t)
+    console = console if console.is_terminal else Console(width=180)
+    console.print(t)
+    where = table.get("placement")
+    if where:
+        p = Table(title="Op placement on the NPU (Vela): ops of each type on the NPU / left on the CPU")
+        p.add_column("op")
+        for name in where["targets"]:
+            p.add_column(name)
+        for x in where["rows"]:
+            p.add_row(x["op"], *[placement_cell(x["targets"][n]) for n in where["targets"]])
+        console.print(p)
+        for line in placement_reasons(where):
+            console.print(f"  {line}", highlight=False, markup=False)
 
 
 def markdown(table: dict) -> str:
@@ -187,4 +232,14 @@ def markdown(table: dict) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Latency sources:", ""] + [f"- {x['target']}: {x['latency_source']}" for x in table["rows"]]
+    where = table.get("placement")
+    if where:
+        lines += ["", "## Op placement on the NPU (Vela)", "", "| op | " + " | ".join(where["targets"]) + " |"]
+        lines.append("|" + "---|" * (1 + len(where["targets"])))
+        for x in where["rows"]:
+            lines.append(
+                f"| {x['op']} | " + " | ".join(placement_cell(x["targets"][n]) for n in where["targets"]) + " |"
+            )
+        reasons = placement_reasons(where)
+        lines += ["", "Left on the CPU, and why:", ""] + [f"- {r}" for r in reasons] if reasons else []
     return "\n".join(lines) + "\n"

@@ -89,6 +89,23 @@ def render(table: dict) -> str:
         f'<h2>{escape(title)}</h2><img alt="{escape(title)}" src="data:image/png;base64,{data}">'
         for title, data in _plots(table)
     )
+    where = table.get("placement")
+    placed = ""
+    if where:
+        from toolchain.report.compare import placement_cell, placement_reasons
+
+        head = "".join(f"<th>{escape(t)}</th>" for t in where["targets"])
+        rows = "".join(
+            f'<tr><td class="l">{escape(x["op"])}</td>'
+            + "".join(f"<td>{escape(placement_cell(x['targets'][t]))}</td>" for t in where["targets"])
+            + "</tr>"
+            for x in where["rows"]
+        )
+        why = "".join(f"<li>{escape(r)}</li>" for r in placement_reasons(where))
+        placed = (
+            f'<h2>Op placement on the NPU (Vela)</h2><table id="placement"><thead><tr><th>op</th>{head}</tr></thead>'
+            f"<tbody>{rows}</tbody></table>" + (f"<h3>Left on the CPU, and why</h3><ul>{why}</ul>" if why else "")
+        )
     recipe = escape(table["recipe"])
     what = "plans x targets" if "plans" in table else "targets"
     return f"""<!doctype html>
@@ -100,6 +117,7 @@ Pareto front: {escape(", ".join(table["pareto"]))}.</small></p>
 <table id="comparison"><thead><tr>{heads}</tr></thead><tbody>{"".join(body)}</tbody></table>
 <h3>Latency sources</h3><ul>{sources}</ul>
 {f'<h3 class="fail">Failures</h3><ul>{failures}</ul>' if failures else ""}
+{placed}
 {plots}
 </body></html>
 """
