@@ -34,4 +34,6 @@ SUITE = {
     ),
     "transformer": ("A Transformer encoder (attention, LayerNorm, GELU rewritten) on four targets", "below"),
     "smoothquant": ("SmoothQuant on a Transformer with planted outlier channels", "below"),
+    "int4_select": ("4-bit weights chosen by measured sensitivity: encoder and MobileNetV2", "below"),
+    "charlm": ("A byte-level decoder LM with prefill/decode signatures and a KV cache, phone", "below"),
 }

@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         | {"snr_db": r["worst"]["isolated"]["snr_db"]}
         for r in sensitive(json.loads(diag.stdout))
     ]
+    from toolchain.record import parse_record
+    from toolchain.report.compare import placement
+
+    where = placement(parse_record(rec).results)
     (rewrite,) = [s for s in rec["compression"] if s["step"] == "rewrite"]
     data = {
         "recipe": CASES["recipe"],
@@ -66,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             "params": rewrite["params"],
         },
         "sensitive": {"target": "phone-cpu", "roles": roles},
+        "placement": where,
         "rows": [
             {
                 "target": r["target"],
@@ -117,7 +122,17 @@ def values(result: dict) -> dict[str, str]:
             for r in d["sensitive"]["roles"]
         ],
     )
+    from toolchain.report.compare import placement_cell, placement_reasons
+
+    where = d["placement"]
+    placed = common.table(
+        ["op", *where["targets"]],
+        [[x["op"], *[placement_cell(x["targets"][t]) for t in where["targets"]]] for x in where["rows"]],
+    )
+    reasons = "\n".join(f"- {r}" for r in placement_reasons(where)) or "None: Vela placed every op on the NPU."
     return {
+        "placement": placed,
+        "cpu_reasons": reasons,
         "sensitive": sens,
         "table": common.table(header, rows),
         "cold_s": str(d["cold_s"]),

@@ -24,6 +24,20 @@ class TinyCNN(torch.nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class TinyEncoder(torch.nn.Module):
+    """One ``nn.TransformerEncoderLayer`` (2 heads, LayerNorm, ReLU feed-forward) over 8 tokens of 8 features."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Linear(8, 16)
+        self.pos = torch.nn.Parameter(torch.randn(1, 8, 16) * 0.02)
+        self.block = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.block(self.embed(x) + self.pos).mean(1))
+
+
 MAKE = """
 import sys
 import numpy as np, torch
@@ -42,6 +56,12 @@ with torch.no_grad():
     y = net(torch.from_numpy(x)).argmax(1).numpy()  # labels the net gets right: top-1 means something
 np.savez(f"{d}/nchw.npz", x=x, y=y)
 np.savez(f"{d}/nhwc.npz", x=x.transpose(0, 2, 3, 1), y=y)
+from tests.test_pytorch import TinyEncoder
+enc = TinyEncoder().eval()
+torch.export.save(torch.export.export(enc, (torch.randn(1, 8, 8),)), f"{d}/enc.pt2")
+x = rng.normal(size=(300, 8, 8)).astype(np.float32)
+with torch.no_grad():
+    np.savez(f"{d}/tokens.npz", x=x, y=enc(torch.from_numpy(x)).argmax(1).numpy())
 """
 
 
@@ -103,6 +123,23 @@ def test_pt2_builds_float_and_int8_on_phone_mcu_and_npu(files, run_cli, tmp_path
     assert results["cortex-m7"]["io"]["input"]["dtype"] == "int8"
     acc = results["ethos-u55-128"]["accelerator"]
     assert acc["ops_on"] >= acc["ops_total"] - 1, acc  # at most the flatten's TRANSPOSE on the CPU
+
+
+def test_a_pytorch_transformer_builds_int8_on_phone_mcu_and_u85(files, run_cli, tmp_path):
+    """nn.TransformerEncoderLayer through litert-torch: attention (BATCH_MATMUL, SOFTMAX) and the LayerNorm chain
+    (MEAN, SQUARED_DIFFERENCE, RSQRT) calibrated by the toolchain; tflite-micro runs it, Vela keeps every op of it
+    on an Ethos-U85."""
+    targets = "[phone-cpu, cortex-m7, ethos-u85-256]"
+    code, out, err = run_cli(
+        "build", recipe(files, "enc.pt2", "tokens.npz", targets=targets), "--out", tmp_path / "b", "--json"
+    )
+    assert code == 0, err
+    results = {r["target"]: r for r in json.loads(out)["results"]}
+    for name, r in results.items():
+        assert {"BATCH_MATMUL", "SOFTMAX", "RSQRT", "SQUARED_DIFFERENCE"} <= set(r["ops"]), (name, r["ops"])
+        assert r["mode"] == "int8" and r["metrics"]["top1_agreement"] >= 0.9, (name, r["metrics"])
+    acc = results["ethos-u85-256"]["accelerator"]
+    assert acc["ops_on"] == acc["ops_total"] > 50, acc
 
 
 @pytest.mark.parametrize(

@@ -186,3 +186,30 @@ def test_the_diagnosis_names_the_sensitive_ops_by_kind():
     }
     text = markdown({**d, "recipe": "r", "target": "t", "plan": "int8", "samples": 8})
     assert "## Sensitive ops" in text and "| LayerNorm chain | 2 | norm_0 (MEAN) | 3 |" in text
+
+
+@pytest.mark.tf
+def test_auto_gives_an_attention_models_sensitive_ops_16_bit_activations(tmp_path):
+    """The plan search's rung for attention models: the softmax, LayerNorm chain, GELU and attention matmuls the
+    phone's LiteRT runs in 16 bits (measured: int16_ops.yaml; RSQRT and SQUARED_DIFFERENCE are not among them),
+    built: those ops have int16 activations in the artifact, and it runs."""
+    from toolchain.config import load_recipe, load_target
+    from toolchain.stages import search
+    from toolchain.stages import target as one
+    from toolchain.stages.context import open_build
+    from toolchain.stages.data import stage_data
+    from toolchain.stages.model import stage_compress, stage_model
+    from toolchain.stages.plan import resolve_plan
+
+    recipe = load_recipe(write_recipe(tmp_path, RECIPE.format(compress="").replace("[cortex-m7]", "[phone-cpu]")))
+    phone = load_target("phone-cpu")
+    with open_build(recipe, tmp_path / "b") as b:
+        data = stage_data(b)
+        model = stage_compress(b, stage_model(b, data), data)
+        rungs = {name: rb for name, rb, _ in search._rungs(b, phone, data, model) if "sensitive" in name}
+        ((name, rb),) = rungs.items()
+        assert name == "int8, BATCH_MATMUL, GELU, MEAN, SOFTMAX with 16-bit activations (the sensitive ops)"
+        r = one.build(rb, phone, resolve_plan(rb.recipe, phone), data, model)
+    ops = r.quantization.int16_ops
+    assert len(ops) >= 2 + 1 + 4 + 1, ops  # 2 attention matmuls, a GELU, LayerNorm and pooling means, softmaxes
+    assert r.metrics.top1 is not None and r.metrics.top1_agreement > 0.9, r.metrics

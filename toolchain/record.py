@@ -40,6 +40,7 @@ TASK_METRIC = {
     "regression": ("mae", False),
     "anomaly": ("auc", True),
     "none": ("snr_db", True),
+    "language_model": ("perplexity", False),
 }
 
 
@@ -65,6 +66,8 @@ class Metrics(Model):
     auc: float | None = None
     reference_auc: float | None = None
     mean_error: float | None = Field(None, description="anomaly: mean reconstruction error (MSE per sample)")
+    perplexity: float | None = Field(None, description="language_model: of the eval text's next tokens")
+    reference_perplexity: float | None = None
     cosine: float | None = None
     rmse: float | None = None
     max_abs: float | None = None
@@ -187,6 +190,11 @@ class Quantization(Model):
     )
     int4_ops: list[str] = Field(
         default_factory=list, description="op outputs whose ops have 4-bit weights (quantize.int4_layers)"
+    )
+    int4_selection: dict[str, Any] | None = Field(
+        None,
+        description="quantize.int4_select: per candidate its bytes saved and output SNR alone, the calibration top-1 "
+        "with it added (least sensitive first) and whether it was kept",
     )
     int8_bytes: int | None = Field(
         None, description="with float, 16-bit or 4-bit exceptions: the size of the same plan with every op int8"

@@ -338,8 +338,11 @@ class GraphBuilder:
             self._operator_codes.append(oc)
         return self._codes[name]
 
-    def to_bytes(self, inputs: list[int], outputs: list[int], subgraphs: int = 1) -> bytes:
-        """The flatbuffer (``TFL3``); ``subgraphs`` > 1 adds empty subgraphs after the graph."""
+    def to_bytes(
+        self, inputs: list[int], outputs: list[int], subgraphs: int = 1, signature: str | None = None
+    ) -> bytes:
+        """The flatbuffer (``TFL3``); ``subgraphs`` > 1 adds empty subgraphs after the graph; ``signature``: a
+        signature of that key over the inputs and outputs, by their tensor names (as the converter writes one)."""
         import flatbuffers
 
         fb = self._fb
@@ -355,6 +358,20 @@ class GraphBuilder:
         m.version, m.description, m.buffers = 3, self.description, self._buffers
         m.operatorCodes = self._operator_codes
         m.subgraphs = [sg] + [fb.SubGraphT() for _ in range(subgraphs - 1)]
+        if signature is not None:
+
+            def maps(ids: list[int]) -> list:
+                out = []
+                for i in ids:
+                    t = fb.TensorMapT()
+                    t.name, t.tensorIndex = self._tensors[i].name, i
+                    out.append(t)
+                return out
+
+            sig = fb.SignatureDefT()
+            sig.signatureKey, sig.subgraphIndex = signature, 0
+            sig.inputs, sig.outputs = maps(inputs), maps(outputs)
+            m.signatureDefs = [sig]
         b = flatbuffers.Builder(1024)
         b.Finish(m.Pack(b), file_identifier=b"TFL3")
         return bytes(b.Output())

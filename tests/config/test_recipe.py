@@ -102,7 +102,8 @@ def test_every_shipped_recipe_is_valid(path):
     from toolchain.stages.plan import resolve_plan
 
     r = load_recipe(path)
-    assert all(resolve_plan(r, load_target(t)).mode == "int8" for t in r.targets)
+    want = r.quantize.mode or "int8"  # charlm.yaml ships int16x8 (docs/benchmarks.md says why)
+    assert all(resolve_plan(r, load_target(t)).mode == want for t in r.targets)
 
 
 @pytest.mark.parametrize("name", list_targets())

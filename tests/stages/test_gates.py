@@ -135,3 +135,16 @@ def test_fit_budgets(memory, budget, messages):
     failures = gates.fit("m", memory, budget)
     assert [f.message for f in failures] == messages
     assert {(f.kind, f.check) for f in failures} <= {("fit", "fit")}
+
+
+def test_language_model_gates_perplexity_rise_in_percent_and_next_token_agreement():
+    m = Metrics(task="language_model", samples=9, perplexity=10.6, reference_perplexity=10.0, top1_agreement=0.94)
+    failed = gates.check(Acceptance(max_perplexity_increase=5.0, min_top1_agreement=0.95), m, 10)
+    assert [f.check for f in failed] == ["min_top1_agreement", "max_perplexity_increase"]
+    assert "perplexity rose 6.00 % (10.0000 -> 10.6000)" in failed[1].message
+    ok = m.model_copy(update={"perplexity": 10.4, "top1_agreement": 0.96})
+    assert gates.check(Acceptance(max_perplexity_increase=5.0, min_top1_agreement=0.95), ok, 10) == []
+    nan = m.model_copy(update={"perplexity": float("nan")})
+    assert [f.check for f in gates.check(Acceptance(max_perplexity_increase=5.0), nan, 10)] == [
+        "max_perplexity_increase"
+    ]

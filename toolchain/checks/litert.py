@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from toolchain.checks import Check, CheckContext, register
 from toolchain.errors import RuntimeValidationError
-from toolchain.record import Latency, Reload, Section
+from toolchain.record import Latency, Memory, Reload, Section
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,32 +107,76 @@ def today() -> str:
     return datetime.datetime.now(datetime.UTC).date().isoformat()
 
 
+def measured(ctx: CheckContext, source: str, *, median: float, p90: float, runs: int) -> Latency:
+    """A host measurement today, its median the headline."""
+    return Latency(
+        ms=median,
+        kind="measured",
+        source=source,
+        threads=ctx.target.threads,
+        measured_at=today(),
+        median=median,
+        p90=p90,
+        runs=runs,
+    )
+
+
 @register
 class LiteRTCheck(Check):
     """Host numerics and latency on the LiteRT interpreter (XNNPACK), the runtime phones use."""
 
     name = "litert"
+    version = 3
     tools = ("ai-edge-litert",)
-    provides = ("metrics", "latency", "reload")
+    provides = ("metrics", "latency", "reload", "memory")  # memory: a language model's KV cache (none otherwise)
 
     def settings(self, target) -> dict:
-        return {"threads": target.threads}
+        return {"threads": target.threads, "ram_kb": target.memory.ram_kb}
 
     def run(self, ctx: CheckContext) -> Section:
+        if ctx.task == "language_model":
+            return self._decoder(ctx)
         lite = LiteRT(ctx.artifact, threads=ctx.target.threads)
         ctx.outputs[self.name] = out = lite.predict(ctx.xs_eval)
-        lat = lite.latency_ms(ctx.xs_eval)
-        latency = Latency(
-            ms=lat["median"],
-            kind="measured",
-            source="measured: host LiteRT/XNNPACK",
-            threads=ctx.target.threads,
-            measured_at=today(),
-            **lat,
-        )
         return self.section(
             runtime="ai-edge-litert",
             metrics=ctx.compare(out),
-            latency=latency,
+            latency=measured(ctx, "measured: host LiteRT/XNNPACK", **lite.latency_ms(ctx.xs_eval)),
             reload=Reload(runtime="litert"),
+        )
+
+    def _decoder(self, ctx: CheckContext) -> Section:
+        """Prefill, then decode step by step (``checks.decoder``): perplexity and next-token agreement against the
+        float model's logits, the time of a decode step, and the KV cache against the RAM."""
+        from toolchain.checks.decoder import kv_cache, max_context, run
+
+        logits, timing = run(ctx.artifact, ctx.x_eval, ctx.target.threads)
+        ctx.outputs[self.name] = [logits]
+        cache = kv_cache(ctx.artifact)
+        ram = ctx.target.memory.ram_kb * 1024 if ctx.target.memory.ram_kb is not None else None
+        fits = max_context(cache, ram, len(ctx.artifact))
+        latency = measured(
+            ctx,
+            "measured: host LiteRT/XNNPACK, one decode step (a token)",
+            median=timing["decode_ms"],
+            p90=timing["decode_p90_ms"],
+            runs=timing["decode_steps"],
+        )
+        memory = Memory(
+            ram_bytes=cache["bytes"] + len(ctx.artifact),
+            flash_bytes=len(ctx.artifact),
+            details={
+                "kv_cache_bytes": cache["bytes"],
+                "kv_cache_bytes_per_token": cache["bytes_per_token"],
+                "context": cache["context"],
+                "max_context": fits,
+            },
+        )
+        return self.section(
+            runtime="ai-edge-litert",
+            metrics=ctx.compare([logits]),
+            latency=latency,
+            memory=memory,
+            reload=Reload(runtime="litert"),
+            details={"kv_cache": cache, **timing},
         )

@@ -52,7 +52,19 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def perplexity(logits: np.ndarray, tokens: np.ndarray) -> float:
+    """exp of the mean negative log-likelihood of ``tokens`` under ``logits`` (..., vocab): a log-softmax in
+    float64, so no probability rounds to 0."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return float(np.exp(-np.take_along_axis(logp, np.asarray(tokens)[..., None], axis=-1).mean()))
+
+
 def _task(task: str, out: np.ndarray, labels, first_input, prefix: str = "") -> dict:
+    if task == "language_model" and labels is not None:
+        p = perplexity(out, labels)
+        return {f"{prefix}perplexity": p if np.isfinite(p) else float("nan")}
     if task == "classification" and labels is not None:
         return {f"{prefix}top1": top1(out, labels)}
     if task == "regression" and labels is not None:
@@ -96,7 +108,7 @@ def compare(
         fields |= {k: per[0][k] for k in ("cosine", "rmse", "max_abs")}
         fields["snr_db"] = min(p["snr_db"] for p in per)
         fields["outputs"] = per
-        if task == "classification":
+        if task in ("classification", "language_model"):  # a language model's: of the next token, every step
             fields["top1_agreement"] = float(np.mean(np.argmax(reference[0], -1) == np.argmax(out, -1)))
     if task == "classification" and labels is not None:
         k = min(5, out.shape[-1])

@@ -45,7 +45,10 @@ def fit(model, x, y, spec: TrainSpec, x_val=None, y_val=None, task: str = "class
     lr = spec.learning_rate
     if spec.lr_schedule == "cosine":
         lr = k.optimizers.schedules.CosineDecay(spec.learning_rate, steps)
-    if spec.label_smoothing:
+    if task == "language_model":  # logits of the next token at every position
+        loss = k.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model.compile(k.optimizers.Adam(lr), loss, ["accuracy"])
+    elif spec.label_smoothing:
         classes = model.output_shape[-1]
         y = np.eye(classes, dtype=np.float32)[y]
         y_val = np.eye(classes, dtype=np.float32)[y_val] if y_val is not None else None

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 Mode = Literal["float32", "dynamic", "float16", "int8", "int16x8"]
 IOType = Literal["float32", "int8", "uint8", "int16"]
-APPLICATIONS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "Transformer")
+APPLICATIONS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "Transformer", "Decoder")
 
 
 #: Recipe and target names become folder and file names.
@@ -28,7 +28,9 @@ def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
     return (Path(base) / value).resolve()
 
 
-Task = Literal["classification", "regression", "anomaly", "none"]
+Task = Literal["classification", "regression", "anomaly", "none", "language_model"]
+#: a language model's vocabulary: the 256 byte values (any text, no vocabulary file)
+BYTE_VOCAB = 256
 
 
 class TransformerSpec(Strict):
@@ -48,6 +50,38 @@ class TransformerSpec(Strict):
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not a multiple of heads {self.heads}")
         return self
+
+
+class DecoderSpec(Strict):
+    """``application: Decoder``: the toolchain's byte-level decoder language model (``models.decoder``)."""
+
+    dim: int = Field(64, ge=4, le=1024, description="the embedding width")
+    heads: int = Field(4, ge=1, le=64, description="attention heads (dim must be a multiple)")
+    blocks: int = Field(2, ge=1, le=24, description="decoder blocks")
+    ffn: int = Field(128, ge=1, le=8192, description="the feed-forward width")
+    context: int = Field(64, ge=2, le=4096, description="the longest context, in tokens (bytes): the KV cache's")
+    activation: Literal["gelu", "relu"] = Field("relu", description="the feed-forward activation")
+
+    @property
+    def params(self) -> int:
+        """Its parameter count, before anything is built (embedding and head over 256 bytes, positions, blocks)."""
+        d, f = self.dim, self.ffn
+        block = 4 * (d * d + d) + (d * f + f) + (f * d + d) + 4 * d
+        return 2 * BYTE_VOCAB * d + BYTE_VOCAB + self.context * d + self.blocks * block + 2 * d
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not a multiple of heads {self.heads}")
+        if self.params > MAX_DECODER_PARAMS:
+            raise ValueError(
+                f"{self.params:,} parameters: more than the {MAX_DECODER_PARAMS:,} a device decoder built here may have"
+            )
+        return self
+
+
+#: a decoder that trains on 2 cores and ships to a phone: far below this (the bound stops a typo allocating GBs)
+MAX_DECODER_PARAMS = 50_000_000
 
 
 class ModelSpec(Strict):
@@ -72,6 +106,7 @@ class ModelSpec(Strict):
     classes: int = Field(10, ge=2, description="classification: the number of classes")
     weights: Literal["none", "imagenet"] | None = "none"
     transformer: TransformerSpec | None = Field(None, description="application: Transformer: its shape")
+    decoder: DecoderSpec | None = Field(None, description="application: Decoder: its shape")
 
     _resolve_file = field_validator("file", "reference")(_resolve)
 
@@ -79,8 +114,17 @@ class ModelSpec(Strict):
     def _one_source(self):
         if (self.application is None) == (self.file is None):
             raise ValueError("give exactly one of 'application' or 'file'")
-        if self.application and self.input_shape is None:
+        if self.application == "Decoder":
+            if self.input_shape is not None:
+                raise ValueError("a Decoder reads tokens: its input is 'decoder.context' long, not 'input_shape'")
+            if "classes" in self.model_fields_set and self.classes != BYTE_VOCAB:
+                raise ValueError(f"a Decoder's vocabulary is the {BYTE_VOCAB} byte values: leave out 'classes'")
+            object.__setattr__(self, "decoder", self.decoder or DecoderSpec())
+            object.__setattr__(self, "classes", BYTE_VOCAB)
+        elif self.application and self.input_shape is None:
             raise ValueError("'input_shape' is required with 'application'")
+        if self.decoder is not None and self.application != "Decoder":
+            raise ValueError("'decoder' goes with 'application: Decoder'")
         if self.signature is not None and (self.file is None or self.file.suffix in (".tflite", ".keras", ".h5")):
             raise ValueError("'signature' goes with a SavedModel directory 'file'")
         if self.transformer is not None and self.application != "Transformer":
@@ -141,6 +185,11 @@ class DataSpec(Strict):
     builtin: Literal["digits"] | None = None
     folder: Path | None = None
     npz: Path | None = None
+    text: Path | None = Field(
+        None,
+        description="task language_model: a text file, read as bytes and cut into windows of the context; split "
+        "in order (train first, eval last: held-out text)",
+    )
     normalization: Normalization | None = Field(
         None, description="default: mean 0.5, std 0.5 for images (builtin, folder); none for arrays (npz)"
     )
@@ -156,12 +205,16 @@ class DataSpec(Strict):
         "does not show takes it from here",
     )
 
-    _resolve_paths = field_validator("folder", "npz")(_resolve)
+    _resolve_paths = field_validator("folder", "npz", "text")(_resolve)
 
     @model_validator(mode="after")
     def _one_source(self):
-        if sum(x is not None for x in (self.builtin, self.folder, self.npz)) != 1:
-            raise ValueError("give exactly one of 'builtin', 'folder' or 'npz'")
+        if sum(x is not None for x in (self.builtin, self.folder, self.npz, self.text)) != 1:
+            raise ValueError("give exactly one of 'builtin', 'folder', 'npz' or 'text'")
+        if self.text is not None and (self.calibration or self.normalization or self.resize or self.layout):
+            raise ValueError(
+                "data.text: the text's bytes are the tokens: calibration, normalization, resize and layout do not apply"
+            )
         return self
 
 
@@ -316,6 +369,24 @@ class Smooth(Strict):
     alpha: float = Field(0.5, ge=0, le=1, description="migration strength: 0 none, 1 all into the weights")
 
 
+class Int4Select(Strict):
+    """4-bit weights on the candidates the measurement finds insensitive (``quantize.int4_select``)."""
+
+    max_drop: float = Field(
+        0.5,
+        ge=0,
+        le=100,
+        description="points of top-1 on the calibration split the 4-bit weights may cost against all-int8",
+    )
+    min_snr_db: float = Field(
+        30.0,
+        ge=0,
+        le=200,
+        description="the SNR (dB) the model's output must keep against the all-int8 artifact's, on the calibration "
+        "split, with every layer chosen in 4 bits",
+    )
+
+
 class QuantizeSpec(Strict):
     """``mode``/``io_type`` left out means: what each target profile needs. The calibration options apply to int8
     plans (the toolchain calibrates them itself; see README, "Quantization")."""
@@ -360,11 +431,21 @@ class QuantizeSpec(Strict):
         "stay int8), on targets whose runtime runs 4-bit weights (the profile's numerics.int4_ops); ops the runtime "
         "cannot run so keep 8-bit weights",
     )
+    int4_select: Int4Select | None = Field(
+        None,
+        description="int8, classification: of int4_layers (every conv / dense op when empty) only those whose 4-bit "
+        "weights keep the calibration top-1 within max_drop points of all-int8, least sensitive first (measured)",
+    )
+
+    @property
+    def int4_patterns(self) -> list[str]:
+        """The layers that are 4-bit or candidates for it."""
+        return self.int4_layers or (["*"] if self.int4_select else [])
 
     @property
     def mixed(self) -> bool:
         """Per-layer exceptions to int8."""
-        return bool(self.float_layers or self.int16_layers or self.int4_layers)
+        return bool(self.float_layers or self.int16_layers or self.int4_patterns)
 
     @property
     def own_calibration(self) -> bool:
@@ -387,7 +468,12 @@ class Acceptance(Strict):
         ge=0,
         description="the task's headline metric (top-1, MAE, ROC AUC) worse than the reference by at most this",
     )
-    min_top1_agreement: float | None = Field(None, ge=0, le=1)
+    min_top1_agreement: float | None = Field(
+        None, ge=0, le=1, description="classification: of the top-1; language_model: of the next token, every step"
+    )
+    max_perplexity_increase: float | None = Field(
+        None, ge=0, description="language_model: percent the perplexity may rise above the float reference's"
+    )
     min_cosine: float | None = Field(None, ge=-1, le=1)
     min_snr_db: float | None = Field(None, description="signal-to-noise ratio of every output against the reference")
     max_size_kb: float | None = Field(None, gt=0)
@@ -428,6 +514,19 @@ class Recipe(Strict):
                 "(train and compress it where it was written, then build it)"
             )
         q = self.quantize
+        lm = (self.task == "language_model", self.model.application == "Decoder", self.data.text is not None)
+        if any(lm) and not all(lm):
+            raise ValueError(
+                "a language model is 'task: language_model' with 'model: {application: Decoder}' and 'data: {text: "
+                "FILE}', all three"
+            )
+        if lm[0] and (
+            self.compress or q.own_calibration or q.mixed or q.mode not in (None, "int8", "int16x8", "float32")
+        ):
+            raise ValueError(
+                "task language_model: quantize.mode int8, int16x8 or float32 (both signatures are calibrated "
+                "together; the calibration options, mixed precision and compression steps do not apply yet)"
+            )
         if q.smooth is not None and kind != "keras":
             raise ValueError(
                 f"quantize.smooth: SmoothQuant rewrites a Keras model's weights; {KIND_NAMES[kind]} model has none "
@@ -438,6 +537,8 @@ class Recipe(Strict):
                 "quantize: QAT learns its ranges and converts every layer to int8: calibration, activations, "
                 "equalize, bias_correction, smooth, float_layers, int16_layers and int4_layers do not apply"
             )
+        if q.int4_select and self.task != "classification":
+            raise ValueError("quantize.int4_select measures top-1: it applies to classifiers (task: classification)")
         if self.compress and self.task != "classification":
             raise ValueError("compress: the compression steps fine-tune classifiers (task: classification)")
         return self

@@ -84,6 +84,10 @@ def load_dataset(spec: DataSpec, inputs, classes: int = 10, task: str = "classif
     """``inputs``: the model's ``InputSpec`` list (or one image shape ``(H, W, C)``)."""
     if isinstance(inputs, tuple):
         inputs = [InputSpec("x", inputs)]
+    if spec.text is not None:
+        from toolchain.data.text import load_text
+
+        return load_text(spec, inputs[0].shape[0])
     images = spec.npz is None
     if spec.builtin == "digits":
         from sklearn.datasets import load_digits

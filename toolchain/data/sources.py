@@ -34,6 +34,10 @@ def source_digest(spec: DataSpec) -> str:
         h.update(f"builtin:{spec.builtin}:scikit-learn=={package_version('scikit-learn')}".encode())
     elif spec.npz:
         h.update(read_bytes(spec.npz))
+    elif getattr(spec, "text", None):
+        from toolchain.data.text import read_text
+
+        h.update(b"text:" + read_text(spec.text))
     else:
         for f in image_files(spec.folder):
             h.update(str(f.relative_to(spec.folder)).encode() + hashlib.sha256(read_bytes(f)).digest())

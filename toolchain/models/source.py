@@ -68,6 +68,10 @@ def build_model(spec: ModelSpec, task: str = "classification"):
         from toolchain.models.transformer import build_transformer
 
         return build_transformer(spec)
+    if spec.application == "Decoder":
+        from toolchain.models.decoder import build_decoder
+
+        return build_decoder(spec)
     if spec.application:
         ctor = getattr(k.applications, spec.application)
         kwargs = dict(input_shape=tuple(spec.input_shape), alpha=spec.alpha, weights=None, classes=spec.classes)
@@ -132,6 +136,8 @@ def input_specs(spec: ModelSpec, task: str = "classification", layout: str | Non
         from toolchain.models.flatbuffer import input_specs as flatbuffer_inputs
 
         return flatbuffer_inputs(spec, layout)
+    if spec.application == "Decoder":
+        return [InputSpec("tokens", (spec.decoder.context,))]
     if spec.application:
         return [InputSpec("x", tuple(spec.input_shape))]
     if spec.is_tflite:

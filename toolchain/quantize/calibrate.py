@@ -70,10 +70,12 @@ def quantize(
     float_nodes: list[str] | None = None,
     int16_nodes: list[str] | None = None,
     int4_nodes: dict[str, str] | None = None,
+    int4_choose=None,
 ) -> tuple[bytes, dict]:
     """The int8 artifact and the report of its ranges. ``float_nodes``/``int16_nodes``/``int4_nodes``: op outputs
     kept in float, given 16-bit activations, or whose ops get 4-bit weights ({node: weight granularity}; with
-    16- or 4-bit ones, ai-edge-quantizer writes the artifact; see ``mixed``)."""
+    16- or 4-bit ones, ai-edge-quantizer writes the artifact; see ``mixed``). ``int4_choose``: picks the 4-bit
+    ops among ``int4_nodes`` from a function building the artifact of a choice (``int4_select.select``)."""
     from toolchain.quantize.converter import quantize_graph
 
     g = Graph(graph)
@@ -93,9 +95,14 @@ def quantize(
         from toolchain.quantize.mixed import quantize_mixed
 
         bounds = {g.name(i): g.range(i) for i in g.slots()}
-        blob = quantize_mixed(
-            g.to_bytes(), bounds, int16_nodes or [], float_nodes or [], io_type, per_channel, int4_nodes
-        )
+        graph = g.to_bytes()
+
+        def build(four: dict[str, str] | None) -> bytes:
+            return quantize_mixed(graph, bounds, int16_nodes or [], float_nodes or [], io_type, per_channel, four)
+
+        if int4_choose is not None:
+            int4_nodes, report["int4_selection"] = int4_choose(build)
+        blob = build(int4_nodes)
     else:
         blob = quantize_graph(g.to_bytes(), io_type, per_channel, float_nodes)
     if float_nodes or int16_nodes or int4_nodes:  # what the exceptions cost: the same ranges, every op int8

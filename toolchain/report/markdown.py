@@ -91,6 +91,8 @@ def quantization_markdown(q: Quantization, size_bytes: int) -> list[str]:
     ):
         if ops:
             lines += [f"{what}: {len(ops)} ops: " + ", ".join(f"`{o}`" for o in ops), ""]
+    if q.int4_selection:
+        lines += _int4_selection_lines(q.int4_selection)
     if q.int8_bytes:
         lines += [
             f"Cost of the exceptions: {size_bytes - q.int8_bytes:+,} bytes against the same ranges all in int8 "
@@ -131,9 +133,30 @@ def quantization_markdown(q: Quantization, size_bytes: int) -> list[str]:
     return lines
 
 
+def _int4_selection_lines(s: dict) -> list[str]:
+    kept = [r for r in s["candidates"] if r["chosen"]]
+    return [
+        f"4-bit weights chosen by measurement (quantize.int4_select: at most {s['max_drop']} points of top-1 on "
+        f"{s['samples']} calibration samples against {s['against']}, and the output at least {s['min_snr_db']} dB "
+        f"SNR against all-int8's): {len(kept)} of {len(s['candidates'])} candidates, {s['int8_bytes']:,} -> "
+        f"{s['bytes']:,} bytes, calibration top-1 {100 * s['int8_top1']:.2f} -> {100 * s['top1']:.2f} %"
+        + (f", output SNR {s['snr_db']:.1f} dB" if s.get("snr_db") is not None else "")
+        + ". Least sensitive first:",
+        "",
+        "| op output | alone: bytes saved | alone: output SNR dB | with it: top-1 % | with it: SNR dB | 4-bit |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| `{r['op']}` | {r['saved_bytes']:,} | {r['snr_db']:.1f} | {100 * r['top1_with']:.2f} | "
+            f"{r['snr_with_db']:.1f} | {'yes' if r['chosen'] else 'no'} |"
+            for r in s["candidates"]
+        ),
+        "",
+    ]
+
+
 _EXTRA_METRICS = {
     "top5": "top-5",
-    "top1_agreement": "top-1 agreement with the reference",
+    "top1_agreement": "top-1 agreement with the reference (a language model: the next token, every step)",
     "r2": "R²",
     "reference_r2": "R² of the reference",
     "rmse_labels": "RMSE against the labels",
@@ -181,6 +204,22 @@ def _device_rows(r: TargetResult) -> list[str]:
         ):
             if v is not None:
                 rows.append(_row(name, f"{v:,} bytes" + (f" of {b:,}" if b else "")))
+        d = mem.details
+        if "kv_cache_bytes" in d:  # a decoder language model
+            rows.append(
+                _row(
+                    f"KV cache at the full context ({d['context']} tokens)",
+                    f"{d['kv_cache_bytes']:,} bytes ({d['kv_cache_bytes_per_token']:,} a token; RAM above: cache + "
+                    "model)",
+                )
+            )
+            if d.get("max_context") is not None:
+                rows.append(
+                    _row(
+                        "longest context whose cache fits the RAM",
+                        f"{d['max_context']:,} tokens (the model's positions: {d['context']})",
+                    )
+                )
     if r.accelerator:
         a = r.accelerator
         rows.append(_row("ops on the accelerator", f"{a.ops_on}/{a.ops_total} ({a.share:.0%}, {a.name})"))

@@ -39,9 +39,14 @@ def check(acceptance: Acceptance, m: Metrics | None, size_bytes: int) -> list[Fa
             drop = (m.reference_top1 - m.top1) * 100
             fell = f"top-1 fell {drop:.2f} points ({m.reference_top1:.4f} -> {m.top1:.4f})"
             gates.append(("max_accuracy_drop", drop, acceptance.max_accuracy_drop, True, fell))
+        if m.task in ("classification", "language_model"):
             gates.append(
                 ("min_top1_agreement", m.top1_agreement, acceptance.min_top1_agreement, False, f"{m.top1_agreement}")
             )
+        if m.task == "language_model" and m.perplexity is not None and m.reference_perplexity:
+            rise = 100 * (m.perplexity / m.reference_perplexity - 1)
+            what = f"perplexity rose {rise:.2f} % ({m.reference_perplexity:.4f} -> {m.perplexity:.4f})"
+            gates.append(("max_perplexity_increase", rise, acceptance.max_perplexity_increase, True, what))
         gates.append(
             ("max_metric_drop", m.drop, acceptance.max_metric_drop, True, f"{name} {value} vs the reference's {ref}")
         )

@@ -49,6 +49,22 @@ def numerics_of(blob: bytes) -> ConvertPlan:
 FLATBUFFER_MODES = ("float32", "int8")
 
 
+def _decoder_plan(recipe: Recipe, target: Target) -> ConvertPlan:
+    """A decoder language model runs where LiteRT runs it (prefill and decode signatures, the cache as tensors):
+    the phone CPU; int8, int16x8 (16-bit activations and cache, 8-bit weights) or float32."""
+    if list(target.checks) != ["litert"]:
+        raise CompatibilityError(
+            f"{recipe.line_of('targets')}: targets: {target.name} runs {', '.join(target.checks)}; a decoder "
+            "language model (two signatures, a KV cache passed between calls) is built for LiteRT targets only "
+            "(checks: [litert], a phone CPU): tflite-micro, Vela and the Edge TPU compile one signature"
+        )
+    mode = recipe.quantize.mode or ("int8" if "int8" in target.numerics.modes else "float32")
+    if mode not in target.numerics.modes:
+        raise CompatibilityError(f"quantize.mode: {target.name} cannot run {mode!r}")
+    io = {"int8": "int8", "int16x8": "int16"}.get(mode, "float32")
+    return ConvertPlan(mode=mode, io_type=io, per_channel=True, batch=1)
+
+
 def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
     """The quantization a target gets: the recipe's where it says, the target's need otherwise. A quantized .tflite
     file is used as it is: a target that cannot run its numerics is refused here, before any work."""
@@ -59,6 +75,8 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
 
         check_offline(recipe.model)  # the file, and the extra its converter needs
     q, n = recipe.quantize, target.numerics
+    if recipe.task == "language_model":
+        return _decoder_plan(recipe, target)
     mode = q.mode or _default_mode(recipe, target)
     if mode == "auto":  # the plan search starts from int8 where the target runs it
         mode = "int8" if "int8" in n.modes else _default_mode(recipe, target)
@@ -94,7 +112,7 @@ def resolve_plan(recipe: Recipe, target: Target) -> ConvertPlan:
         per_channel=q.per_channel,
         batch=target.batch,
         int16_ops=n.int16_ops if q.int16_layers else None,
-        int4_ops=n.int4_ops if q.int4_layers else None,
+        int4_ops=n.int4_ops if q.int4_patterns else None,
     )
 
 
@@ -154,12 +172,13 @@ def _check_mixed(recipe: Recipe, target: Target, io: str) -> None:
             f"{recipe.line_of('quantize', 'int16_layers')}: quantize.int16_layers: {target.name} has no 16-bit "
             f"activation kernels (its profile sets no numerics.int16_ops): every layer runs int8 there"
         )
-    if q.int4_layers and n.int4_ops is None:
+    field = "int4_layers" if q.int4_layers else "int4_select"
+    if q.int4_patterns and n.int4_ops is None:
         raise CompatibilityError(
-            f"{recipe.line_of('quantize', 'int4_layers')}: quantize.int4_layers: {target.name} runs no 4-bit weights "
+            f"{recipe.line_of('quantize', field)}: quantize.{field}: {target.name} runs no 4-bit weights "
             f"(its profile sets no numerics.int4_ops; measured in toolchain/quantize/int4_ops.yaml)"
         )
-    if (q.int16_layers or q.int4_layers) and io not in ("int8", "float32"):
+    if (q.int16_layers or q.int4_patterns) and io not in ("int8", "float32"):
         raise CompatibilityError(
             f"{recipe.line_of('quantize', 'io_type')}: quantize: mixed-precision artifacts take int8 "
             f"or float32 input/output, not {io!r} ({target.name})"

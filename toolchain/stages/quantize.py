@@ -119,7 +119,7 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
     int16_nodes = _nodes(cal.graph, model, q.int16_layers, "int16_layers") if q.int16_layers else []
     if int16_nodes:
         _check_int16(b, cal.graph, int16_nodes, plan)
-    int4_nodes = _int4_nodes(b, cal.graph, model, plan) if q.int4_layers else {}
+    int4_nodes = _int4_nodes(b, cal.graph, model, plan) if q.int4_patterns else {}
     settings = {
         "float_nodes": float_nodes,
         "int16_nodes": int16_nodes,
@@ -132,6 +132,7 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
         "per_channel": plan.per_channel,
         "batch": None if trace_batch else plan.batch,
     }
+    select = {"int4_select": q.int4_select.model_dump()} if q.int4_select else {}  # absent when unused, as above
 
     def compute(tmp: Path):
         from toolchain.quantize.calibrate import quantize
@@ -147,8 +148,24 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
             + (f", {len(int4_nodes)} ops with 4-bit weights" if int4_nodes else "")
             + (f", {len(float_nodes)} ops in float" if float_nodes else ""),
         )
+        choose = None
+        if q.int4_select:
+            from toolchain.checks.litert import LiteRT
+            from toolchain.checks.metrics import parity, top1
+            from toolchain.quantize.int4_select import select
+
+            def run(blob: bytes):
+                return LiteRT(blob).predict(list(data.xs_calib))[0]
+
+            def score(ref, out, y):
+                return top1(out, y), parity(ref, out)["snr_db"]
+
+            def choose(build):
+                s = q.int4_select
+                return select(build, run, score, int4_nodes, data.y_calib, s.max_drop, s.min_snr_db)
+
         with capture_fds(tmp / "convert.log"):
-            blob, report = quantize(cal.graph, cal.stats, **settings)
+            blob, report = quantize(cal.graph, cal.stats, **settings, int4_choose=choose)
         (tmp / "model.tflite").write_bytes(blob)
         report |= {
             "samples": cal.meta["samples"],
@@ -160,7 +177,10 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
         return {"plan": plan.as_dict(), "quantization": report, **describe(blob)}, blob
 
     blob, entry = b.cache.run(
-        QUANTIZE, {"calibration": cal.meta["key"], **settings}, compute, lambda e: e.file("model.tflite").read_bytes()
+        QUANTIZE,
+        {"calibration": cal.meta["key"], **settings, **select},
+        compute,
+        lambda e: e.file("model.tflite").read_bytes(),
     )
     if entry.hit:
         log.info("quantize: int8, I/O %s (cached)", plan.io_type)
@@ -194,7 +214,7 @@ def _int4_nodes(b: Build, graph: bytes, model: ModelStage, plan: ConvertPlan) ->
     from toolchain.quantize.mixed import int4_plan
     from toolchain.tflite_model import TFLiteModel
 
-    nodes = set(_nodes(graph, model, b.recipe.quantize.int4_layers, "int4_layers"))
+    nodes = set(_nodes(graph, model, b.recipe.quantize.int4_patterns, "int4_layers"))
     m = TFLiteModel(graph)
     ops = {m.tensors[op.outputs[0]].name: op.name for op in m.ops if op.outputs and op.name in WEIGHTED_OPS}
     ok, kept = int4_plan(plan.int4_ops, {n: k for n, k in ops.items() if n in nodes})

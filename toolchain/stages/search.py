@@ -33,6 +33,7 @@ LADDER = (
     ("int8 mse", {"mode": "int8", "calibration": "mse"}),
     ("int8 minmax, equalized, bias-corrected", {"mode": "int8", "equalize": True, "bias_correction": True}),
     ("int8, the 3 worst layers (diagnosis) in float", {"mode": "int8", "float_worst": 3}),
+    ("int8, the sensitive ops with 16-bit activations", {"mode": "int8", "int16_sensitive": True}),
     ("int8, the 3 worst layers (diagnosis) with 16-bit activations", {"mode": "int8", "int16_worst": 3}),
     ("int8, quantization-aware training", {"mode": "int8", "qat": True}),
     ("int16x8 (16-bit activations)", {"mode": "int16x8"}),
@@ -82,6 +83,11 @@ def _rungs(b: Build, target: Target, data: Data, model: ModelStage) -> Iterator[
             if not fields["int16_layers"]:
                 continue
             name = f"int8, {', '.join(fields['int16_layers'])} with 16-bit activations (the diagnosis' worst)"
+        if fields.pop("int16_sensitive", None):
+            fields["int16_layers"] = _int16_sensitive(b, target, data, model)
+            if not fields["int16_layers"]:
+                continue
+            name = f"int8, {', '.join(fields['int16_layers'])} with 16-bit activations (the sensitive ops)"
         qat = fields.pop("qat", False)
         if qat and (b.recipe.train is None or b.recipe.task != "classification"):
             continue  # QAT trains: only where the recipe trains a classifier
@@ -96,6 +102,25 @@ def _int16_worst(b: Build, target: Target, data: Data, model: ModelStage) -> lis
     from toolchain.quantize.mixed import refused_int16
 
     return worst_layers(b, data, model, 3, lambda op: not refused_int16(table, {op}))
+
+
+def _int16_sensitive(b: Build, target: Target, data: Data, model: ModelStage) -> list[str]:
+    """The op types of an attention model that quantization is known to hurt (softmax, the LayerNorm chain, GELU,
+    the attention matmuls: ``report.diagnosis.ROLES``, and MEAN) that the target's runtime runs with 16-bit
+    activations (measured: ``int16_ops.yaml``); empty without such kernels, or for a model with none of attention,
+    LayerNorm or GELU."""
+    table = target.numerics.int16_ops
+    if table is None:
+        return []
+    from toolchain.quantize.mixed import refused_int16
+    from toolchain.report.diagnosis import ROLES
+    from toolchain.stages.quantize import stage_calibrate
+    from toolchain.tflite_model import TFLiteModel
+
+    ops = TFLiteModel(stage_calibrate(b, model, data, None).graph).op_counts()
+    if not set(ops) & (set(ROLES) - {"SOFTMAX"}):  # no attention, LayerNorm or GELU: a CNN's softmax head alone
+        return []
+    return sorted(op for op in ops if (op in ROLES or op == "MEAN") and not refused_int16(table, {op}))
 
 
 def _rung_recipe(b: Build, fields: dict, qat: bool):

@@ -45,6 +45,10 @@ class Started:
 def stage_artifact(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -> Artifact:
     """The target's artifact: a quantized .tflite as it is, a flatbuffer model's float graph, the toolchain's int8
     quantization, or the converter's."""
+    if b.recipe.task == "language_model":
+        from toolchain.stages.decoder import stage_decoder
+
+        return stage_decoder(b, model, data, plan)
     if b.recipe.model.is_tflite and model.float_graph is None:
         blob = b.recipe.model.file.read_bytes()
         log.info("convert: none, %s is used as it is (%s, I/O %s)", b.recipe.model.file.name, plan.mode, plan.io_type)
