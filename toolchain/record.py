@@ -180,7 +180,17 @@ class Quantization(Model):
     clipped_share_mean: float
     utilisation_mean: float = Field(description="mean share of each tensor's grid its calibration values span")
     most_clipped: list[ClippedTensor] = Field(default_factory=list)
+    guarded: list[ClippedTensor] = Field(
+        default_factory=list,
+        description="tensors whose kl/percentile/mse range would have clipped more than quantize.max_clipped: the "
+        "range it would have been and its clipped share; minmax was kept",
+    )
     equalization: dict[str, Any] | None = None
+    calibration_drift: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="inputs whose calibration range is set by samples far outside the training data's: ranges, "
+        "the samples responsible, the effect on the input's scale, whether they were dropped",
+    )
     smoothing: dict[str, Any] | None = None  # SmoothQuant: alpha and, per layer, the channel range before/after
     bias_correction: dict[str, Any] | None = None
     route: str = Field(description="keras3: traced from the model's Keras 3 twin; trace: from the model itself")

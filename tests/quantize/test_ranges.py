@@ -102,3 +102,29 @@ def test_clipped_share_and_utilisation():
     assert ranges.clipped_share(s, -0.5, 0.5) == pytest.approx(0.5, abs=0.01)
     relu = stats_of(np.abs(UNIFORM))
     assert ranges.utilisation(relu, *ranges.symmetric(0.0, 1.0)) == pytest.approx(127 / 255, abs=0.01)
+
+
+def relu6_with_a_wall(share: float = 0.10) -> np.ndarray:
+    """ReLU6 of a wide Gaussian: ``share`` of the values saturated at exactly 6 (the wall), the rest spread below."""
+    body = np.clip(RNG.normal(1.0, 1.5, 100_000), 0, None)
+    body = body[body < 6][: int(100_000 * (1 - share))]
+    return np.r_[body, np.full(100_000 - len(body), 6.0)]
+
+
+def test_kl_keeps_a_relu6_saturation_wall():
+    """10 % of the mass at 6: TensorRT-style KL (tail folded into the last bin) clips it far below; the spike rule
+    keeps 6 on the grid."""
+    v = relu6_with_a_wall()
+    assert abs(np.mean(v == 6.0) - 0.10) < 0.01
+    lo, hi = ranges.compute(stats_of(v), "kl")
+    assert lo == 0.0 and hi == pytest.approx(6.0)
+    assert ranges.clipped_share(stats_of(v), lo, hi) == 0.0
+
+
+def test_the_guard_falls_back_to_minmax_when_a_range_clips_too_much():
+    s = stats_of(np.r_[RNG.uniform(0, 1, 9_000), RNG.uniform(50, 60, 1_000)])  # 10 % of the values far out
+    lo, hi, fell = ranges.guarded(s, "percentile", 85.0, max_clipped=0.01)  # the 85th percentile clips 15 %
+    assert fell and (lo, hi) == ranges.compute(s, "minmax")
+    lo, hi, fell = ranges.guarded(s, "percentile", 85.0, max_clipped=None)
+    assert not fell and hi < 50
+    assert ranges.guarded(s, "minmax", 85.0, 0.01)[2] is False  # minmax clips nothing: never guarded

@@ -174,6 +174,10 @@ class Calibration(Strict):
     """A representative set apart from the labelled data: every sample calibrates (no split)."""
 
     npz: Path
+    strict: bool = Field(
+        False, description="refuse the set when samples lie far outside the training data's range (data.drift)"
+    )
+    drop_outliers: bool = Field(False, description="calibrate without the samples far outside the training data's")
 
     _resolve_paths = field_validator("npz")(_resolve)
 
@@ -404,6 +408,13 @@ class QuantizeSpec(Strict):
         "percentile, kl (entropy, as TensorRT), mse (least squared quantization error)",
     )
     percentile: float = Field(99.99, gt=50, le=100, description="calibration: percentile: the quantile kept")
+    max_clipped: float | None = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="kl, percentile, mse: the largest share of a tensor's calibration values its range may clip; "
+        "a range clipping more falls back to minmax for that tensor, with a warning naming it (null: no guard)",
+    )
     activations: Literal["asymmetric", "symmetric"] = Field(
         "asymmetric", description="symmetric: zero point 0 on every int8 activation (some NPUs and DSPs need it)"
     )

@@ -71,6 +71,7 @@ def quantize(
     int16_nodes: list[str] | None = None,
     int4_nodes: dict[str, str] | None = None,
     int4_choose=None,
+    max_clipped: float | None = None,
 ) -> tuple[bytes, dict]:
     """The int8 artifact and the report of its ranges. ``float_nodes``/``int16_nodes``/``int4_nodes``: op outputs
     kept in float, given 16-bit activations, or whose ops get 4-bit weights ({node: weight granularity}; with
@@ -79,12 +80,14 @@ def quantize(
     from toolchain.quantize.converter import quantize_graph
 
     g = Graph(graph)
-    rows = _set_ranges(g, stats, method, percentile, symmetric)
+    rows, guarded = _set_ranges(g, stats, method, percentile, symmetric, max_clipped)
     if batch is not None and not g.fix_batch(batch):
         raise ConversionError("calibration: the graph reads its batch size as data: trace it with the fixed batch")
     if batch is not None and g.batch() != batch:
         raise ConversionError(f"calibration: the graph's batch is fixed at {g.batch()}; the target wants {batch}")
     report: dict = {"method": method, "percentile": percentile if method == "percentile" else None}
+    if guarded:
+        report["guarded"] = guarded
     if bias_correction:
         from toolchain.quantize.bias import correct
 
@@ -111,20 +114,26 @@ def quantize(
     return blob, report | _range_report(rows, symmetric)
 
 
-def _set_ranges(g: Graph, stats: dict[int, TensorStats], method: str, percentile: float, symmetric: bool) -> list:
+def _set_ranges(
+    g: Graph, stats: dict[int, TensorStats], method: str, percentile: float, symmetric: bool, max_clipped=None
+) -> tuple[list, list[dict]]:
     """Write each activation's range from its statistics into ``g``; one row (stats, lo, hi, clipped share,
-    utilisation) per tensor."""
-    rows = []
+    utilisation) per tensor, and the tensors whose range fell back to minmax (``ranges.guarded``)."""
+    rows, guarded = [], []
     for i in g.slots():
         s = stats.get(i)
         if s is None:  # never leave the one-sample range of the calibrate-only conversion in place
             raise ConversionError(f"calibration: no statistics for tensor {g.name(i)!r}")
-        lo, hi = ranges.compute(s, method, percentile)
+        lo, hi, fell = ranges.guarded(s, method, percentile, max_clipped)
+        if fell:
+            would = ranges.compute(s, method, percentile)
+            clipped = ranges.clipped_share(s, *would)
+            guarded.append({"tensor": s.name, "range": list(would), "observed": [s.min, s.max], "clipped": clipped})
         if symmetric:
             lo, hi = ranges.symmetric(lo, hi)
         g.set_range(i, lo, hi)
         rows.append((s, lo, hi, ranges.clipped_share(s, lo, hi), ranges.utilisation(s, lo, hi)))
-    return rows
+    return rows, guarded
 
 
 def _range_report(rows: list, symmetric: bool) -> dict:

@@ -5,8 +5,12 @@
 | `minmax`      | the absolute min/max over all calibration samples (what the converter does by itself)     |
 | `mean_minmax` | the min and max of each batch of 16 samples, averaged                                     |
 | `percentile`  | the `percentile` and `100 - percentile` quantiles of all values                           |
-| `kl`          | the clipping threshold whose quantized histogram is closest in KL divergence (TensorRT)   |
+| `kl`          | the clipping threshold whose quantized histogram is closest in KL divergence (TensorRT),  |
+|               | never below a spike of mass (a ReLU6's saturated 6, a sigmoid's 1: a wall, not a tail)    |
 | `mse`         | the clipping range with the least expected squared quantization error                     |
+
+``guarded`` falls back to ``minmax`` for a tensor whose ``kl``, ``percentile`` or ``mse`` range would clip more
+than a set share of its calibration values (an entropy threshold on a distribution it was not made for).
 
 ``symmetric`` widens the result to ``[-a * 128/127, a]`` with ``a = max(|lo|, |hi|)``: the converter's
 nudging then gives zero point 0 and scale ``a / 127``.
@@ -20,6 +24,20 @@ from toolchain.quantize.stats import BINS, TensorStats
 
 METHODS = ("minmax", "mean_minmax", "percentile", "kl", "mse")
 LEVELS = 256  # int8
+#: a histogram bin holding this share of a tensor's values is a spike (a saturation wall), not a tail: KL keeps it
+#: (a smooth distribution over 2,048 bins puts under 0.1 % in any bin)
+SPIKE = 0.005
+CLIPPING_METHODS = ("percentile", "kl", "mse")
+
+
+def guarded(s: TensorStats, method: str, percentile: float, max_clipped: float | None) -> tuple[float, float, bool]:
+    """``compute``'s range, or minmax's when the method's range clips more than ``max_clipped`` of the values
+    (None: no guard); the flag says it fell back."""
+    lo, hi = compute(s, method, percentile)
+    if max_clipped is not None and method in CLIPPING_METHODS and clipped_share(s, lo, hi) > max_clipped:
+        lo, hi = compute(s, "minmax")
+        return lo, hi, True
+    return lo, hi, False
 
 
 def compute(s: TensorStats, method: str, percentile: float = 99.99) -> tuple[float, float]:
@@ -102,6 +120,9 @@ def _kl_threshold(s: TensorStats, stride: int = 8) -> float:
         kl = float(np.sum(pn * np.log(pn / qn)))
         if kl < best_kl:
             best, best_kl = i, kl
+    spikes = np.flatnonzero(folded >= SPIKE * max(folded.sum(), 1))
+    if spikes.size:  # a saturation wall: the divergence over P with the tail in its last bin cannot see it
+        best = max(best, int(spikes[-1]) + 1)
     return float(best * width)
 
 

@@ -84,6 +84,17 @@ def markdown(d: dict) -> str:
         "averaged; accumulated SNR is the error of the whole int8 chain up to that layer. RMSE in steps of the "
         "output's grid (rounding alone: 0.29).",
         "",
+    ]
+    for x in d.get("calibration_drift", []):  # the culprit before any layer: the input's own scale
+        lines += [
+            f"**Culprit: the input `{x['input']}`'s scale is set by {x['outlying_samples']} calibration samples** "
+            f"({100 * x['outlying_share']:.1f} %; first {', '.join(map(str, x['first_samples']))}) far outside the "
+            f"training data's range [{x['training_range'][0]:.4g}, {x['training_range'][1]:.4g}]: "
+            f"{x['scale_ratio']:.1f}x the training data's scale, so every layer sees a coarse input. Fix: "
+            "`data.calibration.drop_outliers: true` (or clean the set); `strict: true` refuses such a set.",
+            "",
+        ]
+    lines += [
         "| " + " | ".join(HEADINGS) + " |",
         "|" + "---|" * len(HEADINGS),
     ]

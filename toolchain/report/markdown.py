@@ -84,6 +84,29 @@ def quantization_markdown(q: Quantization, size_bytes: int) -> list[str]:
             for c in q.most_clipped
         ]
         lines.append("")
+    for d in q.calibration_drift:
+        lines += [
+            f"**Calibration data unlike the training data**, input `{d['input']}`: {d['outlying_samples']} samples "
+            f"({100 * d['outlying_share']:.1f} %, first {', '.join(map(str, d['first_samples']))}) far outside the "
+            f"training range [{d['training_range'][0]:.4g}, {d['training_range'][1]:.4g}] (calibration: "
+            f"[{d['calibration_range'][0]:.4g}, {d['calibration_range'][1]:.4g}]): the input's scale "
+            f"{d['scale_ratio']:.1f}x the training data's" + ("; dropped before calibrating." if d["dropped"] else "."),
+            "",
+        ]
+    if q.guarded:
+        lines += [
+            f"**{len(q.guarded)} tensors kept minmax**: their {method} range would have clipped more than "
+            "quantize.max_clipped of their calibration values:",
+            "",
+            "| tensor | the range it would have been | calibration min / max | would clip |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{c.tensor}` | [{c.range[0]:.4g}, {c.range[1]:.4g}] | {c.observed[0]:.4g} / {c.observed[1]:.4g} | "
+            f"{100 * c.clipped:.2f} % |"
+            for c in q.guarded
+        ]
+        lines.append("")
     for ops, what in (
         (q.float_ops, "Kept in float (quantize.float_layers)"),
         (q.int16_ops, "16-bit activations (quantize.int16_layers)"),

@@ -68,6 +68,7 @@ def diagnosis(b: Build, target: Target, plan: ConvertPlan, data: Data, model: Mo
     q = b.recipe.quantize
     log.info("diagnose: %s on %s, each layer isolated and accumulated", b.recipe.name, target.name)
     found = layers(b, data, model, q, plan.per_channel, samples, can_float=target.kind == "phone")
+    drift = stage_calibrate(b, model, data, None, equalize=q.equalize).meta.get("drift", [])
     method = q.calibration + (f" {q.percentile}" if q.calibration == "percentile" else "")
     return {
         "recipe": b.recipe.name,
@@ -76,6 +77,7 @@ def diagnosis(b: Build, target: Target, plan: ConvertPlan, data: Data, model: Mo
         f"{'per-channel' if plan.per_channel else 'per-tensor'} weights" + (", equalized" if q.equalize else ""),
         "samples": min(samples, data.sizes["eval"]),
         "layers": [asdict(d) for d in found],
+        "calibration_drift": drift,
     }
 
 

@@ -22,7 +22,7 @@ from toolchain.stages.model import ModelStage
 
 log = logging.getLogger(__name__)
 CALIBRATE = Stage("calibrate", 1, tools=("tensorflow", "ai-edge-litert"), timing="convert")
-QUANTIZE = Stage("quantize", 2, tools=("tensorflow",), timing="convert")
+QUANTIZE = Stage("quantize", 3, tools=("tensorflow",), timing="convert")
 
 
 class Calibration:
@@ -72,6 +72,10 @@ def stage_calibrate(
     inputs = {"model": model.key, "calibration": n_cal, "data": data.digest, "equalize": equalize, "batch": batch}
     if q.smooth is not None:  # absent when unused: other cache keys stay as they were (Keras models: the recipe)
         inputs["smooth"] = q.smooth.alpha
+    spec = b.recipe.data.calibration
+    drop = bool(spec and spec.drop_outliers)
+    if drop:
+        inputs["drop_outliers"] = True
 
     def compute(tmp: Path):
         from toolchain.quantize import stats
@@ -84,6 +88,7 @@ def stage_calibrate(
             ", equalizing" if equalize else "",
         )
         xs = [x[:n_cal] for x in data.xs_calib]
+        xs, drifted = _checked_against_training(b, data, xs, drop)
         with capture_fds(tmp / "convert.log"):
             source = model.float_blob or model.keras()  # a flatbuffer model's own graph, or the Keras model to trace
             smoothing = None
@@ -97,7 +102,7 @@ def stage_calibrate(
             log.info("calibrate: SmoothQuant (alpha %g) on %d layers", q.smooth.alpha, len(smoothing))
         (tmp / "graph.tflite").write_bytes(graph)
         stats.save(st, tmp / "stats.npz")
-        return {**meta, "samples": n_cal}, (graph, st)
+        return {**meta, "samples": len(xs[0]), **({"drift": drifted} if drifted else {})}, (graph, st)
 
     memo = b.shared.setdefault("calibration", {})
     if fresh or (batch, equalize) not in memo:  # once per build, with or without --no-cache
@@ -105,6 +110,38 @@ def stage_calibrate(
         again = lambda: stage_calibrate(b, model, data, batch, equalize, fresh=True)
         memo[batch, equalize] = Calibration(entry, value, again)
     return memo[batch, equalize]
+
+
+def _checked_against_training(b: Build, data: Data, xs: list, drop: bool) -> tuple[list, list[dict]]:
+    """The calibration inputs checked against the training split (``data.drift``): outlying samples are warned
+    about, refused (``data.calibration.strict``) or dropped (``data.calibration.drop_outliers``)."""
+    from toolchain.data.drift import describe, drift
+    from toolchain.errors import DataShapeError
+
+    if not data.sizes["train"]:
+        return xs, []
+    found = drift(list(data.xs_train), xs, list(data.input_names))
+    spec = b.recipe.data.calibration
+    for d in found:
+        if spec is not None and spec.strict:
+            raise DataShapeError(
+                f"{b.recipe.line_of('data', 'calibration')}: data.calibration: {describe(d)} "
+                "(strict: set drop_outliers, or clean the set)"
+            )
+        log.warning(
+            "calibration data: %s%s",
+            describe(d),
+            "; dropped" if drop else " (data.calibration.drop_outliers: true drops them; strict: true refuses the set)",
+        )
+    if drop and found:
+        import numpy as np
+
+        out = sorted(set().union(*(set(d["_outlying"].tolist()) for d in found)))
+        keep = np.setdiff1d(np.arange(len(xs[0])), out)
+        if not keep.size:
+            raise DataShapeError("data.calibration.drop_outliers: every calibration sample is outlying")
+        xs = [x[keep] for x in xs]
+    return xs, [{k: v for k, v in d.items() if not k.startswith("_")} | {"dropped": drop} for d in found]
 
 
 def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -> Artifact:
@@ -126,6 +163,7 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
         **({"int4_nodes": int4_nodes} if int4_nodes else {}),  # absent when unused: other cache keys stay as they were
         "method": q.calibration,
         "percentile": q.percentile,
+        "max_clipped": q.max_clipped,
         "symmetric": q.activations == "symmetric",
         "bias_correction": q.bias_correction,
         "io_type": plan.io_type,
@@ -167,11 +205,22 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
         with capture_fds(tmp / "convert.log"):
             blob, report = quantize(cal.graph, cal.stats, **settings, int4_choose=choose)
         (tmp / "model.tflite").write_bytes(blob)
+        for t in report.get("guarded", []):
+            log.warning(
+                "calibration: %s would clip %.1f %% of %s's calibration values (range [%.4g, %.4g]; "
+                "quantize.max_clipped %s): minmax kept for it",
+                q.calibration,
+                100 * t["clipped"],
+                t["tensor"],
+                *t["range"],
+                q.max_clipped,
+            )
         report |= {
             "samples": cal.meta["samples"],
             "route": cal.meta["route"],
             "equalization": cal.meta.get("equalization"),
             **({"smoothing": cal.meta["smoothing"]} if "smoothing" in cal.meta else {}),
+            **({"calibration_drift": cal.meta["drift"]} if "drift" in cal.meta else {}),
             "traced_batch": trace_batch,
         }
         return {"plan": plan.as_dict(), "quantization": report, **describe(blob)}, blob
