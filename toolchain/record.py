@@ -180,6 +180,10 @@ class Quantization(Model):
     clipped_share_mean: float
     utilisation_mean: float = Field(description="mean share of each tensor's grid its calibration values span")
     most_clipped: list[ClippedTensor] = Field(default_factory=list)
+    inputs: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="per model input: its range, int8 scale, the calibration values' min/max and the share clipped",
+    )
     guarded: list[ClippedTensor] = Field(
         default_factory=list,
         description="tensors whose kl/percentile/mse range would have clipped more than quantize.max_clipped: the "

@@ -66,4 +66,13 @@ def test_the_build_warns_refuses_or_drops_a_glitching_calibration_set(tiny_recip
         if not extra:  # diagnose names the input as the culprit, before any layer
             rc, out, err = run_cli("diagnose", recipe, "--out", tmp_path / "b00", "--samples", "16", "--format", "md")
             assert rc == 0, err
-            assert "Culprit: the input `input_1`'s scale is set by 6 calibration samples" in out
+            assert f"Culprit: the input `{d['input']}`'s scale is set by 6 calibration samples" in out  # its name
+    # quantize.input_range: training: the glitched samples cannot set the input's scale
+    recipe = tiny_recipe(quantize="mode: int8, input_range: training", extra="acceptance: {max_accuracy_drop: 100}")
+    recipe.write_text(recipe.read_text().replace("builtin: digits", "builtin: digits\n  calibration: {npz: cal.npz}"))
+    rc, out, err = run_cli("build", recipe, "--out", tmp_path / "ir", "--json")
+    assert rc == 0, err
+    (r,) = json.loads(out)["results"]
+    (x,) = r["quantization"]["inputs"]
+    assert x["range"][0] == pytest.approx(-1, abs=0.01) and x["range"][1] == pytest.approx(1, abs=0.01), x
+    assert x["observed"][1] > 40 and x["clipped"] > 0  # the bright values are clipped, not the rest of the grid

@@ -36,6 +36,7 @@ def test_auto_climbs_every_rung_the_target_runs_and_keeps_the_most_accurate(tiny
         "int8 percentile 99.99",
         "int8 percentile 99.9",
         "int8 mse",
+        "int8 kl, guarded",
         "int8 minmax, equalized, bias-corrected",
         "int8, conv, dense with 16-bit activations (the diagnosis' worst)",
         "int8, quantization-aware training",
@@ -55,7 +56,7 @@ def test_on_a_phone_the_search_reaches_float_layers_then_other_modes(tiny_recipe
     assert code == 11, err
     (r,) = record(tmp_path / "b")["results"]
     plans = [p["plan"] for p in r["plan_search"]]
-    assert plans[5].startswith("int8, ") and plans[5].endswith("in float (the diagnosis' worst)")
-    assert plans[6].endswith("with 16-bit activations (the diagnosis' worst)")
-    assert plans[7:] == ["int8, quantization-aware training", "int16x8 (16-bit activations)", "float16", "float32"]
-    assert [p["mode"] for p in r["plan_search"]][5:] == ["int8", "int8", "int8", "int16x8", "float16", "float32"]
+    assert plans[6].startswith("int8, ") and plans[6].endswith("in float (the diagnosis' worst)")
+    assert plans[7].endswith("with 16-bit activations (the diagnosis' worst)")
+    assert plans[8:] == ["int8, quantization-aware training", "int16x8 (16-bit activations)", "float16", "float32"]
+    assert [p["mode"] for p in r["plan_search"]][6:] == ["int8", "int8", "int8", "int16x8", "float16", "float32"]

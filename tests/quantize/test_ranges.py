@@ -122,9 +122,14 @@ def test_kl_keeps_a_relu6_saturation_wall():
 
 
 def test_the_guard_falls_back_to_minmax_when_a_range_clips_too_much():
-    s = stats_of(np.r_[RNG.uniform(0, 1, 9_000), RNG.uniform(50, 60, 1_000)])  # 10 % of the values far out
-    lo, hi, fell = ranges.guarded(s, "percentile", 85.0, max_clipped=0.01)  # the 85th percentile clips 15 %
+    rng = np.random.default_rng(4)  # a draw where the threshold falls inside the tail (for some it keeps it all)
+    s = stats_of(np.r_[rng.uniform(0, 1, 9_500), rng.uniform(1, 100, 500)])  # 5 % of the values in a far tail
+    kl = ranges.compute(s, "kl")
+    assert 0.001 < ranges.clipped_share(s, *kl) < 0.01  # the entropy threshold gives up part of the tail
+    lo, hi, fell = ranges.guarded(s, "kl", 99.99, max_clipped=0.001)
     assert fell and (lo, hi) == ranges.compute(s, "minmax")
-    lo, hi, fell = ranges.guarded(s, "percentile", 85.0, max_clipped=None)
-    assert not fell and hi < 50
-    assert ranges.guarded(s, "minmax", 85.0, 0.01)[2] is False  # minmax clips nothing: never guarded
+    assert ranges.guarded(s, "kl", 99.99, max_clipped=0.01) == (*kl, False)  # within the default: kept
+    assert ranges.guarded(s, "kl", 99.99, max_clipped=None) == (*kl, False)
+    # a percentile clips the share it names (85: 15 % of the values) and is not guarded for that
+    assert ranges.guarded(s, "percentile", 85.0, max_clipped=0.01)[2] is False
+    assert ranges.guarded(s, "minmax", 85.0, 0.0)[2] is False  # minmax clips nothing: never guarded

@@ -408,12 +408,19 @@ class QuantizeSpec(Strict):
         "percentile, kl (entropy, as TensorRT), mse (least squared quantization error)",
     )
     percentile: float = Field(99.99, gt=50, le=100, description="calibration: percentile: the quantile kept")
+    input_range: Literal["calibration", "training", "normalization"] = Field(
+        "calibration",
+        description="int8: where the model inputs' ranges come from: the calibration samples (as every tensor's), "
+        "the training split (its 0.01-99.99 % range: calibration samples cannot widen it), or data.normalization "
+        "(the range normalized pixels take)",
+    )
     max_clipped: float | None = Field(
         0.01,
         ge=0,
         le=1,
-        description="kl, percentile, mse: the largest share of a tensor's calibration values its range may clip; "
-        "a range clipping more falls back to minmax for that tensor, with a warning naming it (null: no guard)",
+        description="kl, percentile, mse: the largest share of a tensor's calibration values its range may clip (a "
+        "percentile: at least the share it names); a range clipping more falls back to minmax for that tensor, "
+        "with a warning naming it (null: no guard)",
     )
     activations: Literal["asymmetric", "symmetric"] = Field(
         "asymmetric", description="symmetric: zero point 0 on every int8 activation (some NPUs and DSPs need it)"
@@ -467,6 +474,7 @@ class QuantizeSpec(Strict):
             or self.equalize
             or self.bias_correction
             or self.smooth is not None
+            or self.input_range != "calibration"
         )
 
 

@@ -17,7 +17,8 @@ WIDER = 1.5  # the calibration range this many times the training one: the input
 SHOWN = 5  # sample indices named
 
 
-def _range(x: np.ndarray, cap: int = 2_000_000) -> tuple[float, float]:
+def training_range(x: np.ndarray, cap: int = 2_000_000) -> tuple[float, float]:
+    """The 0.01 %-99.99 % range of ``x``'s values."""
     flat = x.reshape(-1)
     if flat.size > cap:  # the quantiles of a strided subset: enough for a 0.01 % tail
         flat = flat[:: flat.size // cap + 1]
@@ -31,7 +32,7 @@ def drift(train: list[np.ndarray], calib: list[np.ndarray], names: list[str]) ->
     for name, t, c in zip(names, train, calib, strict=True):
         if not len(t) or not len(c) or not np.issubdtype(c.dtype, np.floating):
             continue  # nothing to compare against, or integer tokens (a language model's)
-        lo, hi = _range(t)
+        lo, hi = training_range(t)
         span = max(hi - lo, 1e-12)
         per = c.reshape(len(c), -1)
         smin, smax = per.min(axis=1), per.max(axis=1)

@@ -72,6 +72,7 @@ def quantize(
     int4_nodes: dict[str, str] | None = None,
     int4_choose=None,
     max_clipped: float | None = None,
+    input_ranges: list[list[float]] | None = None,
 ) -> tuple[bytes, dict]:
     """The int8 artifact and the report of its ranges. ``float_nodes``/``int16_nodes``/``int4_nodes``: op outputs
     kept in float, given 16-bit activations, or whose ops get 4-bit weights ({node: weight granularity}; with
@@ -81,11 +82,18 @@ def quantize(
 
     g = Graph(graph)
     rows, guarded = _set_ranges(g, stats, method, percentile, symmetric, max_clipped)
+    inputs = _input_scales(g, stats)
+    if input_ranges is not None:  # quantize.input_range: the inputs' ranges from the training data or the recipe
+        for i, (lo, hi) in zip([int(t) for t in g.sg.inputs], input_ranges, strict=False):
+            if i in g.slots():
+                lo, hi = min(lo, 0.0), max(hi, 0.0)
+                g.set_range(i, *(ranges.symmetric(lo, hi) if symmetric else (lo, hi)))
+        inputs = _input_scales(g, stats)
     if batch is not None and not g.fix_batch(batch):
         raise ConversionError("calibration: the graph reads its batch size as data: trace it with the fixed batch")
     if batch is not None and g.batch() != batch:
         raise ConversionError(f"calibration: the graph's batch is fixed at {g.batch()}; the target wants {batch}")
-    report: dict = {"method": method, "percentile": percentile if method == "percentile" else None}
+    report: dict = {"method": method, "percentile": percentile if method == "percentile" else None, "inputs": inputs}
     if guarded:
         report["guarded"] = guarded
     if bias_correction:
@@ -112,6 +120,28 @@ def quantize(
         report |= {"float_ops": float_nodes or [], "int16_ops": int16_nodes or [], "int4_ops": sorted(int4_nodes or [])}
         report["int8_bytes"] = len(quantize_graph(g.to_bytes(), io_type, per_channel))
     return blob, report | _range_report(rows, symmetric)
+
+
+def _input_scales(g: Graph, stats: dict[int, TensorStats]) -> list[dict]:
+    """Per graph input: its range, its int8 scale and the share of calibration values the range holds (a scale set
+    by a few samples holds nearly all of them in a few of its 256 levels: the report says how the range was set)."""
+    out = []
+    for i in (int(t) for t in g.sg.inputs):
+        if i not in g.slots() or i not in stats:
+            continue
+        lo, hi = g.range(i)
+        s = stats[i]
+        out.append(
+            {
+                "input": g.name(i),
+                "range": [lo, hi],
+                "scale": (hi - lo) / (ranges.LEVELS - 1),
+                "observed": [s.min, s.max],
+                "clipped": ranges.clipped_share(s, lo, hi),
+                "utilisation": ranges.utilisation(s, lo, hi),
+            }
+        )
+    return out
 
 
 def _set_ranges(

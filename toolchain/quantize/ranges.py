@@ -32,8 +32,11 @@ CLIPPING_METHODS = ("percentile", "kl", "mse")
 
 def guarded(s: TensorStats, method: str, percentile: float, max_clipped: float | None) -> tuple[float, float, bool]:
     """``compute``'s range, or minmax's when the method's range clips more than ``max_clipped`` of the values
-    (None: no guard); the flag says it fell back."""
+    (None: no guard; a percentile may clip the share it names, both tails: 99 clips 2 %); the flag says it fell
+    back."""
     lo, hi = compute(s, method, percentile)
+    if max_clipped is not None and method == "percentile":
+        max_clipped = max(max_clipped, 2 * (1 - percentile / 100) * 1.05)
     if max_clipped is not None and method in CLIPPING_METHODS and clipped_share(s, lo, hi) > max_clipped:
         lo, hi = compute(s, "minmax")
         return lo, hi, True

@@ -84,6 +84,14 @@ def quantization_markdown(q: Quantization, size_bytes: int) -> list[str]:
             for c in q.most_clipped
         ]
         lines.append("")
+    for x in q.inputs:
+        lines += [
+            f"Input `{x['input']}`: range [{x['range'][0]:.4g}, {x['range'][1]:.4g}] (int8 scale {x['scale']:.4g}; "
+            f"calibration values {x['observed'][0]:.4g} / {x['observed'][1]:.4g}"
+            + (f", {100 * x['clipped']:.2f} % clipped" if x["clipped"] else "")
+            + ").",
+            "",
+        ]
     for d in q.calibration_drift:
         lines += [
             f"**Calibration data unlike the training data**, input `{d['input']}`: {d['outlying_samples']} samples "

@@ -112,6 +112,29 @@ def stage_calibrate(
     return memo[batch, equalize]
 
 
+def _input_ranges(b: Build, data: Data) -> list[list[float]]:
+    """``quantize.input_range``: each model input's range from the training split, or from data.normalization."""
+    from toolchain.errors import ConfigError
+
+    r = b.recipe
+    where = f"{r.line_of('quantize', 'input_range')}: quantize.input_range"
+    if r.quantize.input_range == "training":
+        from toolchain.data.drift import training_range
+
+        if not data.sizes["train"]:
+            raise ConfigError(f"{where}: training: the data has no training split (data.split.train is 0)")
+        return [list(training_range(x)) for x in data.xs_train]
+    norm = r.data.normalization
+    if norm is None and (r.data.builtin or r.data.folder):
+        from toolchain.config.recipe import Normalization
+
+        norm = Normalization()  # images' default
+    if norm is None:
+        raise ConfigError(f"{where}: normalization: the recipe sets no data.normalization to take it from")
+    lo, hi = sorted(((0 - norm.mean) / norm.std, (1 - norm.mean) / norm.std))
+    return [[lo, hi]] * len(data.input_names)
+
+
 def _checked_against_training(b: Build, data: Data, xs: list, drop: bool) -> tuple[list, list[dict]]:
     """The calibration inputs checked against the training split (``data.drift``): outlying samples are warned
     about, refused (``data.calibration.strict``) or dropped (``data.calibration.drop_outliers``)."""
@@ -171,6 +194,8 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
         "batch": None if trace_batch else plan.batch,
     }
     select = {"int4_select": q.int4_select.model_dump()} if q.int4_select else {}  # absent when unused, as above
+    if q.input_range != "calibration":
+        settings["input_ranges"] = _input_ranges(b, data)
 
     def compute(tmp: Path):
         from toolchain.quantize.calibrate import quantize

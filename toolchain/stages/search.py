@@ -31,6 +31,8 @@ LADDER = (
     ("int8 percentile 99.99", {"mode": "int8", "calibration": "percentile", "percentile": 99.99}),
     ("int8 percentile 99.9", {"mode": "int8", "calibration": "percentile", "percentile": 99.9}),
     ("int8 mse", {"mode": "int8", "calibration": "mse"}),
+    ("int8 kl, guarded", {"mode": "int8", "calibration": "kl"}),  # quantize.max_clipped keeps a range from clipping
+    ("int8 minmax, input range from the training data", {"mode": "int8", "input_range": "training"}),
     ("int8 minmax, equalized, bias-corrected", {"mode": "int8", "equalize": True, "bias_correction": True}),
     ("int8, the 3 worst layers (diagnosis) in float", {"mode": "int8", "float_worst": 3}),
     ("int8, the sensitive ops with 16-bit activations", {"mode": "int8", "int16_sensitive": True}),
@@ -71,6 +73,8 @@ def _rungs(b: Build, target: Target, data: Data, model: ModelStage) -> Iterator[
         if fields["mode"] not in target.numerics.modes or (flatbuffer and fields["mode"] not in FLATBUFFER_MODES):
             continue
         fields = dict(fields)
+        if fields.get("input_range") and (b.recipe.data.calibration is None or not data.sizes["train"]):
+            continue  # only a calibration set apart from the training data can set the inputs' range wrong
         if fields.pop("float_worst", None):
             if "float32" not in target.numerics.modes:
                 continue  # an integer-only runtime cannot keep layers in float
@@ -124,7 +128,7 @@ def _int16_sensitive(b: Build, target: Target, data: Data, model: ModelStage) ->
 
 
 def _rung_recipe(b: Build, fields: dict, qat: bool):
-    update = {"calibration": "minmax", "equalize": False, "bias_correction": False}
+    update = {"calibration": "minmax", "equalize": False, "bias_correction": False, "input_range": "calibration"}
     update |= {"float_layers": [], "int16_layers": [], **fields}
     if fields["mode"] != "int8":
         update["io_type"] = None
