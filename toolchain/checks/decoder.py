@@ -10,7 +10,7 @@ import numpy as np
 
 from toolchain.checks.litert import dequantize
 from toolchain.errors import RuntimeValidationError
-from toolchain.models.decoder import cache_inputs
+from toolchain.models.decoder import cache_inputs, cache_of, signatures
 
 
 def kv_cache(blob: bytes) -> dict:
@@ -39,11 +39,10 @@ def run(blob: bytes, windows: np.ndarray, threads: int = 1) -> tuple[np.ndarray,
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        it = Interpreter(model_content=blob, num_threads=threads)
-        prefill, decode = it.get_signature_runner("prefill"), it.get_signature_runner("decode")
+        prefill, decode = signatures(Interpreter(model_content=blob, num_threads=threads))
     except (ValueError, RuntimeError) as exc:
         raise RuntimeValidationError(f"LiteRT cannot load the decoder: {exc}") from None
-    names = sorted(cache_inputs(blob))
+    names = sorted(cache_of(decode))
     po, do = prefill.get_output_details()["logits"], decode.get_output_details()["logits"]
     context = windows.shape[1]
     half = context // 2

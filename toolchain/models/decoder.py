@@ -34,10 +34,21 @@ def cache_inputs(blob: bytes) -> dict[str, dict]:
     """The decode signature's cache inputs: {name: LiteRT's input details}."""
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_content=blob)
-    if set(it.get_signature_list()) != {"prefill", "decode"}:
-        raise ConversionError(f"a decoder artifact has signatures prefill and decode, not {it.get_signature_list()}")
-    return {n: d for n, d in it.get_signature_runner("decode").get_input_details().items() if n not in FIXED}
+    return cache_of(signatures(Interpreter(model_content=blob))[1])
+
+
+def signatures(interpreter) -> tuple:
+    """The (prefill, decode) signature runners of a decoder artifact's interpreter."""
+    if set(interpreter.get_signature_list()) != {"prefill", "decode"}:
+        raise ConversionError(
+            f"a decoder artifact has signatures prefill and decode, not {interpreter.get_signature_list()}"
+        )
+    return interpreter.get_signature_runner("prefill"), interpreter.get_signature_runner("decode")
+
+
+def cache_of(decode) -> dict[str, dict]:
+    """A decode runner's cache inputs: {name: LiteRT's input details}."""
+    return {n: d for n, d in decode.get_input_details().items() if n not in FIXED}
 
 
 def build_decoder(spec: ModelSpec):

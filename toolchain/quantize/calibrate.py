@@ -82,13 +82,12 @@ def quantize(
 
     g = Graph(graph)
     rows, guarded = _set_ranges(g, stats, method, percentile, symmetric, max_clipped)
-    inputs = _input_scales(g, stats)
     if input_ranges is not None:  # quantize.input_range: the inputs' ranges from the training data or the recipe
         for i, (lo, hi) in zip([int(t) for t in g.sg.inputs], input_ranges, strict=False):
             if i in g.slots():
                 lo, hi = min(lo, 0.0), max(hi, 0.0)
                 g.set_range(i, *(ranges.symmetric(lo, hi) if symmetric else (lo, hi)))
-        inputs = _input_scales(g, stats)
+    inputs = _input_scales(g, stats)
     if batch is not None and not g.fix_batch(batch):
         raise ConversionError("calibration: the graph reads its batch size as data: trace it with the fixed batch")
     if batch is not None and g.batch() != batch:

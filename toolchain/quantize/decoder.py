@@ -18,7 +18,7 @@ import logging
 import numpy as np
 
 from toolchain.errors import ConversionError
-from toolchain.models.decoder import cache_inputs
+from toolchain.models.decoder import cache_of, signatures
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,8 @@ def calibration_samples(float_blob: bytes, windows: np.ndarray) -> dict[str, lis
     prefill of its first half."""
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_content=float_blob)
-    prefill, decode = it.get_signature_runner("prefill"), it.get_signature_runner("decode")
-    names = list(cache_inputs(float_blob))
+    prefill, decode = signatures(Interpreter(model_content=float_blob))
+    names = list(cache_of(decode))
     context = windows.shape[1]
     half = context // 2
     pre, dec = [], []
@@ -60,7 +59,7 @@ def quantize_decoder(float_blob: bytes, windows: np.ndarray, int16_ops: tuple[st
     from ai_edge_quantizer.utils.calibration_utils import CalibrationQsvAlignmentUtils
 
     samples = calibration_samples(float_blob, windows)
-    names = list(cache_inputs(float_blob))
+    names = sorted({n for step in samples["decode"][:1] for n in step} - {"token", "pos"})  # the cache tensors
     q = quantizer.Quantizer(float_blob, recipe.static_wi8_ai8())
     for op in int16_ops:
         q.add_static_config(".*", getattr(qtyping.TFLOperationName, op), 16, 8)

@@ -3,6 +3,7 @@ cache (``models.decoder``), and its int8 from both signatures' calibration (``qu
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -53,8 +54,6 @@ def stage_decoder(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) ->
             q, report = quantize_decoder(blob, data.xs_calib[0][:windows], sixteen)
         (tmp / "model.tflite").write_bytes(q)
         return {"report": report, **describe(q)}, q
-
-    import hashlib
 
     inputs = {"float": hashlib.sha256(blob).hexdigest(), "data": data.digest, "windows": windows, "mode": mode}
     q, entry = b.cache.run(INT8, inputs, compute, lambda e: e.file("model.tflite").read_bytes())
