@@ -36,4 +36,5 @@ SUITE = {
     "smoothquant": ("SmoothQuant on a Transformer with planted outlier channels", "below"),
     "int4_select": ("4-bit weights chosen by measured sensitivity: encoder and MobileNetV2", "below"),
     "charlm": ("A byte-level decoder LM with prefill/decode signatures and a KV cache, phone", "below"),
+    "calibration_traps": ("Calibration traps: glitched calibration images, KL on ReLU6", "below"),
 }
