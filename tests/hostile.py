@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,6 +179,41 @@ def huge_buffer_tflite(d: Path) -> list[str]:
     return ["inspect", str(d / "m.tflite")]
 
 
+def fifo_recipe(d: Path) -> list[str]:
+    """A FIFO named like a recipe: nothing ever writes to it (opening it to read would block)."""
+    os.mkfifo(d / "recipe.yaml")
+    return ["recipe", "check", str(d / "recipe.yaml")]
+
+
+def bad_profile(change: tuple[str, str]):
+    """``recipe check`` of a recipe for cortex-m7, with a --targets-dir whose cortex-m7 profile has a defect."""
+
+    def make(d: Path) -> list[str]:
+        (d / "profiles").mkdir()
+        text = (REPO / "targets" / "cortex-m7.yaml").read_text()
+        assert change[0] in text
+        (d / "profiles" / "cortex-m7.yaml").write_text(text.replace(*change))
+        (d / "recipe.yaml").write_text(
+            MOBILENET.replace("[phone-cpu, cortex-m7, ethos-u55-128, edgetpu]", "[cortex-m7]")
+        )
+        return ["--targets-dir", str(d / "profiles"), "recipe", "check", str(d / "recipe.yaml")]
+
+    return make
+
+
+DEFAULT_MODEL = "{application: MobileNetV2, alpha: 0.35, input_shape: [32, 32, 3], classes: 10}"
+
+
+def missing_file_build(model: str, data: str):
+    """A build whose recipe names a model or data file that is not there."""
+
+    def make(d: Path) -> list[str]:
+        (d / "recipe.yaml").write_text(DATA_RECIPE.format(data=data).replace(DEFAULT_MODEL, model))
+        return ["build", str(d / "recipe.yaml"), "--out", str(d / "out")]
+
+    return make
+
+
 def _alias_bomb() -> str:
     rows = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
     for i in range(9):
@@ -260,6 +296,73 @@ CASES = [
         4,
         "'-v' is not a target name",
     ),
+    Case("dev-zero-recipe", lambda d: ["recipe", "check", "/dev/zero"], 3, "/dev/zero: not a regular file"),
+    Case("fifo-recipe", fifo_recipe, 3, "recipe.yaml: not a regular file (a device, FIFO or socket)"),
+    Case(
+        "invalid-timestamp",
+        recipe(MOBILENET.replace("epochs: 12", "epochs: !!timestamp not-a-date")),
+        3,
+        ":16: cannot read 'not-a-date' as timestamp",
+    ),
+    Case(
+        "profile-batch-0", bad_profile(("batch: 1", "batch: 0")), 3, "cortex-m7.yaml:7: batch: Input should be greater"
+    ),
+    Case("profile-batch-negative", bad_profile(("batch: 1", "batch: -3")), 3, "(got -3)"),
+    Case("profile-batch-huge", bad_profile(("batch: 1", "batch: 100000")), 3, "batch: Input should be less than"),
+    Case(
+        "empty-float-layer",
+        recipe(MOBILENET.replace("calibration_samples: 100", "calibration_samples: 100\n  float_layers: ['']")),
+        3,
+        ":25: quantize.float_layers.0: an empty layer name or pattern names no layer",
+    ),
+    Case(
+        "huge-epochs",
+        recipe(MOBILENET.replace("epochs: 12", "epochs: " + "1" + "0" * 30)),
+        3,
+        ":16: train.epochs: Input should be less than or equal to 10000",
+    ),
+    Case(
+        "huge-calibration-samples",
+        recipe(MOBILENET.replace("calibration_samples: 100", "calibration_samples: 100000000000")),
+        3,
+        ":24: quantize.calibration_samples: Input should be less than or equal to 1000000",
+    ),
+    Case(
+        "huge-input-shape",
+        recipe(MOBILENET.replace("[96, 96, 3]", "[100000, 100000, 3]")),
+        3,
+        ":8: model.input_shape.0: Input should be less than or equal to 4096",
+    ),
+    Case("negative-seed", recipe(MOBILENET.replace("seed: 0\n  batchnorm", "seed: -1\n  batchnorm")), 3, "train.seed"),
+    Case(
+        "duplicate-targets",
+        recipe(MOBILENET.replace("[phone-cpu, cortex-m7, ethos-u55-128, edgetpu]", "[phone-cpu, phone-cpu]")),
+        3,
+        ":25: targets.1: 'phone-cpu' is listed twice",
+    ),
+    Case(
+        "misspelt-key",
+        recipe(MOBILENET.replace("epochs: 12", "epoch: 12")),
+        3,
+        ":16: train.epoch: unknown key (did you mean 'epochs'?)",
+    ),
+    Case(
+        "misspelt-section",
+        recipe(MOBILENET.replace("quantize:", "quantise:")),
+        3,
+        ":21: quantise: unknown key (did you mean 'quantize'?)",
+    ),
+    Case("missing-recipe", lambda d: ["recipe", "check", str(d / "none.yaml")], 22, "none.yaml: file not found"),
+    Case(
+        "missing-model-file",
+        missing_file_build("{file: none.keras, classes: 10}", "{builtin: digits}"),
+        22,
+        "model.file: ",
+    ),
+    Case(
+        "missing-data-file", missing_file_build(DEFAULT_MODEL, "{npz: none.npz}"), 22, "none.npz: data file not found"
+    ),
+    Case("missing-data-folder", missing_file_build(DEFAULT_MODEL, "{folder: none}"), 22, "none: data folder not found"),
     # data
     Case("nan-pixel", npz_build(**nan_pixel()), 17, "1 of 40 samples hold NaN or infinity; the first is sample 3"),
     Case("one-hot-labels", npz_build(x=images(), y=np.eye(10)[labels()]), 6, "labels are one-hot, shape (40, 10)"),
@@ -295,5 +398,6 @@ CASES = [
     # bundles and models on disk
     Case("manifest-files-list", bundle("files-as-list"), 13, "'files' must map file names to sha256 digests"),
     Case("bundle-huge-member", bundle("huge-member"), 13, "exceeds the bounds of a bundle"),
+    Case("missing-bundle", lambda d: ["verify", str(d / "none.tar.gz")], 22, "none.tar.gz: file not found"),
     Case("tflite-1tib-buffer", huge_buffer_tflite, 5, "buffer 1 points outside the file"),
 ]

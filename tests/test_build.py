@@ -63,8 +63,8 @@ def test_missing_model_file(tiny_recipe, tmp_path, run_cli):
     text = recipe.read_text()
     recipe.write_text(text.replace("file: ", "file: /nonexistent/"))
     code, stdout, stderr = run_cli("build", recipe, "--out", tmp_path / "b")
-    assert code == 5 and stdout == ""
-    assert stderr.strip().endswith("does not exist (run with -v for the traceback)")
+    assert code == 22 and stdout == ""
+    assert stderr.strip().endswith("does not exist") and "run with -v" not in stderr
     assert "Traceback" not in stderr
 
 
@@ -94,7 +94,7 @@ def test_config_errors_exit_codes(tmp_path, run_cli):
     code, _, stderr = run_cli("-v", "recipe", "check", bad)
     assert code == 3 and "Traceback" in stderr
     code, _, stderr = run_cli("build", tmp_path / "missing.yaml")
-    assert code == 3 and "file not found" in stderr
+    assert code == 22 and "file not found" in stderr
 
 
 def test_recipe_check_and_targets_commands(run_cli):

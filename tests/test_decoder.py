@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import write_recipe
 from toolchain.config.recipe import DataSpec
 from toolchain.data.text import load_text
-from toolchain.errors import DataShapeError, InputError
+from toolchain.errors import DataShapeError, InputError, MissingInputError
 
 
 def generated_text(sentences: int = 400, seed: int = 0) -> str:
@@ -46,7 +46,7 @@ def test_text_that_is_not_a_regular_file_is_refused(tmp_path):
         load_text(DataSpec(text=fifo), 8)
     with pytest.raises(InputError, match="not a regular file"):
         load_text(DataSpec(text="/dev/zero"), 8)  # stat says 0 bytes; reading never ends
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(MissingInputError, match="file not found"):
         load_text(DataSpec(text=tmp_path / "missing.txt"), 8)
 
 

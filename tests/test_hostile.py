@@ -15,7 +15,10 @@ def params(cases):
 
 
 @pytest.mark.parametrize("case", params(CASES))
-def test_bad_input_gets_its_exit_code_and_one_line(case, tmp_path, run_cli):
+def test_bad_input_gets_its_exit_code_and_one_line(case, tmp_path, run_cli, monkeypatch):
+    from toolchain.config import loader
+
+    monkeypatch.setattr(loader, "TARGETS_DIR", loader.TARGETS_DIR)  # --targets-dir sets it: restored after the case
     args = case.make(tmp_path)
     code, out, err = run_cli(*args)
     assert code == case.code, err
@@ -51,3 +54,46 @@ def test_no_bad_input_reaches_an_internal_error_in_a_real_process(cases, tmp_pat
             bad = [line for line in proc.stderr.splitlines() if "internal error" in line or "Traceback" in line]
             assert not bad, (case.name, proc.stderr[-2000:])
             assert proc.returncode == case.code, (case.name, proc.stderr[-2000:])
+
+
+def _cli_capped(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """``python -m toolchain ARGS`` in a process limited to 3 GB of address space; also its wall time."""
+    import resource
+    import time
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolchain", *args], capture_output=True, text=True, timeout=30, preexec_fn=cap
+    )
+    return proc, time.monotonic() - start
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo"])
+def test_a_device_or_fifo_as_recipe_answers_at_once_under_a_memory_cap(kind, tmp_path):
+    path = "/dev/zero"
+    if kind == "fifo":
+        path = str(tmp_path / "recipe.yaml")
+        os.mkfifo(path)
+    proc, seconds = _cli_capped("recipe", "check", path)
+    assert proc.returncode == 3 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith(f"error: {path}: not a regular file") and proc.stderr.count("\n") == 1
+    assert seconds < 2, seconds
+
+
+def test_targets_list_prints_nothing_when_a_profile_is_bad(tmp_path, run_cli, monkeypatch):
+    from tests.conftest import REPO
+    from toolchain.config import loader
+
+    monkeypatch.setattr(loader, "TARGETS_DIR", loader.TARGETS_DIR)
+    for name in ("cortex-m7", "phone-cpu"):  # the good one sorts first, the bad one after it
+        text = (REPO / "targets" / f"{name}.yaml").read_text()
+        (tmp_path / f"{name}.yaml").write_text(text.replace("batch: null", "batch: -3"))
+    code, out, err = run_cli("--targets-dir", tmp_path, "targets", "list")
+    assert code == 3 and out == ""
+    assert err.startswith(f"error: {tmp_path / 'phone-cpu.yaml'}:7: batch: Input should be greater than or equal to 1")
+    (tmp_path / "phone-cpu.yaml").unlink()
+    code, out, _ = run_cli("--targets-dir", tmp_path, "targets", "list", "--wide")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["cortex-m7"]

@@ -122,6 +122,12 @@ class MissingExtraError(ToolchainError):
     exit_code = 21
 
 
+class MissingInputError(ToolchainError):
+    """A file or folder the command or the recipe names does not exist: a recipe, a bundle, a model or data file."""
+
+    exit_code = 22
+
+
 #: OS errors that are the user's environment, not a bug (read-only, full, permissions, name too long).
 FILESYSTEM_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
 

@@ -73,6 +73,11 @@ class Tensor:
     def activation_bytes(self) -> int:
         return self.elements * _TYPE_BYTES.get(self.dtype, 4)
 
+    @property
+    def declared_bytes(self) -> int:
+        """What a runtime allocates for the shape the file declares (a dynamic ``-1`` counted as 1)."""
+        return int(math.prod(d if d >= 0 else 1 for d in self.shape)) * _TYPE_BYTES.get(self.dtype, 4)
+
 
 @dataclass
 class Op:
@@ -105,6 +110,54 @@ def _check_buffers(buffers: list, size: int, where: str) -> None:
             )
 
 
+#: The most bytes any tensor's declared shape may take, and all non-constant tensors of a model together (what
+#: a runtime allocates before it runs): 2 GiB, far above any edge model's (a phone app has a few hundred MB).
+MAX_DECLARED_BYTES = 2**31
+
+
+def _check_indices(where: str, sg, subgraph: int, opnames: list[str], buffers: int) -> None:
+    """Every index a subgraph holds points at something the file has (-1: an optional input left out)."""
+    at, tensors = (f"{where}: subgraph {subgraph}" if subgraph else where), len(sg.tensors or [])
+
+    def check(what: str, ids, optional: bool = False) -> None:
+        for t in _ints(ids):
+            if not (0 <= t < tensors or (optional and t == -1)):
+                raise InputError(f"{at}: {what}: tensor {t} does not exist (the subgraph has {tensors} tensors)")
+
+    for i, t in enumerate(sg.tensors or []):
+        if not 0 <= t.buffer < max(buffers, 1):
+            raise InputError(f"{at}: tensor {i}: buffer {t.buffer} does not exist (the model has {buffers} buffers)")
+    for i, o in enumerate(sg.operators or []):
+        if not 0 <= o.opcodeIndex < len(opnames):
+            raise InputError(
+                f"{at}: operator {i}: opcode index {o.opcodeIndex} does not exist (the model has {len(opnames)} "
+                "operator codes)"
+            )
+        for what in ("inputs", "outputs", "intermediates"):
+            check(f"operator {i} ({opnames[o.opcodeIndex]}) {what}", getattr(o, what), optional=what == "inputs")
+    check("the subgraph's inputs", sg.inputs)
+    check("the subgraph's outputs", sg.outputs)
+
+
+def _check_sizes(where: str, tensors: list[Tensor]) -> None:
+    """Refuse declared shapes a runtime would allocate into gigabytes (``MAX_DECLARED_BYTES``), before any does."""
+    limit = f"over the {MAX_DECLARED_BYTES:,} bytes (2 GiB) the toolchain allows"
+    for t in tensors:
+        if t.declared_bytes > MAX_DECLARED_BYTES:
+            raise InputError(
+                f"{where}: tensor {t.index} {t.name!r} declares shape {t.shape} of {t.dtype}: "
+                f"{t.declared_bytes:,} bytes, {limit}"
+            )
+    live = [t for t in tensors if not t.is_constant]
+    total = sum(t.declared_bytes for t in live)
+    if total > MAX_DECLARED_BYTES:
+        big = max(live, key=lambda t: t.declared_bytes)
+        raise InputError(
+            f"{where}: the non-constant tensors declare {total:,} bytes in all (the largest: tensor {big.index} "
+            f"{big.name!r}, shape {big.shape} of {big.dtype}), {limit}"
+        )
+
+
 def _buffer_bytes(buffers: list, i: int) -> int:
     """Bytes of data in buffer ``i`` (0: buffer 0, the empty one, or a missing index)."""
     if i <= 0 or i >= len(buffers):
@@ -119,7 +172,7 @@ def _op_names(fb, operator_codes) -> list[str]:
     names, builtin = [], _names(fb.BuiltinOperator)
     for oc in operator_codes or []:
         code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
-        custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
+        custom = _text(oc.customCode)
         names.append(f"CUSTOM:{custom}" if code == fb.BuiltinOperator.CUSTOM else builtin.get(code, f"UNKNOWN_{code}"))
     return names
 
@@ -160,14 +213,18 @@ class TFLiteModel:
         buffers = m.buffers or []
         _check_buffers(buffers, len(blob), where)
         opnames = _op_names(fb, m.operatorCodes)
+        every = []  # every subgraph's tensors: a runtime allocates them all
+        for k, g in enumerate(m.subgraphs):
+            _check_indices(where, g, k, opnames, len(buffers))
+            every += [_tensor(fb, i, t, buffers) for i, t in enumerate(g.tensors or [])]
+        _check_sizes(where, every)
         sg = m.subgraphs[0]
-        self.tensors: list[Tensor] = [_tensor(fb, i, t, buffers) for i, t in enumerate(sg.tensors or [])]
+        self.tensors: list[Tensor] = every[: len(sg.tensors or [])]
         self.ops: list[Op] = [
             Op(i, opnames[o.opcodeIndex], _ints(o.inputs), _ints(o.outputs), o.builtinOptions, _ints(o.intermediates))
             for i, o in enumerate(sg.operators or [])
         ]
-        self.inputs = [int(i) for i in sg.inputs]
-        self.outputs = [int(i) for i in sg.outputs]
+        self.inputs, self.outputs = _ints(sg.inputs), _ints(sg.outputs)
         self.metadata = {_text(md.name): _buffer_bytes(buffers, md.buffer) for md in m.metadata or []}
         self.constant_bytes = sum(t.const_bytes for t in self.tensors)
 
@@ -182,21 +239,30 @@ class TFLiteModel:
         return dict(Counter(op.name for op in self.ops))
 
     def macs(self) -> dict[int, int]:
-        """Multiply-accumulates per op index, for the ops that dominate compute."""
+        """Multiply-accumulates per op index, for the ops that dominate compute (not for an op whose inputs are
+        not its kernel's: a malformed graph)."""
+
+        def shape(i: int) -> list[int]:
+            if i < 0:
+                raise ValueError("an optional input left out")
+            return self.tensors[i].shape
+
         out = {}
         for op in self.ops:
-            shape = lambda i: self.tensors[i].shape  # noqa: E731
-            if op.name == "CONV_2D":  # weights [Cout, kh, kw, Cin]
-                _, kh, kw, cin = shape(op.inputs[1])
-                out[op.index] = int(math.prod(shape(op.outputs[0]))) * kh * kw * cin
-            elif op.name == "DEPTHWISE_CONV_2D":  # weights [1, kh, kw, Cout]
-                _, kh, kw, _ = shape(op.inputs[1])
-                out[op.index] = int(math.prod(shape(op.outputs[0]))) * kh * kw
-            elif op.name == "FULLY_CONNECTED":  # weights [units, features]
-                out[op.index] = int(math.prod(shape(op.outputs[0]))) * shape(op.inputs[1])[-1]
-            elif op.name == "TRANSPOSE_CONV":  # (output_shape, weights [Cout, kh, kw, Cin], input)
-                cout, kh, kw, _ = shape(op.inputs[1])
-                out[op.index] = int(math.prod(shape(op.inputs[2]))) * kh * kw * cout
+            try:
+                if op.name == "CONV_2D":  # weights [Cout, kh, kw, Cin]
+                    _, kh, kw, cin = shape(op.inputs[1])
+                    out[op.index] = int(math.prod(shape(op.outputs[0]))) * kh * kw * cin
+                elif op.name == "DEPTHWISE_CONV_2D":  # weights [1, kh, kw, Cout]
+                    _, kh, kw, _ = shape(op.inputs[1])
+                    out[op.index] = int(math.prod(shape(op.outputs[0]))) * kh * kw
+                elif op.name == "FULLY_CONNECTED":  # weights [units, features]
+                    out[op.index] = int(math.prod(shape(op.outputs[0]))) * shape(op.inputs[1])[-1]
+                elif op.name == "TRANSPOSE_CONV":  # (output_shape, weights [Cout, kh, kw, Cin], input)
+                    cout, kh, kw, _ = shape(op.inputs[1])
+                    out[op.index] = int(math.prod(shape(op.inputs[2]))) * kh * kw * cout
+            except (IndexError, ValueError):
+                continue
         return out
 
     def total_macs(self) -> int:

@@ -116,3 +116,40 @@ def test_every_shipped_target_is_valid(name):
     from toolchain import checks
 
     assert all(checks.get(name).name == name for name in t.checks)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("  alpha: 0.35", "  alpha: 0.35\n  clases: 3"), ":6: model.clases: unknown key (did you mean 'classes'?)"),
+        (
+            ("quantize:", "quantize:\n  per_chanel: true"),
+            ":10: quantize.per_chanel: unknown key (did you mean 'per_channel'?)",
+        ),
+        (("mode: int8", "mode: int8\ntarget: [phone-cpu]"), ":11: target: unknown key (did you mean 'targets'?)"),
+        (  # a compress step: the keys of the step its tag names
+            ("quantize:", "compress:\n  - {step: low_rank, enrgy: 0.5}\nquantize:"),
+            ":10: compress.0.low_rank.enrgy: unknown key (did you mean 'energy'?)",
+        ),
+        (
+            ("  builtin: digits", "  builtin: digits\n  split: {evl: 0.2}"),
+            ":9: data.split.evl: unknown key (did you mean 'eval'?)",
+        ),
+        (("  alpha: 0.35", "  alpha: 0.35\n  zzz: 3"), ":6: model.zzz: unknown key"),  # nothing close: no guess
+    ],
+)
+def test_an_unknown_key_names_the_closest_known_one(tmp_path, change, message):
+    path = write_recipe(tmp_path, GOOD.replace(*change))
+    with pytest.raises(ConfigError) as exc:
+        load_recipe(path)
+    assert str(exc.value) == f"{path}{message}"
+
+
+def test_an_unknown_key_of_a_target_profile_names_the_closest_known_one(tmp_path, monkeypatch):
+    from toolchain.config import loader
+
+    text = (REPO / "targets" / "cortex-m7.yaml").read_text().replace("batch: 1", "batch: 1\nthreds: 2")
+    (tmp_path / "cortex-m7.yaml").write_text(text)
+    monkeypatch.setattr(loader, "TARGETS_DIR", tmp_path)
+    with pytest.raises(ConfigError, match=r"cortex-m7.yaml:8: threds: unknown key \(did you mean 'threads'\?\)$"):
+        load_target("cortex-m7")

@@ -6,7 +6,7 @@ from PIL import Image
 
 from toolchain.config.recipe import DataSpec
 from toolchain.data import load_dataset
-from toolchain.errors import DataShapeError, InputError
+from toolchain.errors import DataShapeError, InputError, MissingInputError
 
 
 def test_digits_resized_replicated_and_split():
@@ -44,9 +44,9 @@ def test_npz_uint8_scaled_when_asked(tmp_path):
 
 
 def test_unreadable_data_folder(tmp_path):
-    with pytest.raises(InputError, match="does not exist") as exc:
+    with pytest.raises(MissingInputError, match="data folder not found") as exc:
         load_dataset(DataSpec(folder=tmp_path / "nope"), (8, 8, 1), 2)
-    assert exc.value.exit_code == 5
+    assert exc.value.exit_code == 22
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no PNG or JPEG"):
         load_dataset(DataSpec(folder=tmp_path / "empty"), (8, 8, 1), 2)

@@ -12,6 +12,7 @@ import numpy as np
 
 from toolchain.config.recipe import FineTune, Strategy
 from toolchain.errors import CompressionError, ConfigError
+from toolchain.fsutil import progress
 from toolchain.models.compat import keras, tf
 
 log = logging.getLogger(__name__)
@@ -171,20 +172,26 @@ def _objective(spec: FineTune, y: np.ndarray, teacher_train: Teacher | None, cla
     return target, acc, distillation_loss(classes, d.temperature, d.alpha)
 
 
-def _progress(name: str, epochs: int, features: list[str]):
-    """A callback logging each epoch's loss, accuracy and (with feature distillation) feature loss."""
+def _progress(bar, name: str, epochs: int, per_epoch: int, features: list[str]):
+    """A callback moving ``bar`` (``fsutil.progress`` over the epochs) each batch and logging each epoch's loss,
+    accuracy and (with feature distillation) feature loss."""
 
     class Progress(keras().callbacks.Callback):
+        at = 0  # the epoch running
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.at = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            bar.update(self.at + (batch + 1) / per_epoch)
+
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            log.info(
-                "%s: fine-tune epoch %d/%d loss %.4f acc %.3f%s",
-                name,
-                epoch + 1,
-                epochs,
-                logs.get("loss", float("nan")),
-                logs.get("accuracy", logs.get("output_accuracy", float("nan"))),
-                f" feature loss {sum(logs.get(f, 0.0) for f in features):.4f}" if features else "",
+            loss = logs.get("loss", float("nan"))
+            acc = logs.get("accuracy", logs.get("output_accuracy", float("nan")))
+            feature = f" feature loss {sum(logs.get(f, 0.0) for f in features):.4f}" if features else ""
+            bar.update(
+                epoch + 1, f"{name}: fine-tune epoch {epoch + 1}/{epochs} loss {loss:.4f} acc {acc:.3f}{feature}"
             )
 
     return Progress()
@@ -224,15 +231,17 @@ def finetune(
     features = [f"feature_{i}_loss" for i in range(len(pairs))]
     if spec.epochs == 0:
         return {}
-    hist = trained.fit(
-        x,
-        target,
-        batch_size=spec.batch_size,
-        epochs=spec.epochs,
-        verbose=0,
-        shuffle=True,
-        callbacks=[*callbacks, _progress(name, spec.epochs, features)],
-    )
+    per_epoch = int(np.ceil(len(x) / spec.batch_size))
+    with progress(log, f"{name}: fine-tune", spec.epochs, "epochs") as bar:
+        hist = trained.fit(
+            x,
+            target,
+            batch_size=spec.batch_size,
+            epochs=spec.epochs,
+            verbose=0,
+            shuffle=True,
+            callbacks=[*callbacks, _progress(bar, name, spec.epochs, per_epoch, features)],
+        )
     history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
     if pairs:  # the student's own names, and the feature term (unweighted sum of the pairs' mean squared errors)
         history["accuracy"] = history.pop("output_accuracy")

@@ -7,7 +7,8 @@ import logging
 import numpy as np
 
 from toolchain.config.recipe import TrainSpec
-from toolchain.errors import NonFiniteError
+from toolchain.errors import InputError, NonFiniteError
+from toolchain.fsutil import progress
 from toolchain.models.compat import keras
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,13 @@ def set_batchnorm_momentum(model, momentum: float) -> int:
 def fit(model, x, y, spec: TrainSpec, x_val=None, y_val=None, task: str = "classification") -> dict:
     """Fit with the task's loss: cross-entropy (classification), MSE on the labels (regression), MSE reconstructing
     the (first) input (anomaly: an autoencoder). ``x``: an array, or one array per model input."""
+    outputs = list(getattr(model, "outputs", None) or [])
+    if len(outputs) > 1:  # one label array trains one output (and Keras names its metrics per output then)
+        names = ", ".join(getattr(model, "output_names", None) or [t.name for t in outputs])
+        raise InputError(
+            f"train: a {task} model trained from the recipe must have one output; {model.name} has {len(outputs)} "
+            f"({names}): train it outside the toolchain and build it without 'train'"
+        )
     k = keras() if type(model).__module__.startswith("tf_keras") else __import__("keras")  # a Keras 3 model file
     k.utils.set_random_seed(spec.seed)
     if task == "anomaly":
@@ -41,7 +49,8 @@ def fit(model, x, y, spec: TrainSpec, x_val=None, y_val=None, task: str = "class
         n = set_batchnorm_momentum(model, spec.batchnorm_momentum)
         if n:
             log.info("train: BatchNorm momentum set to %s on %d layers", spec.batchnorm_momentum, n)
-    steps = spec.epochs * int(np.ceil(samples / spec.batch_size))
+    per_epoch = int(np.ceil(samples / spec.batch_size))
+    steps = spec.epochs * per_epoch
     lr = spec.learning_rate
     if spec.lr_schedule == "cosine":
         lr = k.optimizers.schedules.CosineDecay(spec.learning_rate, steps)
@@ -61,6 +70,14 @@ def fit(model, x, y, spec: TrainSpec, x_val=None, y_val=None, task: str = "class
         model.compile(k.optimizers.Adam(lr), "mse", ["mae"])
 
     class Progress(k.callbacks.Callback):
+        at = 0  # the epoch running
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.at = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            bar.update(self.at + (batch + 1) / per_epoch)
+
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             if not np.isfinite(logs.get("loss", 0.0)):
@@ -75,17 +92,20 @@ def fit(model, x, y, spec: TrainSpec, x_val=None, y_val=None, task: str = "class
                 if "val_loss" in logs
                 else ""
             )
-            log.info("train: epoch %d/%d loss %.4f %s %.3f%s", epoch + 1, spec.epochs, logs["loss"], metric, value, val)
+            bar.update(
+                epoch + 1, f"train: epoch {epoch + 1}/{spec.epochs} loss {logs['loss']:.4f} {metric} {value:.3f}{val}"
+            )
 
     val = (x_val, y_val) if x_val is not None else None
-    hist = model.fit(
-        x,
-        y,
-        batch_size=spec.batch_size,
-        epochs=spec.epochs,
-        validation_data=val,
-        verbose=0,
-        shuffle=True,
-        callbacks=[Progress()],
-    )
+    with progress(log, "train", spec.epochs, "epochs") as bar:
+        hist = model.fit(
+            x,
+            y,
+            batch_size=spec.batch_size,
+            epochs=spec.epochs,
+            validation_data=val,
+            verbose=0,
+            shuffle=True,
+            callbacks=[Progress()],
+        )
     return {k_: [float(v) for v in vals] for k_, vals in hist.history.items()}

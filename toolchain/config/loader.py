@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import stat
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,7 +14,7 @@ import pydantic
 import yaml
 
 from toolchain.config.recipe import NAME_PATTERN
-from toolchain.errors import ConfigError, UnknownTargetError
+from toolchain.errors import ConfigError, MissingInputError, UnknownTargetError
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -99,7 +102,8 @@ class _Strict(yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.res
     def construct_object(self, node, deep=False):
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, IndexError, KeyError, OverflowError):  # e.g. ``!!int`` on an empty value
+        except (ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError):
+            # e.g. ``!!int`` on an empty value; ``!!timestamp not-a-date`` (PyYAML's regex fails: AttributeError)
             tag = node.tag.rsplit(":", 1)[-1]
             self._fail(node.start_mark, f"cannot read {_short(getattr(node, 'value', ''))} as {tag}")
 
@@ -145,19 +149,36 @@ def _decode(path: Path, raw: bytes) -> str:
         ) from None
 
 
-def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
+def _read_bytes(path: Path) -> bytes:
+    """At most ``MAX_BYTES`` of a regular file. Opened without blocking (a FIFO cannot hang it) and checked on the
+    open file (``stat`` says 0 bytes for a device or a FIFO); reads one byte past the limit, never more."""
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise ConfigError(f"{path}: {size:,} bytes is too large for a recipe or profile (at most {MAX_BYTES:,})")
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a YAML file") from None
+        raise MissingInputError(f"{path}: file not found") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    text = _decode(path, raw)
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{path}: is a folder, not a YAML file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file (a device, FIFO or socket): a recipe or profile is a file")
+        if st.st_size > MAX_BYTES:
+            raise ConfigError(
+                f"{path}: {st.st_size:,} bytes is too large for a recipe or profile (at most {MAX_BYTES:,})"
+            )
+        try:
+            raw = f.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(f"{path}: it grew past {MAX_BYTES:,} bytes while read: too large for a recipe or profile")
+    return raw
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
+    text = _decode(path, _read_bytes(path))
     loader = None
     try:
         loader = _Loader(text, path)
@@ -184,10 +205,35 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     return data, lines
 
 
-def _message(err: dict) -> str:
+def _models(annotation) -> list[type[pydantic.BaseModel]]:
+    """The models a field's type can hold, through Optional, unions, Annotated, lists and dicts."""
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models(arg)]
+
+
+def _keys_at(model: type[pydantic.BaseModel], loc: tuple) -> list[str]:
+    """The keys allowed in the mapping at ``loc`` (a key path as pydantic reports it), walking the model's fields."""
+    models = [model]
+    for part in loc:
+        fields = [m.model_fields[part] for m in models if isinstance(part, str) and part in m.model_fields]
+        if fields:
+            models = [m for f in fields for m in _models(f.annotation)]
+        elif isinstance(part, str):  # a tagged union's tag (compress steps: 'qat') or a dict key: keep what it tags
+            tagged = [
+                m
+                for m in models
+                if any(part in typing.get_args(f.annotation) for f in m.model_fields.values() if f.is_required())
+            ]
+            models = tagged or models
+    return sorted({name for m in models for name, f in m.model_fields.items() if not f.exclude})
+
+
+def _message(err: dict, model: type[pydantic.BaseModel] | None = None, loc: tuple = ()) -> str:
     kind, inp = err["type"], err.get("input")
     if kind == "extra_forbidden":
-        return "unknown key"
+        close = difflib.get_close_matches(str(loc[-1]), _keys_at(model, loc[:-1]), n=1) if model and loc else []
+        return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
     if kind == "missing":
         return "required field is missing"
     if kind in ("literal_error", "enum"):
@@ -195,7 +241,8 @@ def _message(err: dict) -> str:
         return f"{_short(inp)} is not one of {expected}"
     if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME_PATTERN:
         return f"{_short(inp)} is not a name: {NAME_RULE}"
-    return f"{err['msg']} (got {_short(inp)})" if not isinstance(inp, (dict, list)) else err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")  # a validator's own sentence
+    return f"{msg} (got {_short(inp)})" if not isinstance(inp, (dict, list)) else msg
 
 
 def validate_file(model: type[M], path: Path, data: dict, lines: dict[tuple, int]) -> M:
@@ -207,7 +254,7 @@ def validate_file(model: type[M], path: Path, data: dict, lines: dict[tuple, int
         line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), 1)
         field = ".".join(str(p) for p in loc) or "(top level)"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{path}:{line}: {field}: {_message(err)}{more}") from None
+        raise ConfigError(f"{path}:{line}: {field}: {_message(err, model, loc)}{more}") from None
 
 
 def load_recipe(path: str | Path):
@@ -217,11 +264,13 @@ def load_recipe(path: str | Path):
     data, lines = _read_yaml(path)
     recipe = validate_file(Recipe, path, data, lines)
     recipe = recipe.model_copy(update={"source": path, "lines": lines})
+    known = list_targets()
     for i, name in enumerate(recipe.targets):
-        if name not in list_targets():
-            line = lines.get(("targets", i), 1)
-            known = ", ".join(list_targets())
-            raise UnknownTargetError(f"{path}:{line}: targets.{i}: unknown target {name!r} (known: {known})")
+        line = lines.get(("targets", i), 1)
+        if name in recipe.targets[:i]:
+            raise ConfigError(f"{path}:{line}: targets.{i}: {name!r} is listed twice (each target builds once)")
+        if name not in known:
+            raise UnknownTargetError(f"{path}:{line}: targets.{i}: unknown target {name!r} (known: {', '.join(known)})")
     return recipe
 
 

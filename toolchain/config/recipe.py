@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Mode = Literal["float32", "dynamic", "float16", "int8", "int16x8"]
 IOType = Literal["float32", "int8", "uint8", "int16"]
@@ -14,6 +14,27 @@ APPLICATIONS = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Larg
 
 #: Recipe and target names become folder and file names.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+#: Bounds on counts, far past any build here: a typo (``epochs: 10**30``) is refused by ``recipe check``, not deep in
+#: TensorFlow; seeds are what NumPy and TensorFlow take (unsigned 32-bit).
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_SAMPLES = 1_000_000
+MAX_CLASSES = 100_000
+MAX_DIM = 4096
+Dim = Annotated[int, Field(ge=1, le=MAX_DIM)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+def _layer_pattern(value: str) -> str:
+    if not value.strip():
+        raise ValueError("an empty layer name or pattern names no layer")
+    return value
+
+
+#: a Keras layer name or fnmatch pattern
+LayerPattern = Annotated[str, AfterValidator(_layer_pattern)]
 
 
 class Strict(BaseModel):
@@ -102,8 +123,8 @@ class ModelSpec(Strict):
         None, description="with a .tflite file: the model its outputs are compared with (a float .tflite or Keras file)"
     )
     alpha: float = Field(1.0, gt=0, le=1.4)
-    input_shape: tuple[int, int, int] | None = None
-    classes: int = Field(10, ge=2, description="classification: the number of classes")
+    input_shape: tuple[Dim, Dim, Dim] | None = None
+    classes: int = Field(10, ge=2, le=MAX_CLASSES, description="classification: the number of classes")
     weights: Literal["none", "imagenet"] | None = "none"
     transformer: TransformerSpec | None = Field(None, description="application: Transformer: its shape")
     decoder: DecoderSpec | None = Field(None, description="application: Decoder: its shape")
@@ -161,7 +182,7 @@ class Split(Strict):
     train: float = Field(0.7, ge=0, lt=1)
     calibration: float = Field(0.1, gt=0, lt=1)
     eval: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _sums_to_one(self):
@@ -223,14 +244,14 @@ class DataSpec(Strict):
 
 
 class TrainSpec(Strict):
-    epochs: int = Field(8, ge=1)
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(8, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     learning_rate: float = Field(2e-3, gt=0)
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="softer targets: less over-confident logits quantize better"
     )
-    seed: int = 0
+    seed: Seed = 0
     # Keras applications default to 0.999, which leaves moving statistics untrained after a short
     # fit (the model then predicts at chance in inference mode). None keeps the model's own value.
     batchnorm_momentum: float | None = Field(0.9, gt=0, lt=1)
@@ -239,8 +260,8 @@ class TrainSpec(Strict):
 class FeaturePair(Strict):
     """Match the student layer's output to the teacher layer's (a 1x1 adapter maps the channels when they differ)."""
 
-    teacher: str
-    student: str
+    teacher: LayerPattern
+    student: LayerPattern
 
 
 class Distill(Strict):
@@ -256,15 +277,15 @@ class Distill(Strict):
 
 
 class FineTune(Strict):
-    epochs: int = Field(2, ge=0)
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(2, ge=0, le=MAX_EPOCHS)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     learning_rate: float = Field(2e-4, gt=0)
     lr_schedule: Literal["cosine", "constant"] | None = Field(
         None,
         description="default: constant for magnitude/2:4 pruning (late masks need a learning rate to recover), "
         "cosine otherwise",
     )
-    seed: int = 0
+    seed: Seed = 0
     distill: Distill | None = None
 
 
@@ -283,7 +304,7 @@ class PruneStep(FineTune):
         0.5, gt=0, lt=1, description="magnitude: share of zero weights; l1_filter: share of filters removed"
     )
     schedule: Literal["constant", "polynomial"] = "polynomial"
-    channel_multiple: int = Field(1, ge=1, description="l1_filter: keep a multiple of this many channels")
+    channel_multiple: int = Field(1, ge=1, le=MAX_DIM, description="l1_filter: keep a multiple of this many channels")
 
 
 class FineTuneStep(FineTune):
@@ -306,7 +327,7 @@ class LowRankStep(FineTune):
         None, gt=0, lt=1, description="instead of energy: per layer, the largest rank removing this share of its MACs"
     )
     conv: Literal["spatial", "tucker"] = Field("spatial", description="how a k x k (k > 1) Conv2D is factorized")
-    layers: list[str] = Field(
+    layers: list[LayerPattern] = Field(
         default_factory=list, description="Keras layer names or fnmatch patterns; empty: every Dense and Conv2D"
     )
 
@@ -335,7 +356,7 @@ class RewriteStep(FineTune):
 
     step: Literal["rewrite"]
     gelu: Literal["sigmoid", "tanh"] = "sigmoid"
-    epochs: int = Field(0, ge=0)
+    epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
 
 
 CompressStep = QatStep | PruneStep | LowRankStep | ClusterStep | FineTuneStep | RewriteStep
@@ -353,9 +374,11 @@ class Strategy(Strict):
     """
 
     kind: Literal["default", "mirrored", "multi_worker"] = "default"
-    cpu_devices: int | None = Field(None, ge=1, description="mirrored: split the CPU into this many logical devices")
+    cpu_devices: int | None = Field(
+        None, ge=1, le=1024, description="mirrored: split the CPU into this many logical devices"
+    )
     cluster: dict[str, list[str]] | None = None
-    task_index: int = Field(0, ge=0)
+    task_index: int = Field(0, ge=0, le=65_535)
 
     @model_validator(mode="after")
     def _cluster(self):
@@ -401,7 +424,7 @@ class QuantizeSpec(Strict):
     )
     io_type: IOType | None = None
     per_channel: bool = True
-    calibration_samples: int = Field(100, ge=1)
+    calibration_samples: int = Field(100, ge=1, le=MAX_SAMPLES)
     calibration: CalibrationMethod = Field(
         "minmax",
         description="how each activation range is chosen: minmax (absolute), mean_minmax (per batch, averaged), "
@@ -432,18 +455,18 @@ class QuantizeSpec(Strict):
         description="int8: SmoothQuant before calibration: activation outlier channels of a LayerNorm or linear "
         "Dense feeding only Dense layers migrate into their weights (float function unchanged)",
     )
-    float_layers: list[str] = Field(
+    float_layers: list[LayerPattern] = Field(
         default_factory=list,
         description="int8: Keras layer names (or fnmatch patterns) kept in float, for targets whose runtime falls "
         "back to float (a phone CPU); integer-only targets refuse them",
     )
-    int16_layers: list[str] = Field(
+    int16_layers: list[LayerPattern] = Field(
         default_factory=list,
         description="int8: Keras layer names (or fnmatch patterns) given 16-bit activations (8-bit weights), on "
         "targets whose runtime has int16 kernels for their ops (the profile's numerics.int16_ops)",
     )
 
-    int4_layers: list[str] = Field(
+    int4_layers: list[LayerPattern] = Field(
         default_factory=list,
         description="int8: Keras layer names (or fnmatch patterns) whose conv / dense weights are 4-bit (activations "
         "stay int8), on targets whose runtime runs 4-bit weights (the profile's numerics.int4_ops); ops the runtime "

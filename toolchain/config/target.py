@@ -119,11 +119,13 @@ class Target(Strict):
         description="the checks run on the artifact, in order (see toolchain.checks); "
         "a headline value (metrics, latency, memory ...) comes from the last check that provides it",
     )
-    batch: int | None = Field(None, description="fixed batch size; null keeps the batch axis dynamic")
+    batch: int | None = Field(
+        None, ge=1, le=1024, description="fixed batch size (a device runs 1); null keeps the batch axis dynamic"
+    )
     numerics: Numerics
     memory: Memory = Memory()
     clock_mhz: float | None = Field(None, gt=0)
-    threads: int = Field(1, ge=1, description="interpreter threads used for host latency")
+    threads: int = Field(1, ge=1, le=1024, description="interpreter threads used for host latency")
     mcu: Mcu | None = None
     vela: Vela | None = None
     edgetpu: EdgeTpu | None = None

@@ -18,7 +18,7 @@ import numpy as np
 
 from toolchain.config.recipe import DataSpec, Normalization
 from toolchain.data.sources import InputSpec, image_files
-from toolchain.errors import DataShapeError, InputError, NonFiniteError
+from toolchain.errors import DataShapeError, InputError, MissingInputError, NonFiniteError
 
 SPLITS = ("train", "calib", "eval")
 
@@ -232,6 +232,8 @@ def _load_npz(path: Path, inputs: list[InputSpec], labels: bool = True) -> tuple
         else:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise MissingInputError(f"{path}: data file not found") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: cannot read .npz: {str(exc) or type(exc).__name__}") from None
     y = arrays.pop("y", None) if labels else None

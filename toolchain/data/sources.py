@@ -9,7 +9,7 @@ from pathlib import Path
 
 from toolchain.cache import package_version
 from toolchain.config.recipe import DataSpec
-from toolchain.errors import InputError
+from toolchain.errors import InputError, MissingInputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -47,13 +47,17 @@ def source_digest(spec: DataSpec) -> str:
 def read_bytes(path: Path) -> bytes:
     try:
         return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise MissingInputError(f"{path}: data file not found") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read data: {exc.strerror}") from None
 
 
 def image_files(folder: Path) -> list[Path]:
+    if not Path(folder).exists():
+        raise MissingInputError(f"{folder}: data folder not found")
     if not Path(folder).is_dir():
-        raise InputError(f"{folder}: data folder does not exist or is not a directory")
+        raise InputError(f"{folder}: the data folder is not a directory")
     try:
         files = sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     except OSError as exc:

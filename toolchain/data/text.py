@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 from toolchain.config.recipe import DataSpec
-from toolchain.errors import DataShapeError, InputError
+from toolchain.errors import DataShapeError, InputError, MissingInputError
 
 MAX_BYTES = 64 << 20  # a text a device model trains on here: a few MB; 64 MB is far past it
 
@@ -23,6 +23,8 @@ def read_text(path: Path) -> bytes:
             raise InputError(f"data.text: {path} is not a regular file")
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise MissingInputError(f"data.text: {path}: file not found") from None
     except OSError as exc:
         raise InputError(f"data.text: cannot read {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_BYTES:

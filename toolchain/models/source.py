@@ -10,7 +10,7 @@ from pathlib import Path
 
 from toolchain.config.recipe import ModelSpec
 from toolchain.data.sources import InputSpec
-from toolchain.errors import DataShapeError, InputError, OfflineError
+from toolchain.errors import DataShapeError, InputError, MissingInputError, OfflineError
 from toolchain.models.compat import keras, tf
 
 
@@ -23,7 +23,14 @@ def check_offline(spec: ModelSpec) -> None:
         )
     for what, path in (("model.file", spec.file), ("model.reference", spec.reference)):
         if path is not None and not Path(path).exists():
-            raise InputError(f"{what}: {path} does not exist")
+            raise MissingInputError(f"{what}: {path} does not exist")
+        if path is not None and Path(path).suffix == ".tflite":  # bad indices, huge declared tensors: before a
+            from toolchain.tflite_model import TFLiteModel  # runtime loads it
+
+            try:
+                TFLiteModel.from_file(path)
+            except InputError as exc:
+                raise InputError(f"{what}: {exc}") from None
     from toolchain.models.flatbuffer import require_extra
 
     require_extra(spec)

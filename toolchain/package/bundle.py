@@ -16,7 +16,7 @@ import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from toolchain.errors import BundleMalformed, BundleTampered, PackagingError
+from toolchain.errors import BundleMalformed, BundleTampered, MissingInputError, PackagingError
 from toolchain.fsutil import capture_fds, sha256_file
 from toolchain.record import Reload, load_record
 
@@ -181,6 +181,8 @@ def verify(bundle: Path) -> dict:
     try:
         with tarfile.open(bundle, "r:gz") as tar:
             top, digests, kept = _read_members(tar, bundle)
+    except FileNotFoundError:
+        raise MissingInputError(f"{bundle}: file not found") from None
     except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise BundleMalformed(f"{bundle}: not a readable .tar.gz ({exc})") from None
     digests.pop("manifest.json", None)
