@@ -53,7 +53,7 @@ def build(
     the targets' checks run in that many worker processes. ``reuse``: when the folder already holds this build
     with every target asked for, its record is returned and nothing is built ("build if missing").
     """
-    targets = [(t, resolve_plan(recipe, t)) for t in map(load_target, target_names or recipe.targets)]
+    targets = [(t, resolve_plan(recipe, t)) for t in map(load_target, dict.fromkeys(target_names or recipe.targets))]
     for name in dict.fromkeys(n for t, _ in targets for n in t.checks):
         checks.get(name)  # unknown checks, like impossible plans, are refused before any work
     from toolchain.models.source import check_offline
@@ -61,7 +61,9 @@ def build(
     check_offline(recipe.model)
     with open_build(recipe, out, use_cache, remeasure, wait) as b, capture_fds(b.log_path):
         b.diagnose, started = diagnose_int8, time.perf_counter()
+        log.info("build %s for %s into %s", recipe.name, ", ".join(t.name for t, _ in targets), b.dir)
         _strategy(recipe)
+        _starting(recipe, "data")
         data = stage_data(b)
         identity = _identity(b, data)
         previous = _previous(b, identity, [t.name for t, _ in targets])
@@ -71,6 +73,7 @@ def build(
                 log.info("using the existing build %s", b.dir)
                 return previous
             log.info("the build in %s lacks %s", b.dir, ", ".join(missing))
+        _starting(recipe, "model")
         model = stage_compress(b, stage_model(b, data), data)
         write_compression(b.dir, recipe.name, model.steps)
         results: list[TargetResult] = []
@@ -145,6 +148,17 @@ def _record(b: Build, identity: dict, data: Data, model: ModelStage, results: li
     )
 
 
+def _starting(recipe: Recipe, stage: str) -> None:
+    """The line saying what a stage is starting on (on a first build its first seconds go to TensorFlow loading):
+    its own line follows when it is done, saying "(cached)" when it was."""
+    if stage == "data":
+        d = recipe.data
+        log.info("data: loading %s", f"the builtin {d.builtin}" if d.builtin else (d.folder or d.npz or d.text).name)
+    else:
+        m = recipe.model
+        log.info("model: %s", f"building {m.application}" if m.application else f"loading {m.file.name}")
+
+
 def _strategy(recipe: Recipe) -> None:
     if recipe.compress and recipe.strategy.kind != "default":
         from toolchain.compress.common import strategy
@@ -173,7 +187,9 @@ def diagnose(recipe: Recipe, target_name: str | None, out: Path, samples: int = 
 
     target, plan = int8_target(recipe, target_name)
     with open_build(recipe, out, True, False, True) as b, capture_fds(b.log_path):
+        _starting(recipe, "data")
         data = stage_data(b)
+        _starting(recipe, "model")
         model = stage_compress(b, stage_model(b, data), data)
         if model.is_qat:
             raise CompatibilityError(f"{recipe.name}: diagnose does not cover QAT models (their ranges are learnt)")

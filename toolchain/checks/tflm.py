@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from toolchain.checks import Check, CheckContext, register, with_margin
 from toolchain.errors import RuntimeValidationError
+from toolchain.fsutil import progress
 from toolchain.record import Failure, Firmware, Latency, Memory, Reload, Section
 
 if TYPE_CHECKING:
@@ -117,12 +118,16 @@ class Prober:
         return Outcome(rc == 0, rc, stages[-1] if stages else "start", r["stdout"], r["stderr"])
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        try:
+            self.proc.stdin.close()  # the worker's end of input: it exits
+        except OSError:  # it is gone already (a broken pipe)
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
         self.err.close()
 
     def __enter__(self):
@@ -132,18 +137,18 @@ class Prober:
         self.close()
 
 
-def min_arena(model_path: Path, hint: int | None = None) -> tuple[int, int]:
+def min_arena(model_path: Path, hint: int | None = None, step=None) -> tuple[int, int]:
     """Smallest arena (bytes) in which the model allocates and invokes; returns (arena, probes).
 
     A failure, even a signal, at a small arena only means "too small" while a larger one works: the arena
     doubles up to ``MAX_ARENA``; a model that fails at every size is a ``TflmCrash`` naming the op it dies in.
-    The probes run in forks of one worker (``Prober``).
+    The probes run in forks of one worker (``Prober``); ``step`` (``fsutil.progress``) counts them.
     """
     with Prober(model_path, _inputs(model_path)) as p:
-        return _bisect(model_path, p, hint)
+        return _bisect(model_path, p, hint, step)
 
 
-def _bisect(model_path: Path, p: Prober, hint: int | None) -> tuple[int, int]:
+def _bisect(model_path: Path, p: Prober, hint: int | None, step=None) -> tuple[int, int]:
     hi = max(ARENA_ALIGN, min(hint or 1 << 14, MAX_ARENA))
     probes = 1
     while not (first := p.probe(hi)).ok:
@@ -153,8 +158,10 @@ def _bisect(model_path: Path, p: Prober, hint: int | None) -> tuple[int, int]:
             raise TflmCrash(f"{_verb(first)} at every arena size up to {MAX_ARENA >> 20} MB{where}")
         probes += 1
         hi = min(hi * 2, MAX_ARENA)
-    lo = 0
+    lo, total = 0, probes + max(0, (hi - 1) // ARENA_ALIGN).bit_length()  # the halvings down to ARENA_ALIGN
     while hi - lo > 1:
+        if step is not None:
+            step.update(probes, total=max(total, probes + 1))
         if hi - lo <= ARENA_ALIGN and lo % ARENA_ALIGN == 0:
             break
         mid = (lo + hi) // 2
@@ -265,7 +272,10 @@ class TflmNumericsCheck(Check):
         n = self.samples(ctx)
         log.info("tflite-micro: running %d eval samples", n)
         try:
-            outputs, host_ms = run(ctx.artifact_path, _generous_arena(ctx.artifact_path), [x[:n] for x in ctx.xs_eval])
+            with progress(log, f"tflite-micro {n} eval samples ({ctx.target.name})"):
+                outputs, host_ms = run(
+                    ctx.artifact_path, _generous_arena(ctx.artifact_path), [x[:n] for x in ctx.xs_eval]
+                )
         except TflmCrash as exc:
             return self.section(runtime="tflite-micro", reload=Reload(runtime="tflite-micro"), failures=[crash(exc)])
         return self.section(
@@ -318,9 +328,11 @@ class TflmCheck(TflmNumericsCheck):
             f" in the fixed {fixed}-byte arena" if fixed else "",
         )
         try:
-            memory.details["arena_recorded_bytes"] = recorded_arena(path, _generous_arena(path))
-            memory.arena_bytes, memory.details["arena_probes"] = min_arena(path, memory.details["arena_recorded_bytes"])
-            outputs, host_ms = run(path, fixed or memory.arena_bytes, [x[:n] for x in ctx.xs_eval])
+            with progress(log, f"tflite-micro arena ({t.name})", unit="probes") as step:
+                recorded = memory.details["arena_recorded_bytes"] = recorded_arena(path, _generous_arena(path))
+                memory.arena_bytes, memory.details["arena_probes"] = min_arena(path, recorded, step)
+            with progress(log, f"tflite-micro {n} eval samples ({t.name})"):
+                outputs, host_ms = run(path, fixed or memory.arena_bytes, [x[:n] for x in ctx.xs_eval])
         except TflmCrash as exc:
             return self.section(memory=memory, failures=[crash(exc)], **common)
         arena = fixed or with_margin(memory.arena_bytes, t.memory.arena_margin)

@@ -17,6 +17,7 @@ from pathlib import Path
 from toolchain.checks import Check, CheckContext, register, with_margin
 from toolchain.config.target import Vela
 from toolchain.errors import CompatibilityError, RuntimeValidationError
+from toolchain.fsutil import progress
 from toolchain.record import Accelerator, Firmware, Latency, Memory, Section
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,9 @@ class VelaCheck(Check):
         if ctx.target.vela is None:
             raise CompatibilityError(f"target {ctx.target.name} runs the 'vela' check but has no 'vela:' section")
         log.info("vela: compiling for %s (%s)", ctx.target.vela.accelerator_config, ctx.target.vela.system_config)
-        npu = compile(ctx.artifact_path, ctx.target.vela, ctx.workdir)
+        with progress(log, f"vela ({ctx.target.name})") as step:
+            npu = compile(ctx.artifact_path, ctx.target.vela, ctx.workdir)
+            step.update(1, f"vela: {npu['npu_ops']} ops on the NPU, {npu['cpu_ops']} on the CPU")
         return self.section(
             latency=Latency(
                 ms=npu["inference_ms"],

@@ -7,42 +7,49 @@ asked, and let the converter's quantizer write the artifact. A report says what 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 
 import numpy as np
 
 from toolchain.errors import ConversionError
+from toolchain.fsutil import progress
 from toolchain.quantize import ranges
 from toolchain.quantize.graph import Graph
 from toolchain.quantize.stats import TensorStats, collect
 
+log = logging.getLogger(__name__)
 MOST_CLIPPED = 5
 
 
 def calibrate(model, xs: list[np.ndarray], equalize: bool, batch: int | None = None):
     """(graph with calibration slots, statistics per slot, meta): the model traced once, equalized if asked.
     ``model``: a Keras model (traced by the converter) or the bytes of a float flatbuffer (its own graph)."""
-    if isinstance(model, bytes):
-        graph, route = slotted(model), "flatbuffer"
-    else:
-        from toolchain.quantize.converter import calibration_graph
+    traced = not isinstance(model, bytes)
+    with progress(log, "calibrate", traced + equalize + 1, "steps") as bar:  # trace, equalize, statistics
+        if traced:
+            from toolchain.quantize.converter import calibration_graph
 
-        graph, route = calibration_graph(model, xs, batch)
-    meta: dict = {"route": route}
-    if equalize:
-        from toolchain.quantize.equalize import absorb_high_bias
-        from toolchain.quantize.equalize import equalize as equalize_graph
+            graph, route = calibration_graph(model, xs, batch)
+            bar.update(1)
+        else:
+            graph, route = slotted(model), "flatbuffer"
+        meta: dict = {"route": route}
+        if equalize:
+            from toolchain.quantize.equalize import absorb_high_bias
+            from toolchain.quantize.equalize import equalize as equalize_graph
 
-        g = Graph(graph)
-        report = equalize_graph(g)
-        graph = g.to_bytes()
-        first = collect(graph, xs)
-        g = Graph(graph)
-        absorb_high_bias(g, {i: s.channel_min for i, s in first.items() if s.channel_min.size}, report)
-        graph = g.to_bytes()
-        meta["equalization"] = asdict(report)
-    meta["batch_fixable"] = Graph(graph).fix_batch(1)
-    return graph, collect(graph, xs), meta
+            g = Graph(graph)
+            report = equalize_graph(g)
+            graph = g.to_bytes()
+            first = collect(graph, xs)
+            g = Graph(graph)
+            absorb_high_bias(g, {i: s.channel_min for i, s in first.items() if s.channel_min.size}, report)
+            graph = g.to_bytes()
+            meta["equalization"] = asdict(report)
+            bar.update(traced + 1)
+        meta["batch_fixable"] = Graph(graph).fix_batch(1)
+        return graph, collect(graph, xs), meta
 
 
 def slotted(blob: bytes) -> bytes:

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from toolchain.config import Target
 from toolchain.errors import ConfigError
+from toolchain.fsutil import progress
 from toolchain.record import TargetResult
 from toolchain.stages import target as one
 from toolchain.stages.context import Build
@@ -47,13 +48,16 @@ LADDER = (
 def plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> TargetResult:
     """The first rung that passes every gate, or the most accurate one; its reports carry every rung."""
     tried: list[tuple[str, Build, ModelStage, TargetResult]] = []
-    for name, rb, qat in _rungs(b, target, data, model):
-        log.info("plan search on %s: trying %s", target.name, name)
-        rung_model = stage_compress(rb, model, data) if qat else model
-        result = one.build(rb, target, resolve_plan(rb.recipe, target), data, rung_model)
-        tried.append((name, rb, rung_model, result))
-        if result.passed:
-            break
+    most = sum(_runs(b, target, fields) for _, fields in LADDER)  # the search stops at the first that passes
+    with progress(log, f"plan search on {target.name}", most, "plans at most") as step:
+        for name, rb, qat in _rungs(b, target, data, model):
+            log.info("plan search on %s: trying %s", target.name, name)
+            rung_model = stage_compress(rb, model, data) if qat else model
+            result = one.build(rb, target, resolve_plan(rb.recipe, target), data, rung_model)
+            tried.append((name, rb, rung_model, result))
+            step.update(len(tried))
+            if result.passed:
+                break
     if not tried:
         raise ConfigError(f"quantize.mode auto: {target.name} runs none of the plans the search tries")
     name, rb, rung_model, chosen = tried[-1] if tried[-1][3].passed else min(tried, key=lambda t: _drop(t[3]))
@@ -68,9 +72,8 @@ def plan_search(b: Build, target: Target, data: Data, model: ModelStage) -> Targ
 
 def _rungs(b: Build, target: Target, data: Data, model: ModelStage) -> Iterator[tuple[str, Build, bool]]:
     """The ladder's rungs this target can run: (name, the build with the rung's recipe, whether it trains QAT)."""
-    flatbuffer = b.recipe.model.kind != "keras"  # float32 and int8 only: the other modes start from TensorFlow
     for name, fields in LADDER:
-        if fields["mode"] not in target.numerics.modes or (flatbuffer and fields["mode"] not in FLATBUFFER_MODES):
+        if not _runs(b, target, fields):
             continue
         fields = dict(fields)
         if fields.get("input_range") and (b.recipe.data.calibration is None or not data.sizes["train"]):
@@ -96,6 +99,13 @@ def _rungs(b: Build, target: Target, data: Data, model: ModelStage) -> Iterator[
         if qat and (b.recipe.train is None or b.recipe.task != "classification"):
             continue  # QAT trains: only where the recipe trains a classifier
         yield name, replace(b, recipe=_rung_recipe(b, fields, qat)), qat
+
+
+def _runs(b: Build, target: Target, fields: dict) -> bool:
+    """Whether the target runs the rung's mode (a flatbuffer model: float32 and int8 only, the other modes start
+    from TensorFlow)."""
+    mode = fields["mode"]
+    return mode in target.numerics.modes and (b.recipe.model.kind == "keras" or mode in FLATBUFFER_MODES)
 
 
 def _int16_worst(b: Build, target: Target, data: Data, model: ModelStage) -> list[str]:

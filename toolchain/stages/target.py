@@ -96,7 +96,7 @@ def finish(b: Build, s: Started, data: Data, model: ModelStage) -> TargetResult:
         if b.diagnose and s.artifact.quantization is not None:
             from toolchain.stages.diagnose import diagnosis, write_diagnosis
 
-            write_diagnosis(s.path.parent, diagnosis(b, s.target, s.plan, data, model, 64))
+            write_diagnosis(s.path.parent, diagnosis(b, s.target, s.plan, data, model, 64, result))
     except BaseException:
         discard(s)
         raise

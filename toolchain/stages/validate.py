@@ -19,6 +19,7 @@ from toolchain.cache import Cache, Entry, Stage
 from toolchain.config import Target
 from toolchain.convert.plan import ConvertPlan
 from toolchain.errors import CompatibilityError, ToolchainError
+from toolchain.fsutil import progress
 from toolchain.record import HEADLINE, Failure, Memory, Section, TargetResult
 from toolchain.stages import gates
 from toolchain.stages.context import Build
@@ -108,14 +109,16 @@ class CheckJob:
     def run(self) -> tuple[dict[str, Section], dict[str, float]]:
         """The sections of the target's checks, in the profile's order, and the stage timings."""
         sections, outputs = {}, _Outputs()
-        for name in self.target.checks:
-            check = checks.get(name)
-            stage, inputs = self._stage_of(check)
-            try:
-                compute, load = self._compute(check, outputs), self._load(name, outputs)
-                sections[name], _ = self.cache.run(stage, inputs, compute, load, fresh=self.remeasure)
-            except Exception as exc:  # a check that raises fails its target, not the build
-                sections[name] = _raised(check, exc)
+        with progress(log, f"validate {self.target.name}", len(self.target.checks), "checks") as step:
+            for name in self.target.checks:
+                check = checks.get(name)
+                stage, inputs = self._stage_of(check)
+                try:
+                    compute, load = self._compute(check, outputs), self._load(name, outputs)
+                    sections[name], _ = self.cache.run(stage, inputs, compute, load, fresh=self.remeasure)
+                except Exception as exc:  # a check that raises fails its target, not the build
+                    sections[name] = _raised(check, exc)
+                step.update(len(sections))
         return sections, self.cache.timings
 
     def _compute(self, check, outputs: dict):
