@@ -126,7 +126,7 @@ def test_targets_list_shows_every_kind(run_cli):
 
     names = ("phone-cpu", "phone-gpu", "cortex-m4", "cortex-m7", "ethos-u55-128", "ethos-u65-256", "ethos-u85-256")
     names += ("edgetpu",)
-    code, out, _ = run_cli("targets", "list")
+    code, out, _ = run_cli("targets", "list", "--wide")
     shown = {line.split()[0]: line.split()[1] for line in out.splitlines()}
     assert code == 0 and set(shown) == set(names) == set(list_targets())  # a new profile must be added here
     assert {shown[n] for n in names} == {"phone", "mcu", "npu", "tpu"} == {load_target(n).kind for n in names}

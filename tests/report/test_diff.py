@@ -1,6 +1,7 @@
 """toolchain diff: two real builds of the tiny recipe, compared target by target, with regression rules."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -91,6 +92,15 @@ def test_rules_parse_and_bad_rules_are_one_line_errors():
     for bad in ("size>>2", "speed>1", "size=2", "accuracy<-x"):
         with pytest.raises(ConfigError, match="--fail-on: cannot read"):
             parse_rules(bad)
+
+
+def test_a_nan_or_a_value_b_lacks_never_passes_a_rule():
+    nan = float("nan")
+    for rule in (Rule("accuracy", False, -0.5, False), Rule("size", True, 2.0, True)):
+        for a, b in ((97.0, nan), (nan, 97.0), (nan, nan), (None, nan), (97.0, None)):
+            assert math.isnan(rule.breached(a, b)), (rule, a, b)
+        assert rule.breached(None, None) is None and rule.breached(None, 97.0) is None  # nothing in A to hold B to
+        assert rule.breached(97.0, 97.0) is None
 
 
 def test_diff_of_a_missing_build_is_an_input_error(tmp_path, run_cli):

@@ -27,7 +27,7 @@ def test_default_acceptance_is_one_point_of_top1():
     assert checks(Acceptance(), classified(top1=0.900, ref=0.909)) == []
     failed = gates.check(Acceptance(), classified(top1=0.90, ref=0.92), 1024)
     assert [(f.kind, f.check) for f in failed] == [("gate", "max_accuracy_drop")]
-    assert failed[0].message == ("max_accuracy_drop: top-1 fell 2.00 points (0.9200 -> 0.9000), allowed at most 1.0")
+    assert failed[0].message == ("max_accuracy_drop: top-1 fell 2.00 points (92.00 % -> 90.00 %), allowed at most 1.0")
 
 
 def test_a_drop_exactly_at_the_limit_passes():

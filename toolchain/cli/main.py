@@ -44,6 +44,13 @@ def _build_dir_option(*old: str, help: str):
     )
 
 
+_wide_option = click.option(
+    "--wide",
+    is_flag=True,
+    help="Show every table column at full width (default: fit the terminal; COLUMNS, else 80 off a terminal).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs and full tracebacks.")
 @click.option(
@@ -113,6 +120,7 @@ def cli(ctx: click.Context, verbose: bool, targets_dir: Path | None) -> None:
     help="Worker processes validating targets at once (results and logs keep the targets' order); "
     "default: the usable cores, at most 4; 1: one after another.",
 )
+@_wide_option
 def build(
     recipe: Path,
     targets: tuple[str, ...],
@@ -123,6 +131,7 @@ def build(
     no_wait: bool,
     diagnose_int8: bool,
     jobs: int | None,
+    wide: bool,
 ) -> None:
     """Build RECIPE for each target: data, model, training, conversion, the target's checks and gates.
 
@@ -151,7 +160,7 @@ def build(
     else:
         from toolchain.report.console import print_summary
 
-        print_summary(record)
+        print_summary(record, wide)
     log.info("build record: %s", build_dir / r.name / "build.json")
     error = record.failure_error()
     if error:
@@ -182,13 +191,14 @@ def targets() -> None:
 
 
 @targets.command("list")
-def targets_list() -> None:
+@_wide_option
+def targets_list(wide: bool) -> None:
     """List the target profiles."""
     from toolchain.config import list_targets, load_target
+    from toolchain.report.console import targets_listing
 
-    for name in list_targets():
-        t = load_target(name)
-        click.echo(f"{t.name:16} {t.kind:6} {','.join(t.checks):28} {t.description}")
+    profiles = [load_target(name) for name in list_targets()]
+    click.echo(targets_listing([(t.name, t.kind, t.checks, t.description) for t in profiles], wide), nl=False)
 
 
 @targets.command("show")
@@ -287,6 +297,7 @@ def verify(bundle: Path) -> None:
     help="Compare quantize plans too, e.g. int8,int16x8,float16: one build per plan (BUILD_DIR/<recipe>-<plan>, "
     "built when missing, each target that runs the plan), one table of plan x target.",
 )
+@_wide_option
 def compare(
     recipe: Path,
     targets: tuple[str, ...],
@@ -295,6 +306,7 @@ def compare(
     out: Path | None,
     do_build: bool,
     plans: str | None,
+    wide: bool,
 ) -> None:
     """Compare RECIPE's model and plan across device profiles, side by side, from its build record.
 
@@ -307,15 +319,21 @@ def compare(
     from toolchain.record import load_record
     from toolchain.report import compare as cmp
 
+    names = [p.strip() for p in plans.split(",")] if plans is not None else []
+    if not all(names):
+        raise click.BadParameter(
+            f"{plans!r} has an empty plan: write plans between commas, e.g. int8,int16x8,float16",
+            param_hint="'--plans'",
+        )
     r = load_recipe(recipe)
     for t in targets:  # a profile that does not exist is refused as such (exit 4), before any build is read
         load_target(t)
     record_path = build_dir / r.name / "build.json"
-    if plans:
+    if plans is not None:
         from toolchain.pipeline import plan_builds
 
-        table = cmp.compare_plans(plan_builds(r, [p.strip() for p in plans.split(",") if p.strip()], build_dir))
-        _emit(table, fmt, out or build_dir / r.name, r.name)
+        table = cmp.compare_plans(plan_builds(r, names, build_dir))
+        _emit(table, fmt, out or build_dir / r.name, r.name, wide)
         return
     if not record_path.exists():
         if not do_build:
@@ -327,7 +345,7 @@ def compare(
 
         ensure_build(r, build_dir, list(targets) or None)
     table = cmp.compare(load_record(record_path), list(targets) or None)
-    _emit(table, fmt, out or build_dir / r.name, r.name)
+    _emit(table, fmt, out or build_dir / r.name, r.name, wide)
 
 
 @cli.command()
@@ -340,40 +358,45 @@ def compare(
     default=None,
     help='Exit 20 when B regresses past a rule, e.g. "size>+2%,arena>+0,accuracy<-0.5". Quantities: size, ram, '
     "arena, flash (bytes), latency (measured ms), estimate (estimated ms), accuracy (headline metric, better = "
-    "higher; points of top-1), accel_ops; % makes a rule relative to A. A lost target or a pass turned into a fail "
-    "regresses too.",
+    "higher; points of top-1), accel_ops; % makes a rule relative to A. A lost target or recipe, a pass turned into "
+    "a fail, a NaN or a value B lacks regresses too.",
 )
-def diff(build_a: Path, build_b: Path, fmt: str, fail_on: str | None) -> None:
+@_wide_option
+def diff(build_a: Path, build_b: Path, fmt: str, fail_on: str | None, wide: bool) -> None:
     """Compare two builds (folders or build.json files) target by target: size, RAM, arena, flash, latency
-    (measured and estimated), accuracy or the task's metric, ops on the accelerator, pass/fail.
+    (measured and estimated), accuracy or the task's metric, ops on the accelerator, pass/fail. Either may be a
+    build root (a BUILD_DIR of <recipe>/build.json folders): each recipe in both is compared, matched by name.
 
-    Reads the two build records only. Exit 0, or 20 when --fail-on is given and B regresses (the offending
+    Reads the build records only. Exit 0, or 20 when --fail-on is given and B regresses (the offending
     rows are named on stderr), so CI can hold a model to its last release.
     """
     from toolchain.errors import RegressionError
-    from toolchain.record import load_record
     from toolchain.report import diff as d
 
-    rules = d.parse_rules(fail_on) if fail_on else []
-    table = d.diff(load_record(build_a), load_record(build_b), rules)
+    rules = d.parse_rules(fail_on) if fail_on is not None else []
+    table = d.diff_paths(build_a, build_b, rules)
+    tables = table["recipes"].values() if "recipes" in table else [table]
     if fmt == "json":
         click.echo(json.dumps(table, indent=2))
     elif fmt == "md":
-        click.echo(d.markdown(table), nl=False)
+        click.echo("\n".join(d.markdown(one) for one in tables), nl=False)
     else:
-        d.print_table(table)
+        for one in tables:
+            d.print_table(one, wide)
+    for side, path in (("a", build_a), ("b", build_b)):
+        if fmt != "json" and table.get(f"only_in_{side}"):
+            click.echo(f"only in {path}: {', '.join(table[f'only_in_{side}'])}")
     if table["regressed"]:
-        bad = [f"{r['target']}: {'; '.join(r['regressions'])}" for r in table["rows"] if r["regressions"]]
-        raise RegressionError(f"{build_b} regressed against {build_a}: " + " | ".join(bad))
+        raise RegressionError(f"{build_b} regressed against {build_a}: " + " | ".join(d.regressions(table)))
 
 
-def _emit(table: dict, fmt: str, folder: Path, name: str) -> None:
+def _emit(table: dict, fmt: str, folder: Path, name: str, wide: bool = False) -> None:
     from toolchain.report import compare as cmp
 
     if fmt == "json":
         click.echo(json.dumps(table, indent=2))
     elif fmt == "table":
-        cmp.print_table(table)
+        cmp.print_table(table, wide)
     else:
         from toolchain.fsutil import atomic_write
         from toolchain.report.html import render
@@ -430,7 +453,8 @@ def diagnose(recipe: Path, target: str | None, build_dir: Path, samples: int, fm
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def inspect(model: Path, as_json: bool) -> None:
+@_wide_option
+def inspect(model: Path, as_json: bool, wide: bool) -> None:
     """Show what is inside any .tflite MODEL: ops, tensors (dtype, shape, quantization), size breakdown, I/O."""
     from toolchain.report.inspect import inspect_model, print_inspection
     from toolchain.tflite_model import TFLiteModel
@@ -439,7 +463,7 @@ def inspect(model: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
-        print_inspection(info)
+        print_inspection(info, wide)
 
 
 class Terminated(BaseException):
@@ -454,19 +478,26 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
-def _verbose(argv: list[str]) -> bool:
-    """``-v`` is an option of the ``toolchain`` command itself: it counts only before the subcommand."""
-    for arg in argv:
-        if arg in ("-v", "--verbose"):
-            return True
-        if not arg.startswith("-"):
-            return False
-    return False
+def _value_options(command: click.Command) -> set[str]:
+    """The names of every option that takes a value, in ``command`` and its subcommands."""
+    names = {o for p in command.params if isinstance(p, click.Option) and not p.is_flag for o in p.opts}
+    for sub in getattr(command, "commands", {}).values():
+        names |= _value_options(sub)
+    return names
+
+
+def _verbose(argv: list[str]) -> list[str]:
+    """``-v`` / ``--verbose`` anywhere before a ``--`` (``toolchain build recipe.yaml -v``) moved to the front,
+    where the ``toolchain`` command itself takes it; not an option's value (``--target -v`` names a target)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    takes_value = _value_options(cli)
+    flag = [i for i, a in enumerate(argv[:end]) if a in ("-v", "--verbose") and not (i and argv[i - 1] in takes_value)]
+    return (["-v"] if flag else []) + [a for i, a in enumerate(argv) if i not in flag]
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    verbose = _verbose(argv)
+    argv = _verbose(sys.argv[1:] if argv is None else list(argv))
+    verbose = argv[:1] == ["-v"]
     _signalled.clear()  # this invocation's signals only
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -479,9 +510,11 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line too, not click's usage block
+        command = exc.ctx.command_path if exc.ctx is not None else "toolchain"
+        _fail(f"{exc.format_message()} (see '{command} --help')", exc.exit_code, False)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(exc.format_message(), exc.exit_code, False)
     except OSError as exc:
         _after_sigterm()
         if exc.errno not in FILESYSTEM_ERRNOS:
@@ -508,18 +541,28 @@ def _after_sigterm() -> None:
         _exit_terminated()
 
 
-def _fail(exc: BaseException, code: int, verbose: bool) -> None:
+def _line(text: str) -> str:
+    """An error as one line: newlines and other control characters (in a path, say) escaped."""
+    import re
+
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
+
+
+def _fail(exc: BaseException | str, code: int, verbose: bool) -> None:
+    """A user's error: one line, the traceback only with ``-v``."""
     if verbose:
         import traceback
 
         traceback.print_exc()
-    hint = "" if verbose else " (run with -v for the traceback)"
-    click.echo(f"error: {exc}{hint}", err=True)
+    click.echo(f"error: {_line(str(exc))}", err=True)
     sys.exit(code)
 
 
 def _internal(exc: Exception, verbose: bool) -> None:
+    """A bug: one line naming it, with the hint to run with ``-v`` (which raises it, traceback and all)."""
     if verbose:
         raise exc
-    click.echo(f"error: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)", err=True)
+    click.echo(
+        f"error: internal error: {_line(f'{type(exc).__name__}: {exc}')} (run with -v for the traceback)", err=True
+    )
     sys.exit(1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from toolchain.errors import MissingBuildError
 from toolchain.record import TASK_METRIC, BuildRecord, TargetResult
+from toolchain.report import units
+from toolchain.report.table import KEY, Column, box_table, footer, terminal_width
 
 COMPARE_SCHEMA = "toolchain.compare/1"
 #: key, heading, which way is better (None: not ranked)
@@ -15,17 +17,30 @@ COLUMNS = [
     ("flash_bytes", "flash KB", "min"),
     ("latency_ms", "latency ms", "min"),
     ("metric", "top-1", "max"),  # the task's headline metric: heading and direction set per record
-    ("metric_drop", "drop (pts)", "min"),
+    ("metric_drop", "drop", "min"),
     ("top1_agreement", "agreement", "max"),
     ("cosine", "cosine", "max"),
-    ("accelerator_share", "ops on accel.", "max"),
+    ("accelerator_share", "accel. ops", "max"),
     ("fits", "fits", None),
     ("passed", "passes", None),
 ]
+#: which columns the terminal table drops first when it is too wide (lowest first; KEY: never)
+PRIORITY = {
+    "metric": 9,
+    "latency_ms": 8,
+    "ram_bytes": 6,
+    "flash_bytes": 5,
+    "accelerator_share": 4,
+    "metric_drop": 3,
+    "fits": 2,
+    "top1_agreement": 1,
+    "cosine": 0,
+}
+PARETO_PRIORITY = 7
 
 
 def row(r: TargetResult) -> dict:
-    m, lat, mem = r.metrics, r.latency, r.memory
+    m, lat, mem, accel = r.metrics, r.latency, r.memory, units.accelerator_ops(r)
     return {
         "target": r.target,
         "kind": r.kind,
@@ -45,7 +60,10 @@ def row(r: TargetResult) -> dict:
         "metric_drop": None if not m or m.drop is None else m.drop * (100 if m.task == "classification" else 1),
         "top1_agreement": m.top1_agreement if m else None,
         "cosine": m.cosine if m else None,
-        "accelerator_share": r.accelerator.share if r.accelerator else None,  # CPU and MCU targets have none
+        # CPU and MCU targets have none; counted in the artifact's ops (as inspect counts them)
+        "accelerator_share": accel[0] / max(1, accel[1]) if accel else None,
+        "accelerator_ops": accel[0] if accel else None,
+        "ops_total": accel[1] if accel else sum(r.ops.values()),
         "fits": r.fits,
         "passed": r.passed,
         "failures": [f.message for f in r.failures],
@@ -138,11 +156,11 @@ def compare_plans(records: dict[str, BuildRecord], targets: list[str] | None = N
 
 def table_of(recipe: str, eval_samples: int, task: str, rows: list[dict]) -> dict:
     name, higher = TASK_METRIC.get(task, ("top1", True))
-    drop_unit = "pts" if task == "classification" else name
+    drop = "drop" if units.is_share(task) else f"drop ({name})"  # classification: its cells say pts
     columns = [
         (
             k,
-            {"metric": name.replace("top1", "top-1"), "metric_drop": f"drop ({drop_unit})"}.get(k, h),
+            {"metric": name.replace("top1", "top-1"), "metric_drop": drop}.get(k, h),
             ("max" if higher else "min") if k == "metric" else b,
         )
         for k, h, b in COLUMNS
@@ -154,7 +172,7 @@ def table_of(recipe: str, eval_samples: int, task: str, rows: list[dict]) -> dic
         if values:
             top = min(values) if better == "min" else max(values)
             best[key] = [x["target"] for x in rows if x[key] == top]
-    return {
+    table = {
         "schema": COMPARE_SCHEMA,
         "recipe": recipe,
         "eval_samples": eval_samples,
@@ -164,57 +182,69 @@ def table_of(recipe: str, eval_samples: int, task: str, rows: list[dict]) -> dic
         "best": best,
         "pareto": pareto(rows),
     }
+    for x in rows:  # each value as every renderer shows it (units.py)
+        x["text"] = {k: text(table, x, k) for k, _, _ in columns}
+    return table
+
+
+def text(table: dict, x: dict, key: str) -> str:
+    """A value of ``x`` in the units every renderer uses (``units.py``)."""
+    v, task = x[key], table.get("task", "classification")
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if key in ("size_bytes", "ram_bytes", "flash_bytes"):
+        return units.kb(v)
+    if key == "latency_ms":
+        return units.latency(v, x["latency_measured"])
+    if key == "metric":
+        return units.metric(task, v)
+    if key == "metric_drop":  # already in points for classification
+        return units.pts(v) if units.is_share(task) else units.metric_delta(task, v)
+    if key == "top1_agreement":
+        return units.pct(v)
+    if key == "cosine":
+        return f"{v:.4f}"
+    if key == "accelerator_share":
+        return units.ops(x.get("accelerator_ops"), x.get("ops_total"))
+    return str(v)
 
 
 def cell(table: dict, x: dict, key: str) -> str:
     """Display text of one cell; '*' marks the best value of a column."""
-    v = x[key]
-    if v is None:
-        text = "-"
-    elif isinstance(v, bool):
-        text = "yes" if v else "NO"
-    elif key in ("size_bytes", "ram_bytes", "flash_bytes"):
-        text = f"{v / 1024:,.1f}"
-    elif key == "latency_ms":
-        text = f"{v:.3g}" + ("" if x["latency_measured"] else " (est.)")
-    elif key in ("metric", "top1_agreement", "cosine"):
-        text = f"{v:.4f}"
-    elif key == "accelerator_share":
-        text = f"{v:.0%}"
-    elif key == "metric_drop":
-        text = f"{v:+.2f}"
-    else:
-        text = str(v)
-    return text + (" *" if x["target"] in table["best"].get(key, []) and len(table["rows"]) > 1 else "")
+    best = x["target"] in table["best"].get(key, []) and len(table["rows"]) > 1
+    return text(table, x, key) + (" *" if best else "")
 
 
-def print_table(table: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
+LEGEND = [
+    "* best in column; P: on the Pareto front (accuracy vs latency vs memory)",
+    "latency (host): measured on this machine, (est.): estimated; 1 KB = 1024 B",
+]
 
-    t = Table(
-        title=f"{table['recipe']}: {table['eval_samples']} eval samples   "
-        "(* best in column, P = Pareto front: accuracy vs latency vs memory)"
-    )
-    t.add_column("P")
-    for c in table["columns"]:
-        t.add_column(c["heading"], justify="left" if c["better"] is None else "right")
-    for x in table["rows"]:
-        t.add_row("P" if x["target"] in table["pareto"] else "", *[cell(table, x, c["key"]) for c in table["columns"]])
-    console = Console()
-    console = console if console.is_terminal else Console(width=180)
-    console.print(t)
+
+def print_table(table: dict, wide: bool = False) -> None:
+    """The comparison on stdout, at the terminal's width (columns dropped by priority) unless ``wide``."""
+    import sys
+
+    width = None if wide else terminal_width()
+    columns = [Column("P", priority=PARETO_PRIORITY)] + [
+        Column(c["heading"], "left" if c["better"] is None else "right", PRIORITY.get(c["key"], KEY))
+        for c in table["columns"]
+    ]
+    rows = [
+        ["P" if x["target"] in table["pareto"] else "", *[cell(table, x, c["key"]) for c in table["columns"]]]
+        for x in table["rows"]
+    ]
+    title = f"{table['recipe']}: {table['eval_samples']} eval samples"
+    out = box_table(title, columns, rows, width) + footer(LEGEND, width)
     where = table.get("placement")
     if where:
-        p = Table(title="Op placement on the NPU (Vela): ops of each type on the NPU / left on the CPU")
-        p.add_column("op")
-        for name in where["targets"]:
-            p.add_column(name)
-        for x in where["rows"]:
-            p.add_row(x["op"], *[placement_cell(x["targets"][n]) for n in where["targets"]])
-        console.print(p)
-        for line in placement_reasons(where):
-            console.print(f"  {line}", highlight=False, markup=False)
+        cols = [Column("op")] + [Column(name, wrap=True) for name in where["targets"]]
+        cells = [[x["op"], *[placement_cell(x["targets"][n]) for n in where["targets"]]] for x in where["rows"]]
+        out += "\n" + box_table("Op placement on the NPU (Vela), per op type", cols, cells, width)
+        out += footer([f"  {line}" for line in placement_reasons(where)], width)
+    sys.stdout.write(out)
 
 
 def markdown(table: dict) -> str:
@@ -222,7 +252,9 @@ def markdown(table: dict) -> str:
     lines = [
         f"# {table['recipe']}: {'plans x targets' if 'plans' in table else 'targets'} compared",
         "",
-        f"{table['eval_samples']} eval samples. `*` best in column; Pareto: accuracy vs latency vs memory.",
+        f"{table['eval_samples']} eval samples. `*` best in column; Pareto: accuracy vs latency vs memory. "
+        "Sizes in KB (1 KB = 1024 bytes); latency in ms, (host): measured on this machine, (est.): estimated for "
+        "the device.",
         "",
     ]
     lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from toolchain.report import units
+from toolchain.report.table import Column, box_table, footer, terminal_width
 from toolchain.tflite_model import Tensor, TFLiteModel
 
 
@@ -66,41 +68,43 @@ def _fmt_quant(q: dict | None) -> str:
     )
 
 
-def print_inspection(info: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def print_inspection(info: dict, wide: bool = False) -> None:
+    """The inspection on stdout: sizes in KB (units.py), at the terminal's width (long names and quantization
+    wrap) unless ``wide``."""
+    import sys
 
-    console = Console() if Console().is_terminal else Console(width=160)
-    console.print(
-        f"[bold]{info['file']}[/bold]: {info['size_bytes']:,} bytes, {info['subgraphs']} subgraph(s), "
+    width = None if wide else terminal_width()
+    size = info["size_bytes"]
+    lines = [
+        f"{info['file']}: {units.kb_text(size)} ({size:,} bytes), {info['subgraphs']} subgraph(s), "
         f"{sum(info['ops'].values())} ops, {info['macs']:,} MACs"
-    )
+    ]
     for kind in ("inputs", "outputs"):
         for t in info[kind]:
-            console.print(f"  {kind[:-1]:6} {t['name']}: {t['dtype']} {t['shape']} ({_fmt_quant(t['quantization'])})")
-    size = Table(title="size breakdown")
-    size.add_column("part")
-    size.add_column("bytes", justify="right")
-    size.add_column("share", justify="right")
-    for part, n in info["size_breakdown"].items():
-        size.add_row(part, f"{n:,}", f"{n / info['size_bytes']:.1%}")
-    console.print(size)
-    ops = Table(title="operators")
-    ops.add_column("op")
-    ops.add_column("count", justify="right")
-    for op, n in sorted(info["ops"].items(), key=lambda kv: -kv[1]):
-        ops.add_row(op, str(n))
-    console.print(ops)
-    tensors = Table(title="tensors")
-    for col in ("#", "name", "dtype", "shape", "quantization", "const bytes"):
-        tensors.add_column(col, justify="right" if col in ("#", "const bytes") else "left")
-    for t in info["tensors"]:
-        tensors.add_row(
+            lines.append(f"  {kind[:-1]:6} {t['name']}: {t['dtype']} {t['shape']} ({_fmt_quant(t['quantization'])})")
+    out = footer(lines, width)
+    parts = [[part, units.kb(n), units.pct(n / max(1, size))] for part, n in info["size_breakdown"].items()]
+    out += box_table("size breakdown", [("part", "left"), ("KB", "right"), ("share", "right")], parts, width)
+    ops = [[op, str(n)] for op, n in sorted(info["ops"].items(), key=lambda kv: -kv[1])]
+    out += box_table("operators", [("op", "left"), ("count", "right")], ops, width)
+    columns = [
+        Column("#", "right"),
+        Column("name", fold=True),
+        Column("dtype"),
+        Column("shape", wrap=True),
+        Column("quantization", wrap=True),
+        Column("const KB", "right"),
+    ]
+    tensors = [
+        [
             str(t["index"]),
             t["name"],
             t["dtype"],
             str(t["shape"]),
             _fmt_quant(t["quantization"]),
-            f"{t['constant_bytes']:,}",
-        )
-    console.print(tensors)
+            units.kb(t["constant_bytes"]) if t["constant_bytes"] else "-",
+        ]
+        for t in info["tensors"]
+    ]
+    out += box_table("tensors", columns, tensors, width)
+    sys.stdout.write(out)

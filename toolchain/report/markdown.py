@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from toolchain.config.recipe import step_label
 from toolchain.record import Quantization, Section, TargetResult
+from toolchain.report import units
 
 
 def _row(name: str, value) -> str:
@@ -55,8 +56,9 @@ def section_markdown(s: Section) -> list[str]:
             k: v for k, v in s.memory.model_dump(exclude={"details"}).items() if v is not None
         } | s.memory.details
     if s.accelerator:
-        data["ops on accelerator"] = (
-            f"{s.accelerator.ops_on}/{s.accelerator.ops_total} ({s.accelerator.share:.0%}, {s.accelerator.name})"
+        # the check's own count (Vela counts its lowered ops); the headline counts the artifact's
+        data[f"ops on {s.accelerator.name}, as the check counts them"] = (
+            f"{s.accelerator.ops_on}/{s.accelerator.ops_total}"
         )
     data.update(s.details)
     data["failures"] = [f.model_dump() for f in s.failures]
@@ -126,9 +128,9 @@ def quantization_markdown(q: Quantization, size_bytes: int) -> list[str]:
         lines += _int4_selection_lines(q.int4_selection)
     if q.int8_bytes:
         lines += [
-            f"Cost of the exceptions: {size_bytes - q.int8_bytes:+,} bytes against the same ranges all in int8 "
-            f"({q.int8_bytes:,} bytes); their latency is this report's, the all-int8 plan's is the plan search's "
-            "first rung (or `toolchain compare --plans`).",
+            f"Cost of the exceptions: {(size_bytes - q.int8_bytes) / units.KB:+,.1f} KB against the same ranges all "
+            f"in int8 ({units.kb_text(q.int8_bytes)}); their latency is this report's, the all-int8 plan's is the plan "
+            "search's first rung (or `toolchain compare --plans`).",
             "",
         ]
     if q.equalization:
@@ -169,15 +171,15 @@ def _int4_selection_lines(s: dict) -> list[str]:
     return [
         f"4-bit weights chosen by measurement (quantize.int4_select: at most {s['max_drop']} points of top-1 on "
         f"{s['samples']} calibration samples against {s['against']}, and the output at least {s['min_snr_db']} dB "
-        f"SNR against all-int8's): {len(kept)} of {len(s['candidates'])} candidates, {s['int8_bytes']:,} -> "
-        f"{s['bytes']:,} bytes, calibration top-1 {100 * s['int8_top1']:.2f} -> {100 * s['top1']:.2f} %"
+        f"SNR against all-int8's): {len(kept)} of {len(s['candidates'])} candidates, {units.kb(s['int8_bytes'])} -> "
+        f"{units.kb_text(s['bytes'])}, calibration top-1 {units.pct(s['int8_top1'])} -> {units.pct(s['top1'])}"
         + (f", output SNR {s['snr_db']:.1f} dB" if s.get("snr_db") is not None else "")
         + ". Least sensitive first:",
         "",
-        "| op output | alone: bytes saved | alone: output SNR dB | with it: top-1 % | with it: SNR dB | 4-bit |",
+        "| op output | alone: KB saved | alone: output SNR dB | with it: top-1 | with it: SNR dB | 4-bit |",
         "|---|---|---|---|---|---|",
         *(
-            f"| `{r['op']}` | {r['saved_bytes']:,} | {r['snr_db']:.1f} | {100 * r['top1_with']:.2f} | "
+            f"| `{r['op']}` | {units.kb(r['saved_bytes'])} | {r['snr_db']:.1f} | {units.pct(r['top1_with'])} | "
             f"{r['snr_with_db']:.1f} | {'yes' if r['chosen'] else 'no'} |"
             for r in s["candidates"]
         ),
@@ -185,6 +187,7 @@ def _int4_selection_lines(s: dict) -> list[str]:
     ]
 
 
+_SHARES = ("top5", "top1_agreement")  # shown in percent
 _EXTRA_METRICS = {
     "top5": "top-5",
     "top1_agreement": "top-1 agreement with the reference (a language model: the next token, every step)",
@@ -202,18 +205,24 @@ def _metric_rows(m) -> list[str]:
     if not m:
         return [_row("metrics", "none: the runtime could not run the artifact")]
     name, value, ref, higher = m.headline
+    name = name.replace("top1", "top-1")
     rows = [_row("task", m.task)]
     if value is not None:
         drop = m.drop
-        delta = "" if drop is None else f" ({'worse' if drop > 0 else 'better'} than the reference by {abs(drop):.4g})"
-        rows.append(_row(f"{name} ({'higher' if higher else 'lower'} is better)", f"{value:.4f}{delta}"))
+        by = "" if drop is None else units.metric_delta(m.task, abs(drop)).lstrip("+")
+        delta = "" if drop is None else f" ({by} {'worse' if drop > 0 else 'better'} than the reference)"
+        rows.append(_row(f"{name} ({'higher' if higher else 'lower'} is better)", units.metric(m.task, value) + delta))
     if ref is not None:
-        rows.append(_row(f"{name} of the float reference", f"{ref:.4f}"))
-    rows += [_row(label, f"{getattr(m, k):.6g}") for k, label in _EXTRA_METRICS.items() if getattr(m, k) is not None]
+        rows.append(_row(f"{name} of the float reference", units.metric(m.task, ref)))
+    rows += [
+        _row(label, units.pct(v) if k in _SHARES else f"{v:.6g}")
+        for k, label in _EXTRA_METRICS.items()
+        if (v := getattr(m, k)) is not None
+    ]
     if m.rmse is not None:
         rows.append(_row("RMSE / max abs error vs the reference", f"{m.rmse:.6f} / {m.max_abs:.6f}"))
     if m.per_class:
-        rows.append(_row("per-class accuracy", ", ".join("-" if a is None else f"{a:.2f}" for a in m.per_class)))
+        rows.append(_row("per-class accuracy", ", ".join(units.pct(a) for a in m.per_class)))
     rows.append(_row("eval samples", m.samples))
     return rows
 
@@ -222,19 +231,22 @@ def _device_rows(r: TargetResult) -> list[str]:
     """The metrics table's rows for the device: latency, RAM and flash against the budget, accelerator share."""
     rows, lat, mem = [], r.latency, r.memory
     if lat and lat.ms is not None:
+        measured = lat.kind == "measured"
         spread = (
-            f" (median; p90 {lat.p90:.3f} ms, {lat.threads} threads, measured {lat.measured_at})"
-            if lat.kind == "measured"
+            f" (median; p90 {units.ms(lat.p90)} ms, {lat.threads} threads, measured {lat.measured_at})"
+            if measured
             else ""
         )
-        rows.append(_row(f"latency ({lat.kind})", f"{lat.ms:.3f} ms{spread} — {lat.source}"))
+        label = "latency (host: measured on this machine)" if measured else "latency (estimate)"
+        rows.append(_row(label, f"{units.ms(lat.ms)} ms{spread} — {lat.source}"))
     if mem:
         for name, v, b in (
             ("RAM", mem.ram_bytes, r.budget.get("ram_bytes")),
             ("flash", mem.flash_bytes, r.budget.get("flash_bytes")),
         ):
             if v is not None:
-                rows.append(_row(name, f"{v:,} bytes" + (f" of {b:,}" if b else "")))
+                budget = f" of {units.kb_text(b)}" if b else ""
+                rows.append(_row(name, f"{units.kb_text(v)}{budget} ({v:,} bytes)"))
         d = mem.details
         if "kv_cache_bytes" in d:  # a decoder language model
             rows.append(
@@ -252,21 +264,22 @@ def _device_rows(r: TargetResult) -> list[str]:
                     )
                 )
     if r.accelerator:
-        a = r.accelerator
-        rows.append(_row("ops on the accelerator", f"{a.ops_on}/{a.ops_total} ({a.share:.0%}, {a.name})"))
+        on, total = units.accelerator_ops(r)
+        rows.append(_row("ops on the accelerator", f"{units.ops(on, total)} of the artifact ({r.accelerator.name})"))
     return rows
 
 
-def _plan_search_lines(rungs: list[dict]) -> list[str]:
+def _plan_search_lines(rungs: list[dict], task: str) -> list[str]:
     """The ``quantize.mode: auto`` rungs tried, one table row each."""
-    lines = ["## Plan search (quantize.mode: auto)", "", "| plan | result | metric | drop | size | latency ms |"]
+    lines = ["## Plan search (quantize.mode: auto)", "", "| plan | result | metric | drop | size KB | latency ms |"]
     lines.append("|---|---|---|---|---|---|")
     for p in rungs:
-        lat = "-" if p["latency_ms"] is None else f"{p['latency_ms']:.3g} ({p['latency_kind']})"
-        metric = "-" if p["metric"] is None else f"{p['metric']:.4f}"
-        drop = "-" if p["drop"] is None else f"{p['drop']:.4g}"
+        lat = "-" if p["latency_ms"] is None else units.latency(p["latency_ms"], p["latency_kind"] == "measured")
         verdict = "meets the gates" if p["passed"] else "fails: " + "; ".join(p["failures"])[:160]
-        lines.append(f"| {p['plan']} | {verdict} | {metric} | {drop} | {p['size_bytes']:,} B | {lat} |")
+        lines.append(
+            f"| {p['plan']} | {verdict} | {units.metric(task, p['metric'])} | {units.metric_delta(task, p['drop'])} | "
+            f"{units.kb(p['size_bytes'])} | {lat} |"
+        )
     lines.append("")
     return lines
 
@@ -283,7 +296,7 @@ def target_markdown(recipe: str, r: TargetResult) -> str:
         "",
         "| metric | value |",
         "|---|---|",
-        _row("size", f"{r.size_bytes:,} bytes ({r.size_bytes / 1024:.1f} KB)"),
+        _row("size", f"{units.kb_text(r.size_bytes)} ({r.size_bytes:,} bytes; 1 KB = 1024 bytes)"),
     ]
     lines += _metric_rows(r.metrics)
     lines += _device_rows(r)
@@ -291,7 +304,7 @@ def target_markdown(recipe: str, r: TargetResult) -> str:
     for s in r.sections.values():
         lines += section_markdown(s)
     if r.plan_search:
-        lines += _plan_search_lines(r.plan_search)
+        lines += _plan_search_lines(r.plan_search, r.metrics.task if r.metrics else "classification")
     if r.quantization:
         lines += quantization_markdown(r.quantization, r.size_bytes)
     lines += ["## Operators", "", "| op | count |", "|---|---|"]

@@ -37,21 +37,33 @@ def check(acceptance: Acceptance, m: Metrics | None, size_bytes: int) -> list[Fa
         name, value, ref, _ = m.headline
         if m.task == "classification" and m.top1 is not None and m.reference_top1 is not None:
             drop = (m.reference_top1 - m.top1) * 100
-            fell = f"top-1 fell {drop:.2f} points ({m.reference_top1:.4f} -> {m.top1:.4f})"
+            fell = f"top-1 fell {drop:.2f} points ({100 * m.reference_top1:.2f} % -> {100 * m.top1:.2f} %)"
             gates.append(("max_accuracy_drop", drop, acceptance.max_accuracy_drop, True, fell))
         if m.task in ("classification", "language_model"):
             gates.append(
-                ("min_top1_agreement", m.top1_agreement, acceptance.min_top1_agreement, False, f"{m.top1_agreement}")
+                (
+                    "min_top1_agreement",
+                    m.top1_agreement,
+                    acceptance.min_top1_agreement,
+                    False,
+                    f"agreement {_g(m.top1_agreement)}",
+                )
             )
         if m.task == "language_model" and m.perplexity is not None and m.reference_perplexity:
             rise = 100 * (m.perplexity / m.reference_perplexity - 1)
             what = f"perplexity rose {rise:.2f} % ({m.reference_perplexity:.4f} -> {m.perplexity:.4f})"
             gates.append(("max_perplexity_increase", rise, acceptance.max_perplexity_increase, True, what))
         gates.append(
-            ("max_metric_drop", m.drop, acceptance.max_metric_drop, True, f"{name} {value} vs the reference's {ref}")
+            (
+                "max_metric_drop",
+                m.drop,
+                acceptance.max_metric_drop,
+                True,
+                f"{name} {_g(value)} vs the reference's {_g(ref)}",
+            )
         )
-        gates.append(("min_cosine", m.cosine, acceptance.min_cosine, False, f"cosine {m.cosine}"))
-        gates.append(("min_snr_db", m.snr_db, acceptance.min_snr_db, False, f"SNR {m.snr_db} dB"))
+        gates.append(("min_cosine", m.cosine, acceptance.min_cosine, False, f"cosine {_g(m.cosine)}"))
+        gates.append(("min_snr_db", m.snr_db, acceptance.min_snr_db, False, f"SNR {_g(m.snr_db)} dB"))
     kb = size_bytes / 1024
     gates.append(("max_size_kb", kb, acceptance.max_size_kb, True, f"artifact is {kb:.1f} KB"))
     for name, value, limit, at_most, what in gates:
@@ -64,3 +76,8 @@ def check(acceptance: Acceptance, m: Metrics | None, size_bytes: int) -> list[Fa
             )
             failures.append(Failure(kind="gate", check=name, message=message))
     return failures
+
+
+def _g(value: float | None) -> str:
+    """A measured value in a gate's message: four significant digits (NaN stays 'nan')."""
+    return "none" if value is None else f"{value:.4g}"
