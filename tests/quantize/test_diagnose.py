@@ -59,8 +59,11 @@ def test_the_planted_layer_ranks_first(planted):
     worst, rest = layers[0], layers[1:]
     assert worst.isolated.channel_snr_db < min(d.isolated.channel_snr_db for d in rest) - 5
     assert worst.accumulated is not None and worst.weight_spread > 20
-    assert any("per_channel: true, or equalize: true" in f for f in worst.fixes)
-    assert any("16-bit" in f for f in worst.fixes) and any("float" in f for f in worst.fixes)
+    assert worst.culprit and not any(d.culprit for d in rest) and worst.share > 0.5
+    assert worst.fixes[0].what.startswith("keep this layer in float")  # all of its error, the largest gain
+    assert worst.fixes[1].what.startswith("per_channel: true, or equalize: true")  # its weights' grid: the most
+    assert any("16-bit" in f.what for f in worst.fixes)
+    assert [f.gain for f in worst.fixes] == sorted((f.gain for f in worst.fixes), reverse=True)
 
 
 def test_layer_names_come_from_the_tensor_names():
@@ -97,6 +100,7 @@ def test_diagnose_command_writes_the_three_pages(tiny_recipe, tmp_path, run_cli)
             timeout=120,
         ).stdout
         assert '<table id="layers">' in dom and "isolated channel SNR dB" in dom and "data:image/png;base64," in dom
+        assert '<p id="verdict"><strong>The int8 artifact\'s accuracy is not measured here' in dom  # no build
 
 
 @pytest.mark.tf
@@ -113,7 +117,12 @@ def test_build_writes_the_diagnosis_when_asked(tiny_recipe, tmp_path, run_cli):
     folder = tmp_path / "b" / "tiny" / "phone-cpu"
     d = json.loads((folder / "diagnosis.json").read_text())
     assert d["target"] == "phone-cpu" and d["layers"]
-    assert any("keep this layer in float" in f for x in d["layers"] for f in x["fixes"])  # a phone falls back
+    assert any("keep this layer in float" in f["what"] for x in d["layers"] for f in x["fixes"])  # a phone falls back
+    record = json.loads((tmp_path / "b" / "tiny" / "build.json").read_text())
+    m = next(r for r in record["results"] if r["target"] == "phone-cpu")["metrics"]
+    drop = 100 * (m["reference_top1"] - m["top1"])
+    assert d["verdict"]["drop"] == pytest.approx(drop) and d["verdict"]["allowed"] == 1.0  # the default gate
+    assert d["verdict"]["needs_fix"] is (drop > 1.0)
     assert (folder / "diagnosis.md").exists() and (folder / "diagnosis.html").exists()
     code, _, err = run_cli("build", recipe, "--out", tmp_path / "c")
     assert code == 0 and not (tmp_path / "c" / "tiny" / "phone-cpu" / "diagnosis.json").exists()

@@ -92,6 +92,11 @@ def test_page_shows_the_table_in_headless_chromium(all_targets, tmp_path, run_cl
         timeout=120,
     )
     assert shot.stat().st_size > 20_000  # a rendered page with plots, not a blank one
+    from tests.report.test_pages import check_labels
+    from toolchain.report.html import scatter
+
+    fig = scatter(compare(record))  # the page's scatter: every target's label inside the axes, none overlapping
+    check_labels(fig, fig.axes[0], {"phone-cpu", "phone-gpu", "cortex-m7", "ethos-u55-128", "edgetpu"})
 
 
 @pytest.mark.tf

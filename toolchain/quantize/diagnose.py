@@ -9,6 +9,13 @@ and the spread of per-channel weight ranges (what a per-tensor grid suffers from
 
 Layers are ranked by isolated SNR, per output channel and averaged (lowest first; a few large channels cannot hide
 the others): a layer that is bad on its own is a cause; accumulated error only shows where the damage is felt.
+
+Fixes are ranked by expected gain: to first order the layers' relative errors (1 / isolated per-channel SNR) add up
+along the network, so a layer's **share** of their sum is what fixing it entirely could remove (ops whose grid TFLite
+fixes are left out of the sum: no range choice changes them); a fix removes the part of that share it acts on
+(16-bit activations: the output rounding, RMSE 0.29 steps; per-channel weights: the rest, the weights' grid; ...).
+A layer holding a large share is a culprit. The :func:`verdict` says whether any layer needs
+a fix at all: not when the artifact's own drop is within the acceptance gate (or, without a gate, negligible).
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from toolchain.quantize.stats import TensorStats
 SPREAD_HINT = 10.0  # a channel-range spread above this hurts per-tensor weights
 CLIP_HINT = 0.001  # clipping more than 0.1 % of a tensor's calibration values
 HEADROOM_HINT = 20.0
+CULPRIT_SHARE = 0.1  # a layer holding this share of the model's summed int8 error is a culprit
+NEGLIGIBLE_POINTS = 0.5  # without a gate, a top-1 drop this small (points) needs no fix
+ROUNDING_STEPS = 12**-0.5  # the RMSE of rounding alone, in grid steps (0.29)
 #: Ops whose int8 output grid TFLite fixes (softmax: scale 1/256, zero point -128): ranked last, since no range
 #: choice changes them; their per-channel SNR mostly measures probabilities near 0 rounding to 0.
 FIXED_RANGE = (
@@ -44,6 +54,12 @@ class Error:
 
 
 @dataclass
+class Fix:
+    what: str
+    gain: float  # expected: the share of the model's summed int8 error (relative, first order) it removes
+
+
+@dataclass
 class LayerDiagnosis:
     depth: int  # position among the quantized ops
     tensor: str
@@ -56,7 +72,9 @@ class LayerDiagnosis:
     clipped: float  # share of calibration values outside the range
     headroom: float  # observed |max| / 99.99th-percentile |value|
     weight_spread: float | None  # largest / smallest per-channel weight range (linear ops)
-    fixes: list[str] = field(default_factory=list)
+    share: float = 0.0  # of the model's summed isolated error (per-channel noise-to-signal ratios)
+    culprit: bool = False  # holds CULPRIT_SHARE or more of it (an op whose grid TFLite fixes never is)
+    fixes: list[Fix] = field(default_factory=list)  # largest expected gain first
 
 
 def layer_of(tensor: str, layer_names: set[str]) -> str | None:
@@ -178,23 +196,107 @@ def diagnose(
             headroom=float(s.absmax / p9999) if p9999 > 0 else 1.0,
             weight_spread=spread,
         )
-        d.fixes = fixes(d, method, per_channel, can_float)
         out.append(d)
+    rank_fixes(out, method, per_channel, can_float)
     return sorted(out, key=lambda d: (d.op in FIXED_RANGE, d.isolated.channel_snr_db))
 
 
-def fixes(d: LayerDiagnosis, method: str, per_channel: bool, can_float: bool) -> list[str]:
-    """What the toolchain can apply to this layer, most likely first."""
-    out = []
+def _noise(d: LayerDiagnosis) -> float:
+    """The layer's own relative error (noise-to-signal power) its isolated per-channel SNR stands for; none for an
+    op whose output grid TFLite fixes."""
+    snr = d.isolated.channel_snr_db
+    return 0.0 if d.op in FIXED_RANGE or not np.isfinite(snr) else 10 ** (-snr / 10)
+
+
+def rank_fixes(layers: list[LayerDiagnosis], method: str, per_channel: bool, can_float: bool) -> None:
+    """Each layer's share of the summed isolated error, its fixes by expected gain, and whether it is a culprit."""
+    total = sum(map(_noise, layers))
+    for d in layers:
+        d.share = _noise(d) / total if total > 0 else 0.0
+        d.fixes = sorted(fixes(d, method, per_channel, can_float), key=lambda f: -f.gain)
+        d.culprit = d.share >= CULPRIT_SHARE and d.op not in FIXED_RANGE
+
+
+def fixes(d: LayerDiagnosis, method: str, per_channel: bool, can_float: bool) -> list[Fix]:
+    """What the toolchain can apply to this layer, each with its expected gain (``d.share`` of the model's error
+    times the part of the layer's own error it acts on)."""
+    rounding = min(1.0, (ROUNDING_STEPS / d.isolated.rmse_steps) ** 2) if d.isolated.rmse_steps > 0 else 1.0
+    rest = 1.0 - rounding  # beyond the output's rounding: the weights' grid, clipping
+
+    def fix(what: str, part: float) -> Fix:
+        return Fix(what, d.share * part)
+
     if d.op in FIXED_RANGE:
-        return [f"none needed for int8: TFLite fixes the {d.op} output grid", "16-bit activations (mode: int16x8)"]
-    if d.headroom > HEADROOM_HINT and d.clipped < CLIP_HINT:
-        out.append("a clipping range: calibration: percentile (or mse): outliers set this range")
+        return [
+            fix(f"none needed for int8: TFLite fixes the {d.op} output grid", 0.0),
+            fix("16-bit activations (mode: int16x8)", rounding),
+        ]
+    out = []
+    if d.headroom > HEADROOM_HINT and d.clipped < CLIP_HINT:  # a finer grid: rounding shrinks by the headroom
+        part = rounding * (1 - d.headroom**-2)
+        out.append(fix("a clipping range: calibration: percentile (or mse): outliers set this range", part))
     if d.clipped > CLIP_HINT and method != "minmax":
-        out.append(f"calibration: minmax: {method} clips {100 * d.clipped:.2f} % of this tensor's values")
+        out.append(fix(f"calibration: minmax: {method} clips {100 * d.clipped:.2f} % of this tensor's values", rest))
     if d.weight_spread and d.weight_spread > SPREAD_HINT and not per_channel:
-        out.append(f"per_channel: true, or equalize: true (channel weight ranges spread {d.weight_spread:.0f}x)")
-    out.append("16-bit activations for this layer (mode: int16x8 for the model)")
+        what = f"per_channel: true, or equalize: true (channel weight ranges spread {d.weight_spread:.0f}x)"
+        out.append(fix(what, rest * (1 - 1 / d.weight_spread)))
+    out.append(fix("16-bit activations for this layer (mode: int16x8 for the model)", rounding))
     if can_float:
-        out.append("keep this layer in float (the target's runtime falls back to float)")
+        out.append(fix("keep this layer in float (the target's runtime falls back to float)", 1.0))
     return out
+
+
+def verdict(
+    layers: list[LayerDiagnosis],
+    drop: float | None,
+    allowed: float | None,
+    metric: str = "top-1",
+    points: bool = True,
+    failed: tuple[str, ...] = (),
+) -> dict:
+    """Whether any layer needs a fix, as a headline: not when the artifact's ``drop`` below float (``points`` of
+    top-1, else the metric's units) is within the gate's ``allowed`` (without a gate: NEGLIGIBLE_POINTS of
+    top-1) and it ``failed`` no accuracy gate; a NaN drop never passes. ``drop`` None: not measured here, the
+    culprits decide."""
+    unit = " points" if points else ""
+    culprits = [d for d in layers if d.culprit]
+    limit = allowed if allowed is not None else (NEGLIGIBLE_POINTS if points else 0.0)
+    if drop is not None and drop <= limit and not failed:  # False for NaN
+        gate = (
+            f"the gate allows {allowed:g}"
+            if allowed is not None
+            else (f"under {limit:g}{unit}: negligible" if points else "no gate is set")
+        )
+        within = f"{drop:.2f}{unit} below float" if drop > 0 else f"no worse than float ({-drop:.2f}{unit} above)"
+        return {
+            "needs_fix": False,
+            "drop": drop,
+            "allowed": allowed,
+            "headline": f"No layer needs a fix: the int8 artifact's {metric} is {within} ({gate}).",
+        }
+    if failed:
+        lost = f"The int8 artifact fails its gate ({'; '.join(failed)})"
+    elif drop is None:
+        lost = "The int8 artifact's accuracy is not measured here (`build --diagnose` compares it with the gate)"
+    elif drop != drop:
+        lost = f"The int8 artifact's {metric} drop is not a number (NaN)"
+    else:
+        lost = f"The int8 artifact loses {drop:.2f}{unit} of {metric}" + (
+            f" (the gate allows {allowed:g})" if allowed is not None else ""
+        )
+    if culprits:
+        names = ", ".join(dict.fromkeys(d.layer or d.tensor for d in culprits))
+        headline = f"{lost}: fix {names} first, largest expected gain first."
+        return {"needs_fix": True, "drop": drop, "allowed": allowed, "headline": headline}
+    top = max((d.share for d in layers), default=0.0)
+    return {
+        "needs_fix": drop is not None,  # measured and over: a model-wide fix; not measured: nothing stands out
+        "drop": drop,
+        "allowed": allowed,
+        "headline": f"{lost}; no single layer stands out (the largest holds {100 * top:.0f} % of the int8 error)"
+        + (
+            ": a model-wide fix: mode: int16x8, or quantization-aware training (compress: [{step: qat}])."
+            if drop is not None
+            else "."
+        ),
+    }

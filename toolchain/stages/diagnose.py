@@ -15,6 +15,7 @@ from toolchain.config import Recipe, Target, load_target
 from toolchain.convert.plan import ConvertPlan
 from toolchain.errors import CompatibilityError
 from toolchain.fsutil import atomic_write
+from toolchain.record import TargetResult
 from toolchain.stages.context import Build
 from toolchain.stages.data import Data
 from toolchain.stages.model import ModelStage
@@ -63,11 +64,32 @@ def _literal(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def diagnosis(b: Build, target: Target, plan: ConvertPlan, data: Data, model: ModelStage, samples: int) -> dict:
-    """The diagnosis of the recipe's int8 plan for ``target``, as the dict the reports render."""
+def diagnosis(
+    b: Build,
+    target: Target,
+    plan: ConvertPlan,
+    data: Data,
+    model: ModelStage,
+    samples: int,
+    result: TargetResult | None = None,
+) -> dict:
+    """The diagnosis of the recipe's int8 plan for ``target``, as the dict the reports render; with the target's
+    built ``result``, its verdict weighs the artifact's measured drop against the recipe's gate."""
+    from toolchain.quantize.diagnose import verdict
+
     q = b.recipe.quantize
     log.info("diagnose: %s on %s, each layer isolated and accumulated", b.recipe.name, target.name)
     found = layers(b, data, model, q, plan.per_channel, samples, can_float=target.kind == "phone")
+    m = result.metrics if result else None
+    points = m is None or m.task == "classification"
+    drop = None if m is None or m.drop is None else m.drop * (100 if points else 1)
+    gate = b.recipe.acceptance  # the stricter of the gates on the headline metric, in the drop's units
+    scaled = None if gate.max_metric_drop is None else gate.max_metric_drop * (100 if points else 1)
+    allowed = min((x for x in (gate.max_accuracy_drop if points else None, scaled) if x is not None), default=None)
+    metric = "top-1" if points else m.headline[0]
+    failed = (
+        tuple(f.message for f in result.failures if f.kind == "gate" and f.check != "max_size_kb") if result else ()
+    )
     drift = stage_calibrate(b, model, data, None, equalize=q.equalize).meta.get("drift", [])
     method = q.calibration + (f" {q.percentile}" if q.calibration == "percentile" else "")
     return {
@@ -76,6 +98,7 @@ def diagnosis(b: Build, target: Target, plan: ConvertPlan, data: Data, model: Mo
         "plan": f"int8, {method} ranges, {q.activations} activations, "
         f"{'per-channel' if plan.per_channel else 'per-tensor'} weights" + (", equalized" if q.equalize else ""),
         "samples": min(samples, data.sizes["eval"]),
+        "verdict": verdict(found, drop, allowed, metric, points, failed),
         "layers": [asdict(d) for d in found],
         "calibration_drift": drift,
     }
