@@ -11,6 +11,7 @@ the stage runs again).
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -178,9 +179,17 @@ class Cache:
             }
             meta = {"stage": stage.name, "key": key, **meta, "files": files}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            if final.exists() and not self.enabled:  # --no-cache: this run's entry replaces the old one
+                old = final.with_name(f".{key[:12]}.old-{os.getpid()}")
+                os.rename(final, old)
+                shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:  # another process (a worker of a search) published the same key meanwhile
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                log.debug("cache: %s/%s was published by another process; keeping it", stage.name, key[:12])
+                return Entry(final, json.loads((final / "meta.json").read_text()), hit=False)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return Entry(final, meta, hit=False, _verified=set(files))

@@ -128,6 +128,25 @@ class MissingInputError(ToolchainError):
     exit_code = 22
 
 
+class SchedulerError(ToolchainError):
+    """``--scheduler``: the Dask scheduler cannot be reached, or has no workers to run on."""
+
+    exit_code = 23
+
+
+class StorageError(ToolchainError):
+    """``toolchain search --storage``: the study database cannot be opened (a bad URL, a server that does not
+    answer, a folder that does not exist), or holds no such study."""
+
+    exit_code = 24
+
+
+class InfeasibleError(ToolchainError):
+    """``toolchain search`` finished, but for a target no trial met its constraints: the closest one is reported."""
+
+    exit_code = 25
+
+
 #: OS errors that are the user's environment, not a bug (read-only, full, permissions, name too long).
 FILESYSTEM_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG}
 

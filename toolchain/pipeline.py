@@ -45,6 +45,8 @@ def build(
     diagnose_int8: bool = False,
     jobs: int = 1,
     reuse: bool = False,
+    cache_root: Path | None = None,
+    shared: bool = False,
 ) -> BuildRecord:
     """Build the recipe for its targets (or ``target_names``); returns the record of the targets built now.
 
@@ -52,6 +54,7 @@ def build(
     it is rewritten after each target, so a target folder and its record entry appear together. ``jobs`` > 1:
     the targets' checks run in that many worker processes. ``reuse``: when the folder already holds this build
     with every target asked for, its record is returned and nothing is built ("build if missing").
+    ``cache_root`` and ``shared``: see ``stages.context.open_build`` (a search's trials, builds on a cluster).
     """
     targets = [(t, resolve_plan(recipe, t)) for t in map(load_target, dict.fromkeys(target_names or recipe.targets))]
     for name in dict.fromkeys(n for t, _ in targets for n in t.checks):
@@ -59,9 +62,11 @@ def build(
     from toolchain.models.source import check_offline
 
     check_offline(recipe.model)
-    with open_build(recipe, out, use_cache, remeasure, wait) as b, capture_fds(b.log_path):
+    opened = open_build(recipe, out, use_cache, remeasure, wait, cache_root, shared)
+    with opened as b, capture_fds(b.log_path):
         b.diagnose, started = diagnose_int8, time.perf_counter()
         log.info("build %s for %s into %s", recipe.name, ", ".join(t.name for t, _ in targets), b.dir)
+        _threads(recipe)
         _strategy(recipe)
         _starting(recipe, "data")
         data = stage_data(b)
@@ -157,6 +162,13 @@ def _starting(recipe: Recipe, stage: str) -> None:
     else:
         m = recipe.model
         log.info("model: %s", f"building {m.application}" if m.application else f"loading {m.file.name}")
+
+
+def _threads(recipe: Recipe) -> None:
+    if recipe.train and recipe.train.threads:
+        from toolchain.compress.train import set_threads
+
+        set_threads(recipe.train.threads)  # before TensorFlow's first op in this build
 
 
 def _strategy(recipe: Recipe) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from toolchain.errors import FILESYSTEM_ERRNOS, FilesystemError, ToolchainError
+from toolchain.errors import FILESYSTEM_ERRNOS, FilesystemError, InfeasibleError, MissingBuildError, ToolchainError
 
 log = logging.getLogger("toolchain")
 
@@ -448,6 +448,114 @@ def diagnose(recipe: Path, target: str | None, build_dir: Path, samples: int, fm
         click.echo(diagnosis.markdown(d))
     else:
         click.echo(str(page))
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@_build_dir_option(help="Build folder: the search goes to BUILD_DIR/<recipe>/ (search.json, search.html, trials/).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=256),
+    default=None,
+    help="Trials at once, on a local Dask cluster of this many worker processes started here (default: the usable "
+    "cores, at most 4). TensorFlow in each uses the cores / workers.",
+)
+@click.option(
+    "--scheduler",
+    metavar="tcp://HOST:8786",
+    default=None,
+    help="Run the trials on an existing Dask cluster instead. Every worker must reach BUILD_DIR at the same path "
+    "(a shared folder): the trials write their builds and the stage cache there.",
+)
+@click.option(
+    "--storage",
+    metavar="URL",
+    default=None,
+    help="The study database: an SQLite file (a path or sqlite:////abs/path.db), or postgresql://user:pw@host/db to "
+    "share the studies between machines. Default: BUILD_DIR/<recipe>/search.db. The same command resumes.",
+)
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1, max=10_000),
+    default=None,
+    help="Finished trials per target (default: the recipe's search.trials); raising it resumes the study.",
+)
+@click.option("--status", is_flag=True, help="Show the studies' progress from the database alone; run nothing.")
+@click.option(
+    "--write-best",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write each target's best recipe (the most accurate feasible trial) to DIR/<recipe>-<target>.yaml.",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", help="Output on stdout.")
+@click.option("--no-wait", is_flag=True, help="Fail (exit 18) instead of waiting when another build uses BUILD_DIR.")
+@_wide_option
+def search(
+    recipe: Path,
+    build_dir: Path,
+    workers: int | None,
+    scheduler: str | None,
+    storage: str | None,
+    trials: int | None,
+    status: bool,
+    write_best: Path | None,
+    fmt: str,
+    no_wait: bool,
+    wide: bool,
+) -> None:
+    """Search RECIPE's 'search:' space for the best model each target can run: the most accurate that fits its
+    budgets and meets the constraints, and the Pareto front of accuracy against latency (and memory).
+
+    Each trial is a build of the recipe at one point of the space for one target, run on a Dask cluster; the
+    studies (Optuna: multi-objective TPE or NSGA-II) live in a database, so the same command resumes. Writes
+    BUILD_DIR/<recipe>/search.json (every trial) and search.html. Exit 0 when every target has a feasible point,
+    25 when one has none (the closest trial is shown).
+    """
+    from toolchain.config import load_recipe
+    from toolchain.search import storage as db
+    from toolchain.tuner import check, study_names
+
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
+    r = load_recipe(recipe)
+    check(r)
+    default = build_dir / r.name / "search.db"
+    url = db.url_for(storage, default)
+    if status:
+        if storage is None and not default.exists():
+            raise MissingBuildError(f"{default}: no search of {r.name} has run into {build_dir} (no study database)")
+        from toolchain.report.search import status_text
+
+        click.echo(status_text(r, db.open_storage(url), study_names(r)), nl=False)
+        return
+    from toolchain.executors import default_jobs
+    from toolchain.executors.dask import DaskCluster
+    from toolchain.stages.context import hold
+    from toolchain.tuner import best_recipes
+    from toolchain.tuner import search as run_search
+
+    with hold(build_dir, not no_wait):
+        record = run_search(r, build_dir, lambda: DaskCluster(workers or default_jobs(), scheduler), url, trials)
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2, default=str))
+    else:
+        from toolchain.report.search import text
+
+        click.echo(text(record, wide), nl=False)
+    from toolchain.fsutil import atomic_write
+    from toolchain.report.search import html
+
+    page = atomic_write(build_dir / r.name / "search.html", html(record))
+    log.info("search record: %s; page: %s", build_dir / r.name / "search.json", page)
+    if write_best is not None:
+        for path in best_recipes(record, write_best):
+            log.info("best recipe: %s", path)
+    missing = [t["target"] for t in record["targets"] if t["best"] is None]
+    if missing:
+        raise InfeasibleError(
+            f"no trial met the constraints on {', '.join(missing)}: the closest is shown (relax search.constraints, "
+            "or widen the space)"
+        )
 
 
 @cli.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -12,6 +13,40 @@ from toolchain.fsutil import progress
 from toolchain.models.compat import keras
 
 log = logging.getLogger(__name__)
+#: Called after each epoch of ``fit`` with (epochs done, eval metric or None): ``toolchain search``'s pruner
+#: stops a hopeless trial by raising (``watching``).
+_watchers: list = []
+
+
+@contextmanager
+def watching(watcher):
+    """Call ``watcher(epoch, eval_metric)`` after each training epoch while the block runs."""
+    _watchers.append(watcher)
+    try:
+        yield
+    finally:
+        _watchers.remove(watcher)
+
+
+def set_threads(n: int) -> None:
+    """TensorFlow's thread pools for this process (``train.threads``), before its first op; a process that already
+    runs with another count keeps it, and says so (its model may then differ from another run's)."""
+    import tensorflow as tf
+
+    now = tf.config.threading.get_intra_op_parallelism_threads()
+    if now == n:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        log.warning(
+            "train.threads %d: TensorFlow already runs in this process with %s threads; the trained weights may "
+            "differ from a build that ran with %d",
+            n,
+            now or "every core's",
+            n,
+        )
 
 
 def _all_layers(model) -> list:
@@ -95,6 +130,8 @@ def fit(model, x, y, spec: TrainSpec, x_val=None, y_val=None, task: str = "class
             bar.update(
                 epoch + 1, f"train: epoch {epoch + 1}/{spec.epochs} loss {logs['loss']:.4f} {metric} {value:.3f}{val}"
             )
+            for watcher in _watchers:
+                watcher(epoch + 1, logs.get("val_accuracy", logs.get("val_mae")))
 
     val = (x_val, y_val) if x_val is not None else None
     with progress(log, "train", spec.epochs, "epochs") as bar:

@@ -271,7 +271,37 @@ def load_recipe(path: str | Path):
             raise ConfigError(f"{path}:{line}: targets.{i}: {name!r} is listed twice (each target builds once)")
         if name not in known:
             raise UnknownTargetError(f"{path}:{line}: targets.{i}: unknown target {name!r} (known: {', '.join(known)})")
+    if recipe.search is not None:
+        _check_search(recipe, known)
     return recipe
+
+
+def _check_search(recipe, known: list[str]) -> None:
+    """Each value of the space (each end of a range) makes a valid recipe, one dimension at a time; the searched
+    targets exist. Errors name the line of the dimension."""
+    from toolchain.config.search import corners, variant
+
+    s, path = recipe.search, recipe.source
+    for i, name in enumerate(s.targets or []):
+        line = recipe.lines.get(("search", "targets", i), 1)
+        if name not in known:
+            raise UnknownTargetError(
+                f"{path}:{line}: search.targets.{i}: unknown target {name!r} (known: {', '.join(known)})"
+            )
+        if name in s.targets[:i]:
+            raise ConfigError(f"{path}:{line}: search.targets.{i}: {name!r} is listed twice")
+    for dim, value in corners(s):
+        line = recipe.lines.get(("search", "space", dim), 1)
+        try:
+            variant(recipe, {dim: value}, recipe.name, recipe.targets)
+        except KeyError as exc:
+            raise ConfigError(f"{path}:{line}: search.space.{dim}: {exc.args[0]}") from None
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            raise ConfigError(
+                f"{path}:{line}: search.space.{dim}: the value {_short(value)} makes {field} invalid: {_message(err)}"
+            ) from None
 
 
 def list_targets() -> list[str]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+
+from toolchain.config.base import Strict
+from toolchain.config.search import SearchSpec
 
 Mode = Literal["float32", "dynamic", "float16", "int8", "int16x8"]
 IOType = Literal["float32", "int8", "uint8", "int16"]
@@ -35,10 +38,6 @@ def _layer_pattern(value: str) -> str:
 
 #: a Keras layer name or fnmatch pattern
 LayerPattern = Annotated[str, AfterValidator(_layer_pattern)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -255,6 +254,13 @@ class TrainSpec(Strict):
     # Keras applications default to 0.999, which leaves moving statistics untrained after a short
     # fit (the model then predicts at chance in inference mode). None keeps the model's own value.
     batchnorm_momentum: float | None = Field(0.9, gt=0, lt=1)
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="TensorFlow's threads for the build (default: every core). The trained weights depend on them "
+        "(float sums split across threads): a recipe that must rebuild byte-identical elsewhere names them",
+    )
 
 
 class FeaturePair(Strict):
@@ -533,6 +539,7 @@ class Recipe(Strict):
     quantize: QuantizeSpec = QuantizeSpec()
     targets: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=1, max_length=64)
     acceptance: Acceptance = Acceptance()
+    search: SearchSpec | None = Field(None, description="toolchain search: the space, objectives and constraints")
 
     # Filled by the loader, not by the user.
     source: Path | None = Field(None, exclude=True)

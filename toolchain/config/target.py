@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from toolchain.config.recipe import NAME_PATTERN, IOType, Mode, Strict
+from toolchain.config.base import Strict
+from toolchain.config.recipe import NAME_PATTERN, IOType, Mode
 
 
 class Numerics(Strict):

@@ -13,8 +13,9 @@ import fcntl
 import logging
 import os
 import shutil
+import socket
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,17 @@ def _sweep(out: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+@contextmanager
+def hold(out: Path, wait: bool = True):
+    """OUT locked, and swept of what killed builds left, for a run of many builds (``toolchain search``): its
+    builds into other folders share OUT's stage cache."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out, wait):
+        _sweep(out)
+        yield out
+
+
 def check_paths(out: Path, recipe: Recipe) -> None:
     """Refuse an output folder whose paths would be too long, before any work."""
     longest = len(os.fsencode(str((out / recipe.name).resolve()))) + PATH_ROOM
@@ -96,19 +108,32 @@ def check_paths(out: Path, recipe: Recipe) -> None:
 
 
 @contextmanager
-def open_build(recipe: Recipe, out: Path, use_cache: bool = True, remeasure: bool = False, wait: bool = True):
-    """The build context, with the output folder locked and a private temp folder for the build's life."""
+def open_build(
+    recipe: Recipe,
+    out: Path,
+    use_cache: bool = True,
+    remeasure: bool = False,
+    wait: bool = True,
+    cache_root: Path | None = None,
+    shared: bool = False,
+):
+    """The build context, with the output folder locked and a private temp folder for the build's life.
+    ``cache_root``: the stage cache (default ``OUT/.cache``; a search's trials share their search's).
+    ``shared``: one of several builds into OUT at once (on a cluster's workers) whose caller holds OUT's lock
+    and swept it: this one takes no lock and sweeps nothing; its temp folder is named by host and pid."""
     out = Path(out)
     check_paths(out, recipe)
     out.mkdir(parents=True, exist_ok=True)
-    with _lock(out, wait):
-        _sweep(out)
-        tmp = out / ".tmp" / str(os.getpid())
-        tmp.mkdir(parents=True)
+    with nullcontext() if shared else _lock(out, wait):
+        if not shared:
+            _sweep(out)
+        tmp = out / ".tmp" / (f"{socket.gethostname()}-{os.getpid()}" if shared else str(os.getpid()))
+        tmp.mkdir(parents=True, exist_ok=True)
         saved = tempfile.tempdir, os.environ.get("TMPDIR")
         tempfile.tempdir, os.environ["TMPDIR"] = str(tmp), str(tmp)
         try:
-            b = Build(recipe, out, Cache(out / ".cache", enabled=use_cache, kind=recipe.model.kind), remeasure)
+            cache = Cache(cache_root or out / ".cache", enabled=use_cache, kind=recipe.model.kind)
+            b = Build(recipe, out, cache, remeasure)
             b.dir.mkdir(parents=True, exist_ok=True)
             yield b
         except OSError as exc:
@@ -121,4 +146,6 @@ def open_build(recipe: Recipe, out: Path, use_cache: bool = True, remeasure: boo
                 os.environ.pop("TMPDIR", None)
             else:
                 os.environ["TMPDIR"] = saved[1]
-            shutil.rmtree(out / ".tmp", ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            with suppress(OSError):
+                tmp.parent.rmdir()  # the last build out of the folder removes it

@@ -1,0 +1,1 @@
+"""The search space, its Optuna distributions, the study database and the Pareto logic: no TensorFlow."""
