@@ -165,8 +165,9 @@ class Cache:
             return None
         return Entry(d, meta, hit=True)
 
-    def publish(self, stage: Stage, key: str, fill: Callable[[Path], dict]) -> Entry:
-        """Run ``fill(tmpdir) -> meta`` and rename the folder into place with the files' hashes."""
+    def publish(self, stage: Stage, key: str, fill: Callable[[Path], dict], replace: bool = False) -> Entry:
+        """Run ``fill(tmpdir) -> meta`` and rename the folder into place with the files' hashes. An entry of the
+        same key already there (another process published it meanwhile) is kept, unless ``replace``."""
         final = self.root / stage.name / key
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key[:12]}."))
@@ -179,17 +180,24 @@ class Cache:
             }
             meta = {"stage": stage.name, "key": key, **meta, "files": files}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-            if final.exists() and not self.enabled:  # --no-cache: this run's entry replaces the old one
+            if final.exists() and (replace or not self.enabled):  # this run's entry replaces the old one
                 old = final.with_name(f".{key[:12]}.old-{os.getpid()}")
                 os.rename(final, old)
                 shutil.rmtree(old, ignore_errors=True)
             try:
                 os.rename(tmp, final)
-            except OSError as exc:  # another process (a worker of a search) published the same key meanwhile
+            except OSError as exc:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
-                log.debug("cache: %s/%s was published by another process; keeping it", stage.name, key[:12])
-                return Entry(final, json.loads((final / "meta.json").read_text()), hit=False)
+                try:  # another process (a worker of a search) published the same key meanwhile: keep theirs
+                    theirs = json.loads((final / "meta.json").read_text())
+                    log.debug("cache: %s/%s was published by another process; keeping it", stage.name, key[:12])
+                    return Entry(final, theirs, hit=False)
+                except (OSError, ValueError):  # a broken folder (no meta.json): this entry replaces it
+                    old = final.with_name(f".{key[:12]}.old-{os.getpid()}")
+                    os.rename(final, old)
+                    shutil.rmtree(old, ignore_errors=True)
+                    os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return Entry(final, meta, hit=False, _verified=set(files))
@@ -221,7 +229,7 @@ class Cache:
                 meta, box["value"] = compute(tmp)
                 return meta
 
-            entry = self.publish(stage, key, fill)
+            entry = self.publish(stage, key, fill, replace=fresh)
             value = box["value"]
         self.add_timings({stage.timing or stage.name: time.perf_counter() - t0})
         return value, entry

@@ -129,20 +129,20 @@ class MissingInputError(ToolchainError):
 
 
 class SchedulerError(ToolchainError):
-    """``--scheduler``: the Dask scheduler cannot be reached, or has no workers to run on."""
+    """`--scheduler`: the Dask scheduler cannot be reached, or has no workers to run on."""
 
     exit_code = 23
 
 
 class StorageError(ToolchainError):
-    """``toolchain search --storage``: the study database cannot be opened (a bad URL, a server that does not
+    """`toolchain search --storage`: the study database cannot be opened (a bad URL, a server that does not
     answer, a folder that does not exist), or holds no such study."""
 
     exit_code = 24
 
 
 class InfeasibleError(ToolchainError):
-    """``toolchain search`` finished, but for a target no trial met its constraints: the closest one is reported."""
+    """`toolchain search` finished, but for a target no trial met its constraints: the closest one is reported."""
 
     exit_code = 25
 

@@ -12,10 +12,13 @@ TensorFlow writes to the process's stdout/stderr is captured into ``build/<recip
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
 from collections import deque
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain import checks
@@ -47,6 +50,7 @@ def build(
     reuse: bool = False,
     cache_root: Path | None = None,
     shared: bool = False,
+    executor=None,
 ) -> BuildRecord:
     """Build the recipe for its targets (or ``target_names``); returns the record of the targets built now.
 
@@ -55,6 +59,8 @@ def build(
     the targets' checks run in that many worker processes. ``reuse``: when the folder already holds this build
     with every target asked for, its record is returned and nothing is built ("build if missing").
     ``cache_root`` and ``shared``: see ``stages.context.open_build`` (a search's trials, builds on a cluster).
+    ``executor``: where the targets' checks run instead (a Dask cluster, ``executors.dask``; its workers must reach
+    OUT at the same path).
     """
     targets = [(t, resolve_plan(recipe, t)) for t in map(load_target, dict.fromkeys(target_names or recipe.targets))]
     for name in dict.fromkeys(n for t, _ in targets for n in t.checks):
@@ -82,7 +88,10 @@ def build(
         model = stage_compress(b, stage_model(b, data), data)
         write_compression(b.dir, recipe.name, model.steps)
         results: list[TargetResult] = []
-        with LocalProcesses(jobs) if jobs > 1 and len(targets) > 1 else INLINE as executor:
+        owned = executor is None  # one the caller gave serves other builds too: the caller closes it
+        if owned:
+            executor = LocalProcesses(jobs) if jobs > 1 and len(targets) > 1 else INLINE
+        with executor if owned else nullcontext(executor):
             for result in _targets(b, targets, data, model, executor):
                 results.append(result)
                 record = _record(b, identity, data, model, results, time.perf_counter() - started)
@@ -178,6 +187,64 @@ def _strategy(recipe: Recipe) -> None:
         strategy(recipe.strategy)  # logical devices must be set up before TensorFlow runs anything
 
 
+@dataclass
+class BuildJob:
+    """One whole build, run on a cluster's worker (``build RECIPE... --workers/--scheduler``, ``compare --plans``):
+    the recipe as its fields (``tree``) and file (``source``), built into OUT beside the others (``shared``: the
+    client holds OUT's lock); returns the record's JSON. A ToolchainError is raised on the client as it is."""
+
+    tree: dict
+    source: str | None
+    out: str
+    targets_dir: str
+    targets: list[str] | None = None
+    reuse: bool = False
+    options: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, recipe: Recipe, out: Path, targets=None, reuse=False, **options) -> BuildJob:
+        from toolchain.config import loader
+
+        tree = recipe.model_dump(mode="json", exclude_unset=True)
+        source = str(recipe.source) if recipe.source else None
+        return cls(tree, source, str(out), str(loader.TARGETS_DIR), targets, reuse, options)
+
+    def run(self) -> str:
+        from toolchain.config.loader import set_targets_dir
+
+        set_targets_dir(self.targets_dir)
+        recipe = Recipe.model_validate(self.tree).model_copy(
+            update={"source": Path(self.source) if self.source else None}
+        )
+        opts = {"jobs": 1, **self.options}
+        return build(recipe, self.targets, Path(self.out), reuse=self.reuse, shared=True, **opts).to_json()
+
+
+def build_many(recipes: list[Recipe], out: Path, executor, targets=None, wait=True, **options) -> list[BuildRecord]:
+    """Several recipes built at once into OUT, one job each on ``executor`` (a Dask cluster), this process holding
+    OUT's lock; their records in the recipes' order. The first error of a build is raised, after every build ended."""
+    from toolchain.record import parse_record
+    from toolchain.stages.context import hold
+
+    names = [r.name for r in recipes]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ToolchainError(f"recipes named alike would build into one folder: {', '.join(twice)}")
+    with hold(out, wait):
+        futures = [executor.submit(BuildJob.of(r, out, targets, **options)) for r in recipes]
+        records, first = [], None
+        for r, f in zip(recipes, futures, strict=True):
+            try:
+                records.append(parse_record(json.loads(f.result())))
+                log.info("built %s", r.name)
+            except ToolchainError as exc:
+                first = first or exc
+                log.error("%s: %s", r.name, exc)
+        if first is not None:
+            raise first
+    return records
+
+
 def ensure_build(recipe: Recipe, out: Path, target_names: list[str] | None = None) -> BuildRecord:
     """THE "build if missing" policy (``package``, ``compare --build``, ``compare --plans``): the folder's record
     when it is this build with every target asked for, else a build (whose cached stages make it quick)."""
@@ -185,10 +252,14 @@ def ensure_build(recipe: Recipe, out: Path, target_names: list[str] | None = Non
     return load_record(Path(out) / recipe.name / "build.json")
 
 
-def plan_builds(recipe: Recipe, plans: list[str], out: Path) -> dict[str, BuildRecord]:
+def plan_builds(recipe: Recipe, plans: list[str], out: Path, executor=None) -> dict[str, BuildRecord]:
     """The recipe built once per quantize plan (``OUT/<recipe>-<plan>``, reused when it exists), each for the
-    recipe's targets that can run that plan; every plan is checked before any is built."""
+    recipe's targets that can run that plan; every plan is checked before any is built. ``executor``: the plans
+    built at once, one job each (a Dask cluster)."""
     variants = {plan: plan_variant(recipe, plan) for plan in plans}
+    if executor is not None:
+        records = build_many(list(variants.values()), out, executor, reuse=True)
+        return dict(zip(variants, records, strict=True))
     return {plan: ensure_build(variant, out) for plan, variant in variants.items()}
 
 

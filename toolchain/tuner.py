@@ -228,9 +228,10 @@ def _search(recipe: Recipe, out: Path, executor, storage_url: str, want: int) ->
     try:
         with progress(log, "search", total, "trials", every=30) as bar:
             while total:
-                for t in targets:  # keep every worker busy, the targets in turn
-                    while _needs(t) and _running(targets) < executor.depth:
-                        _submit(recipe, t, dists, executor, folder, out / ".cache", targets)
+                while _running(targets) < executor.depth and any(map(_needs, targets)):
+                    for t in targets:  # keep every worker busy, the targets in turn
+                        if _needs(t) and _running(targets) < executor.depth:
+                            _submit(recipe, t, dists, executor, folder, out / ".cache", targets)
                 finished = [(t, f) for t in targets for f in list(t.running) if f.done()]
                 if not finished:
                     if not _running(targets):

@@ -246,3 +246,23 @@ def test_timings_are_summed_per_stage_and_timing_name(cache, monkeypatch):
 
 def test_versions_default_to_the_installed_tools(tmp_path):
     assert Cache(tmp_path).versions == tool_versions()
+
+
+def test_an_entry_another_process_published_meanwhile_is_kept(cache):
+    """Two workers of a search computing one key: the second to publish keeps the first's entry (its readers may
+    hold it open) and still returns its own value; a fresh run replaces it."""
+    other = Cache(cache.root, versions=dict(VERSIONS))
+    theirs = Counter(b"theirs")
+
+    class Racing(Counter):
+        def compute(self, tmp):
+            other.run(STAGE, {"x": 1}, theirs.compute, theirs.load)  # published while this one computes
+            return super().compute(tmp)
+
+    mine = Racing(b"mine")
+    value, entry = cache.run(STAGE, {"x": 1}, mine.compute, mine.load)
+    assert value == "computed 1" and (entry.dir / "out.bin").read_bytes() == b"theirs"
+    assert entry.meta["n"] == 1 and entry.file("out.bin")  # theirs, verified against their own hashes
+    assert not [p for p in entry.dir.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
+    value, entry = cache.run(STAGE, {"x": 1}, Counter(b"fresh").compute, Counter.load, fresh=True)
+    assert (entry.dir / "out.bin").read_bytes() == b"fresh"

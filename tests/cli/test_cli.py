@@ -28,6 +28,7 @@ COMMANDS = [
     "package",
     "recipe",
     "recipe check",
+    "search",
     "targets",
     "targets list",
     "targets show",
@@ -408,7 +409,7 @@ def test_the_exit_code_of_every_error_class_is_distinct():
 
     classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.ToolchainError)]
     codes = [c.exit_code for c in classes if c is not errors.ToolchainError]
-    assert len(codes) >= 18 and len(set(codes)) == len(codes) and set(codes) <= set(range(3, 23))
+    assert len(codes) >= 18 and len(set(codes)) == len(codes) and set(codes) <= set(range(3, 26))
 
 
 def test_compare_without_a_build_and_with_a_copy_of_the_shipped_recipe(tmp_path, run_cli):

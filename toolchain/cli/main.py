@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -72,6 +73,7 @@ def cli(ctx: click.Context, verbose: bool, targets_dir: Path | None) -> None:
     toolchain inspect model.tflite              ops, tensors, quantization, size of any .tflite
     toolchain recipe check recipes/x.yaml       validate a recipe without building
     toolchain targets list                      device profiles you can target
+    toolchain search recipes/x.yaml --workers 2 which model to ship on each target (a search: block)
     """
     from toolchain.fsutil import setup_logging
 
@@ -83,8 +85,34 @@ def cli(ctx: click.Context, verbose: bool, targets_dir: Path | None) -> None:
         set_targets_dir(targets_dir)
 
 
+_workers_option = click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=256),
+    default=None,
+    help="Run on a local Dask cluster of this many worker processes started here.",
+)
+_scheduler_option = click.option(
+    "--scheduler",
+    metavar="tcp://HOST:8786",
+    default=None,
+    help="Run on an existing Dask cluster instead. Every worker must reach BUILD_DIR at the same path (a shared "
+    "folder): the builds write their artifacts and the stage cache there.",
+)
+
+
+def _cluster(workers: int | None, scheduler: str | None):
+    """The Dask executor --workers / --scheduler ask for, or None."""
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
+    if workers is None and scheduler is None:
+        return None
+    from toolchain.executors.dask import DaskCluster
+
+    return DaskCluster(workers, scheduler)
+
+
 @cli.command()
-@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="RECIPE")
 @click.option(
     "-t",
     "--target",
@@ -120,9 +148,11 @@ def cli(ctx: click.Context, verbose: bool, targets_dir: Path | None) -> None:
     help="Worker processes validating targets at once (results and logs keep the targets' order); "
     "default: the usable cores, at most 4; 1: one after another.",
 )
+@_workers_option
+@_scheduler_option
 @_wide_option
 def build(
-    recipe: Path,
+    recipes: tuple[Path, ...],
     targets: tuple[str, ...],
     build_dir: Path,
     as_json: bool,
@@ -131,38 +161,53 @@ def build(
     no_wait: bool,
     diagnose_int8: bool,
     jobs: int | None,
+    workers: int | None,
+    scheduler: str | None,
     wide: bool,
 ) -> None:
-    """Build RECIPE for each target: data, model, training, conversion, the target's checks and gates.
+    """Build each RECIPE for each target: data, model, training, conversion, the target's checks and gates.
 
     Exits 0 when every gate passes; when one fails the reports are still written and the exit code
     says which kind of failure came first: 9 a target's memory budget (does not fit) or its compiler
     refuses the model, 10 a runtime crashed or refused the artifact (or a check failed), 11 an
-    acceptance gate.
+    acceptance gate. With --workers or --scheduler (a Dask cluster) several recipes build at once, one per
+    worker; one recipe has its targets' checks run there.
     """
     from toolchain.config import load_recipe
     from toolchain.executors import default_jobs
     from toolchain.pipeline import build as run_build
+    from toolchain.pipeline import build_many
 
-    r = load_recipe(recipe)
-    record = run_build(
-        r,
-        list(targets) or None,
-        build_dir,
-        use_cache=not no_cache,
-        remeasure=remeasure,
-        wait=not no_wait,
-        diagnose_int8=diagnose_int8,
-        jobs=jobs or default_jobs(),
-    )
+    rs = [load_recipe(p) for p in recipes]  # every recipe checked before any work
+    options = {"use_cache": not no_cache, "remeasure": remeasure, "diagnose_int8": diagnose_int8}
+    cluster = _cluster(workers, scheduler)
+    if cluster is not None and len(rs) > 1:
+        with cluster:
+            records = build_many(rs, build_dir, cluster, list(targets) or None, not no_wait, **options)
+    else:
+        with cluster or nullcontext():
+            records = [
+                run_build(
+                    r,
+                    list(targets) or None,
+                    build_dir,
+                    wait=not no_wait,
+                    jobs=jobs or default_jobs(),
+                    executor=cluster,
+                    **options,
+                )
+                for r in rs
+            ]
     if as_json:
-        click.echo(record.to_json())
+        click.echo(records[0].to_json() if len(records) == 1 else "[" + ",\n".join(r.to_json() for r in records) + "]")
     else:
         from toolchain.report.console import print_summary
 
-        print_summary(record, wide)
-    log.info("build record: %s", build_dir / r.name / "build.json")
-    error = record.failure_error()
+        for record in records:
+            print_summary(record, wide)
+    for r in rs:
+        log.info("build record: %s", build_dir / r.name / "build.json")
+    error = next((e for e in (record.failure_error() for record in records) if e), None)
     if error:
         raise error
 
@@ -297,6 +342,8 @@ def verify(bundle: Path) -> None:
     help="Compare quantize plans too, e.g. int8,int16x8,float16: one build per plan (BUILD_DIR/<recipe>-<plan>, "
     "built when missing, each target that runs the plan), one table of plan x target.",
 )
+@_workers_option
+@_scheduler_option
 @_wide_option
 def compare(
     recipe: Path,
@@ -306,6 +353,8 @@ def compare(
     out: Path | None,
     do_build: bool,
     plans: str | None,
+    workers: int | None,
+    scheduler: str | None,
     wide: bool,
 ) -> None:
     """Compare RECIPE's model and plan across device profiles, side by side, from its build record.
@@ -332,7 +381,9 @@ def compare(
     if plans is not None:
         from toolchain.pipeline import plan_builds
 
-        table = cmp.compare_plans(plan_builds(r, names, build_dir))
+        cluster = _cluster(workers, scheduler)  # --plans: the plans' builds at once, one per worker
+        with cluster or nullcontext():
+            table = cmp.compare_plans(plan_builds(r, names, build_dir, cluster))
         _emit(table, fmt, out or build_dir / r.name, r.name, wide)
         return
     if not record_path.exists():
