@@ -3,8 +3,6 @@ left running failed and queued again, counts. No TensorFlow."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from toolchain.errors import StorageError
@@ -19,11 +17,9 @@ def test_urls():
 
 
 def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    from tests.search.servers import free_port
+
+    return free_port()  # nothing listens there
 
 
 @pytest.mark.parametrize(

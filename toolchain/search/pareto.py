@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolchain.config.search import DIRECTIONS, Limits
+from toolchain.record import TASK_METRIC
 
 #: objective -> where it is in a target result's JSON, and the unit the tables show it in
 PATHS = {
@@ -18,20 +19,12 @@ PATHS = {
     "arena": ("memory", "arena_bytes"),
     "size": ("size_bytes",),
 }
-#: the headline metric of each task, as the record names it, and whether higher is better
-HEADLINE = {
-    "classification": ("top1", True),
-    "regression": ("mae", False),
-    "anomaly": ("auc", True),
-    "none": ("snr_db", True),
-    "language_model": ("perplexity", False),
-}
 
 
 def headline(result: dict) -> float | None:
     """The task's headline metric, signed so that higher is better (an error or perplexity negated)."""
     m = result.get("metrics") or {}
-    name, higher = HEADLINE.get(m.get("task", "classification"), ("top1", True))
+    name, higher = TASK_METRIC.get(m.get("task", "classification"), ("top1", True))
     value = m.get(name)
     if value is None:
         return None
