@@ -102,7 +102,7 @@ class Teacher:
         k = keras()
         missing = [n for n in layers if n not in {layer.name for layer in teacher.layers}]
         if missing:
-            raise CompressionError(f"distill.features: the teacher has no layer {missing[0]!r}")
+            raise CompressionError(f"distill: the teacher has no layer {missing[0]!r}")
         if not layers:
             return cls(teacher.predict(x, batch_size=64, verbose=0))
         shapes = [teacher.get_layer(n).output.shape[1:] for n in layers]
@@ -187,11 +187,13 @@ def _progress(bar, name: str, epochs: int, per_epoch: int, features: list[str]):
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            loss = logs.get("loss", float("nan"))
+            loss = logs.get("loss", logs.get("loss_total", float("nan")))
             acc = logs.get("accuracy", logs.get("output_accuracy", float("nan")))
             feature = f" feature loss {sum(logs.get(f, 0.0) for f in features):.4f}" if features else ""
+            terms = [f"{k[5:]} {v:.4f}" for k, v in logs.items() if k.startswith("loss_") and k != "loss_total"]
+            said = f" ({', '.join(terms)})" if terms else ""  # the toolchain's own step: each term
             bar.update(
-                epoch + 1, f"{name}: fine-tune epoch {epoch + 1}/{epochs} loss {loss:.4f} acc {acc:.3f}{feature}"
+                epoch + 1, f"{name}: fine-tune epoch {epoch + 1}/{epochs} loss {loss:.4f} acc {acc:.3f}{feature}{said}"
             )
 
     return Progress()
@@ -212,8 +214,18 @@ def finetune(
     k = keras()
     k.utils.set_random_seed(spec.seed)
     classes = model.output_shape[-1]
-    pairs = spec.distill.features if spec.distill else []
     lr = _learning_rate(spec, len(x))
+    if spec.distill is not None and spec.distill.custom:  # relations, online, self: the toolchain's own step
+        from toolchain.compress import distill
+
+        distill.check(spec.distill, name)
+        if spec.epochs == 0:
+            return {}
+        per_epoch = int(np.ceil(len(x) / spec.batch_size))
+        with progress(log, f"{name}: fine-tune", spec.epochs, "epochs") as bar:
+            callback = _progress(bar, name, spec.epochs, per_epoch, [])
+            return distill.train(model, spec, x, y, teacher_train, scope, name, callbacks, lr, callback)
+    pairs = spec.distill.features if spec.distill else []
     with scope.scope():
         target, acc, loss = _objective(spec, y, teacher_train, classes, name)
         trained, adapters = model, {}

@@ -7,6 +7,7 @@ import time
 
 from toolchain.compress import cluster, filters, lowrank, prune, qat, rewrite
 from toolchain.compress.common import Teacher, clone, finetune, macs_and_params, sparsity, strategy, top1
+from toolchain.compress.distill import check, teacher_layers
 from toolchain.config.recipe import Recipe, step_label
 
 log = logging.getLogger(__name__)
@@ -16,8 +17,11 @@ def run(model, recipe: Recipe, data, teacher) -> tuple[object, list[dict]]:
     """``teacher`` is the float model before compression (its outputs drive distillation)."""
     scope = strategy(recipe.strategy)
     teacher_train = None
-    if any(s.distill for s in recipe.compress):
-        layers = sorted({p.teacher for s in recipe.compress if s.distill for p in s.distill.features})
+    for s in recipe.compress:  # what a distillation cannot be, before any fine-tuning
+        if s.distill:
+            check(s.distill, step_label(s.model_dump()))
+    if any(s.distill and s.distill.mode == "offline" for s in recipe.compress):
+        layers = sorted({n for s in recipe.compress if s.distill for n in teacher_layers(s.distill)})
         teacher_train = Teacher.of(teacher, data.x_train, layers)
     reports = []
     for i, step in enumerate(recipe.compress):

@@ -14,7 +14,7 @@ import pydantic
 import yaml
 
 from toolchain.config.recipe import NAME_PATTERN
-from toolchain.errors import ConfigError, MissingInputError, UnknownTargetError
+from toolchain.errors import CompressionError, ConfigError, MissingInputError, UnknownTargetError
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -271,6 +271,13 @@ def load_recipe(path: str | Path):
             raise ConfigError(f"{path}:{line}: targets.{i}: {name!r} is listed twice (each target builds once)")
         if name not in known:
             raise UnknownTargetError(f"{path}:{line}: targets.{i}: unknown target {name!r} (known: {', '.join(known)})")
+    if recipe.compress and recipe.model.kind != "keras":
+        from toolchain.config.recipe import KIND_NAMES
+
+        raise CompressionError(
+            f"{path}:{lines.get(('compress',), 1)}: compress: {KIND_NAMES[recipe.model.kind]} model is used as "
+            "trained: compression steps (distillation, self-distillation too) fine-tune a Keras model"
+        )
     if recipe.search is not None:
         _check_search(recipe, known)
     return recipe

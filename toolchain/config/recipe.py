@@ -270,16 +270,50 @@ class FeaturePair(Strict):
     student: LayerPattern
 
 
+class Relation(Strict):
+    """Relation-based knowledge: ``rkd_distance`` / ``rkd_angle`` (Park et al. 2019: the distances, or the angles,
+    between the samples' embeddings at one layer, globally average-pooled) or ``fsp`` (Yim et al. 2017: the Gram
+    matrix between two layers' feature maps of one spatial size, the student's mapped to the teacher's channels by
+    1x1 adapters)."""
+
+    kind: Literal["rkd_distance", "rkd_angle", "fsp"]
+    student: list[LayerPattern] = Field(min_length=1, max_length=2, description="one layer (rkd), two (fsp)")
+    teacher: list[LayerPattern] | None = Field(None, description="the teacher's layers; default: the same names")
+    weight: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _layers(self):
+        need = 2 if self.kind == "fsp" else 1
+        for side, layers in (("student", self.student), ("teacher", self.teacher)):
+            if layers is not None and len(layers) != need:
+                raise ValueError(f"{self.kind} relates {need} layer{'s' * (need > 1)}: {side} names {len(layers)}")
+        return self
+
+
 class Distill(Strict):
     """Train against the float teacher's softened outputs as well as the labels, and optionally against its
-    intermediate feature maps (``features``: mean squared error after a trained 1x1 adapter, FitNets-style)."""
+    intermediate feature maps (``features``: mean squared error after a trained 1x1 adapter, FitNets-style) and the
+    relations between its samples or layers (``relations``). ``mode``: ``offline`` (the trained float model
+    teaches), ``online`` (``students`` copies of the student learn from each other's softened outputs, no
+    teacher: deep mutual learning), ``self`` (auxiliary heads on the layers ``heads`` names learn from the
+    network's own output, deep supervision; the heads are removed before conversion)."""
 
+    mode: Literal["offline", "online", "self"] = "offline"
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term (1 - alpha: the labels)")
     features: list[FeaturePair] = Field(
         default_factory=list, description="teacher/student layer pairs whose outputs the student learns to match"
     )
     feature_weight: float = Field(1.0, ge=0, description="weight of the feature terms (each a mean squared error)")
+    relations: list[Relation] = Field(default_factory=list, description="relation terms against the teacher")
+    students: int = Field(2, ge=1, le=8, description="online: the students trained together (the first is kept)")
+    heads: list[LayerPattern] = Field(default_factory=list, description="self: layers that get an auxiliary head")
+    head_weight: float = Field(1.0, ge=0, description="self: weight of each auxiliary head's terms")
+
+    @property
+    def custom(self) -> bool:
+        """Whether the toolchain's own training step runs (relations, online, self), not Keras' compiled losses."""
+        return bool(self.relations) or self.mode != "offline"
 
 
 class FineTune(Strict):
@@ -557,7 +591,7 @@ class Recipe(Strict):
     @model_validator(mode="after")
     def _task_fits(self):
         kind = self.model.kind
-        if kind != "keras" and (self.train or self.compress):
+        if kind != "keras" and self.train:  # compress steps on such a model: a CompressionError (config.loader)
             raise ValueError(
                 f"{KIND_NAMES[kind]} model is used as trained: 'train' and 'compress' need a Keras model "
                 "(train and compress it where it was written, then build it)"

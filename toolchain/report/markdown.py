@@ -323,8 +323,25 @@ def compression_markdown(recipe: str, steps: list[dict]) -> str:
         for k, v in step.items():  # per-layer dicts too long for rows: a two-column table
             if isinstance(v, dict) and len(v) > 8 and all(not isinstance(x, (dict, list)) for x in v.values()):
                 tables += ["", f"**{k}**", ""] + _table([{"layer": kk, k: vv} for kk, vv in v.items()])
-        for k, v in step.get("history", {}).items():
+        history = step.get("history", {})
+        for k, v in history.items():
             if isinstance(v, list) and v and all(isinstance(x, float) for x in v):
                 rows.append(_row(f"fine-tune {k} (first -> last of {len(v)} epochs)", f"{v[0]:.4g} -> {v[-1]:.4g}"))
         lines += [f"## {i}. {step_label(step)}", "", "| field | value |", "|---|---|", *rows, *tables, ""]
+        lines += _terms_table(history)
     return "\n".join(lines)
+
+
+def _terms_table(history: dict) -> list[str]:
+    """The distillation's loss terms epoch by epoch (the toolchain's own step reports each: ``loss_<term>``), with
+    each term's weight in the total."""
+    names = [k for k in history if k.startswith("loss_") and isinstance(history[k], list)]
+    if not names:
+        return []
+    weights = history.get("terms", {})
+    heads = [n[5:] for n in names]
+    lines = ["**loss terms per epoch** (weights: " + ", ".join(f"{n} {w:g}" for n, w in weights.items()) + ")", ""]
+    lines += ["| epoch | " + " | ".join(heads) + " |", "|" + "---|" * (len(heads) + 1)]
+    for e in range(len(history[names[0]])):
+        lines.append(f"| {e + 1} | " + " | ".join(f"{history[n][e]:.4g}" for n in names) + " |")
+    return lines + [""]
