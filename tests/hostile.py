@@ -267,6 +267,15 @@ CASES = [
         "a .tflite model is used as trained: 'train' and 'compress' need a Keras model",
     ),
     Case(
+        "self-distill-tflite",
+        recipe(
+            "schema_version: 1\nname: s\nmodel: {file: m.tflite}\ndata: {builtin: digits}\n"
+            "compress:\n  - {step: finetune, distill: {mode: self, heads: [x]}}\ntargets: [phone-cpu]\n"
+        ),
+        15,
+        ":5: compress: a .tflite model is used as trained: compression steps (distillation, self-distillation too)",
+    ),
+    Case(
         "compress-regression",
         recipe(MOBILENET.replace("name: mobilenet", "name: r\ntask: regression") + "compress:\n  - {step: qat}\n"),
         3,
