@@ -292,13 +292,16 @@ def _state(targets, spec) -> str:
     )
 
 
-def _medians(targets) -> tuple[list[float | None], int]:
-    """The median eval metric after each epoch of this search's finished trials that trained, and how many."""
+def _medians(targets, epochs: int | None) -> tuple[list[float | None], int]:
+    """The median eval metric after each epoch of this search's complete trials that trained on the same schedule
+    (``epochs``: a cosine schedule of 8 epochs is not where one of 16 is after epoch 5), and how many there are."""
+    from optuna.trial import TrialState
+
     curves = [
         tr.user_attrs["curve"]
         for t in targets
-        for tr in t.study.get_trials(deepcopy=False)
-        if tr.state.is_finished() and tr.user_attrs.get("curve")
+        for tr in t.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if tr.user_attrs.get("curve") and tr.user_attrs.get("epochs") == epochs
     ]
     longest = max((len(c) for c in curves), default=0)
     out: list[float | None] = []
@@ -317,7 +320,8 @@ def _submit(recipe: Recipe, t: Target, dists, executor, folder: Path, cache: Pat
         point["train.threads"] = executor.threads
     key = point_key(recipe, point, t.name)
     tree = variant(recipe, point, f"{recipe.name}-{key[:8]}", [t.name]).model_dump(mode="json", exclude_unset=True)
-    for k, v in (("key", key), ("recipe", tree), ("params", params)):
+    epochs = (tree.get("train") or {}).get("epochs")
+    for k, v in (("key", key), ("recipe", tree), ("params", params), ("epochs", epochs)):
         trial.set_user_attr(k, v)
     if key in t.outcomes:  # a point already built in this run: its outcome again, nothing built
         log.info("search: %s", _tell(recipe, t, trial, key, params, t.outcomes[key], same=True))
@@ -325,7 +329,7 @@ def _submit(recipe: Recipe, t: Target, dists, executor, folder: Path, cache: Pat
     if any(k == key for _, k, _ in t.running.values()):  # running now: told the same when it finishes
         t.waiting.setdefault(key, []).append((trial, params))
         return
-    medians, finished = _medians(targets)
+    medians, finished = _medians(targets, epochs)
     pruner = spec.pruner
     from toolchain.config import loader
 

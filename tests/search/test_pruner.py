@@ -27,23 +27,25 @@ def test_a_trial_stops_below_the_median_only_after_the_warmup():
         job([0.5, 0.6, 0.7])._watch(3, float("nan"))  # NaN never passes
 
 
-def test_the_medians_come_from_the_finished_trials_curves():
+def test_the_medians_come_from_complete_trials_of_the_same_schedule():
     from types import SimpleNamespace
+
+    from optuna.trial import TrialState
 
     from toolchain.tuner import _medians
 
-    def trial(curve, finished=True):
-        state = SimpleNamespace(is_finished=lambda: finished)
-        return SimpleNamespace(state=state, user_attrs={"curve": curve})
+    def trial(curve, epochs=3):
+        return SimpleNamespace(user_attrs={"curve": curve, "epochs": epochs})
 
-    study = SimpleNamespace(
-        get_trials=lambda deepcopy=False: [
-            trial([0.2, 0.4, 0.6]),
-            trial([0.4, 0.8]),
-            trial([0.9, 0.9, 0.9]),
-            trial([1.0], finished=False),
-            trial([]),
-        ]
-    )
-    medians, n = _medians([SimpleNamespace(study=study)])
-    assert n == 3 and medians == [0.4, 0.8, 0.75]
+    trials = [trial([0.2, 0.4, 0.6]), trial([0.4, 0.8, 0.8]), trial([0.9, 0.9, 0.9]), trial([0.1] * 8, epochs=8)]
+    trials.append(trial([]))  # a trial whose model was cached: no curve
+
+    def get_trials(deepcopy=False, states=()):
+        assert states == (TrialState.COMPLETE,)  # pruned trials' curves are cut short: not a schedule's median
+        return trials
+
+    study = SimpleNamespace(get_trials=get_trials)
+    medians, n = _medians([SimpleNamespace(study=study)], 3)
+    assert n == 3 and medians == [0.4, 0.8, 0.8]
+    assert _medians([SimpleNamespace(study=study)], 8) == ([0.1] * 8, 1)
+    assert _medians([SimpleNamespace(study=study)], 16) == ([], 0)

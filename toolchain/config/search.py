@@ -65,11 +65,11 @@ class Limits(Strict):
 
 class Pruner(Strict):
     """The median stopping rule on per-epoch eval accuracy: a trial whose accuracy after an epoch is below the
-    median of the finished trials' at that epoch stops there (Optuna's MedianPruner rule; Optuna's own pruners do
-    not run on multi-objective studies)."""
+    median of the complete trials' with the same number of epochs (the same learning-rate schedule) at that epoch
+    stops there (Optuna's MedianPruner rule; Optuna's own pruners do not run on multi-objective studies)."""
 
     warmup_epochs: int = Field(2, ge=0, le=10_000, description="never stop a trial before this many epochs")
-    min_trials: int = Field(4, ge=1, le=10_000, description="finished trials needed before any is stopped")
+    min_trials: int = Field(4, ge=1, le=10_000, description="complete trials of the schedule before one is stopped")
 
 
 class SearchSpec(Strict):
