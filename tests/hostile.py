@@ -267,6 +267,12 @@ CASES = [
         "a .tflite model is used as trained: 'train' and 'compress' need a Keras model",
     ),
     Case(
+        "binary-weights",
+        recipe(MOBILENET.replace("per_channel: true", "per_channel: true\n  weight_bits: 1")),
+        3,
+        "quantize.weight_bits: binary weights run on none of the toolchain's runtimes: LiteRT 2.3 and tflite-micro",
+    ),
+    Case(
         "self-distill-tflite",
         recipe(
             "schema_version: 1\nname: s\nmodel: {file: m.tflite}\ndata: {builtin: digits}\n"

@@ -517,6 +517,26 @@ class QuantizeSpec(Strict):
         description="int8, classification: of int4_layers (every conv / dense op when empty) only those whose 4-bit "
         "weights keep the calibration top-1 within max_drop points of all-int8, least sensitive first (measured)",
     )
+    weight_bits: int = Field(
+        8,
+        description="the weights' bits: 8 (4-bit weights by layer: int4_layers / int4_select; 1- and 2-bit are "
+        "refused: no runtime here executes binary or ternary convolutions, see README)",
+    )
+
+    @field_validator("weight_bits")
+    @classmethod
+    def _bits(cls, bits: int) -> int:
+        if bits == 4:
+            raise ValueError("4-bit weights go by layer: name them in int4_layers (or let int4_select choose)")
+        if bits in (1, 2):
+            raise ValueError(
+                f"{'binary' if bits == 1 else 'ternary'} weights run on none of the toolchain's runtimes: LiteRT 2.3 "
+                "and tflite-micro refuse Larq Compute Engine's binary ops, Vela leaves them on the CPU, the Edge TPU "
+                "takes 8-bit models only, and LiteRT's own 2-bit convolution crashes (README: 1-bit weights)"
+            )
+        if bits != 8:
+            raise ValueError("the weights are 8-bit (4-bit by layer: int4_layers)")
+        return bits
 
     @property
     def int4_patterns(self) -> list[str]:
