@@ -532,7 +532,7 @@ class QuantizeSpec(Strict):
             raise ValueError(
                 f"{'binary' if bits == 1 else 'ternary'} weights run on none of the toolchain's runtimes: LiteRT 2.3 "
                 "and tflite-micro refuse Larq Compute Engine's binary ops, Vela leaves them on the CPU, the Edge TPU "
-                "takes 8-bit models only, and LiteRT's own 2-bit convolution crashes (README: 1-bit weights)"
+                "takes 8-bit models only, and LiteRT's own 2-bit convolution crashes (README: 1-bit weights; docs/binary-weights.md)"
             )
         if bits != 8:
             raise ValueError("the weights are 8-bit (4-bit by layer: int4_layers)")
