@@ -214,6 +214,11 @@ class Quantization(Model):
         None, description="with float, 16-bit or 4-bit exceptions: the size of the same plan with every op int8"
     )
     traced_batch: int | None = Field(None, description="set when this batch needed its own trace")
+    optimization: dict[str, Any] | None = Field(
+        None,
+        description="calibration eq or rounding adaround / admm: per layer the output error before (nearest) and "
+        "after, eq's input range share and weights clipped, the seconds it took",
+    )
 
 
 class TargetResult(Headline):

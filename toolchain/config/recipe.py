@@ -427,7 +427,7 @@ class Strategy(Strict):
         return self
 
 
-CalibrationMethod = Literal["minmax", "mean_minmax", "percentile", "kl", "mse"]
+CalibrationMethod = Literal["minmax", "mean_minmax", "percentile", "kl", "mse", "eq"]
 
 
 class Smooth(Strict):
@@ -468,7 +468,14 @@ class QuantizeSpec(Strict):
     calibration: CalibrationMethod = Field(
         "minmax",
         description="how each activation range is chosen: minmax (absolute), mean_minmax (per batch, averaged), "
-        "percentile, kl (entropy, as TensorRT), mse (least squared quantization error)",
+        "percentile, kl (entropy, as TensorRT), mse (least squared quantization error), eq (EasyQuant: each linear "
+        "layer's input range and weight clipping searched for the best cosine of its int8 output)",
+    )
+    rounding: Literal["nearest", "adaround", "admm"] = Field(
+        "nearest",
+        description="how conv / dense weights go onto the grid: nearest (the quantizer's), adaround (learnt up or "
+        "down per weight, Nagel et al. 2020), admm (grid weights reconstructing each layer's output, Leng et al. "
+        "2018); both on the calibration split, 4-bit layers on their 4-bit grid",
     )
     percentile: float = Field(99.99, gt=50, le=100, description="calibration: percentile: the quantile kept")
     input_range: Literal["calibration", "training", "normalization"] = Field(
@@ -532,7 +539,7 @@ class QuantizeSpec(Strict):
             raise ValueError(
                 f"{'binary' if bits == 1 else 'ternary'} weights run on none of the toolchain's runtimes: LiteRT 2.3 "
                 "and tflite-micro refuse Larq Compute Engine's binary ops, Vela leaves them on the CPU, the Edge TPU "
-                "takes 8-bit models only, and LiteRT's own 2-bit convolution crashes (README: 1-bit weights; docs/binary-weights.md)"
+                "takes 8-bit models only, and LiteRT's own 2-bit convolution crashes (docs/binary-weights.md)"
             )
         if bits != 8:
             raise ValueError("the weights are 8-bit (4-bit by layer: int4_layers)")
@@ -542,6 +549,15 @@ class QuantizeSpec(Strict):
     def int4_patterns(self) -> list[str]:
         """The layers that are 4-bit or candidates for it."""
         return self.int4_layers or (["*"] if self.int4_select else [])
+
+    @model_validator(mode="after")
+    def _one_weight_method(self):
+        if self.calibration == "eq" and self.rounding != "nearest":
+            raise ValueError(
+                f"calibration eq chooses the weights' scales itself: with rounding {self.rounding}, use another "
+                "calibration method (eq and learnt rounding both set the weights)"
+            )
+        return self
 
     @property
     def mixed(self) -> bool:
@@ -553,6 +569,7 @@ class QuantizeSpec(Strict):
         """Options only the toolchain's calibration gives (the converter's own is plain min/max)."""
         return (
             self.calibration != "minmax"
+            or self.rounding != "nearest"
             or self.activations != "asymmetric"
             or self.equalize
             or self.bias_correction

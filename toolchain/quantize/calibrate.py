@@ -80,15 +80,18 @@ def quantize(
     int4_choose=None,
     max_clipped: float | None = None,
     input_ranges: list[list[float]] | None = None,
+    rounding: str = "nearest",
+    xs: list[np.ndarray] | None = None,
 ) -> tuple[bytes, dict]:
     """The int8 artifact and the report of its ranges. ``float_nodes``/``int16_nodes``/``int4_nodes``: op outputs
     kept in float, given 16-bit activations, or whose ops get 4-bit weights ({node: weight granularity}; with
     16- or 4-bit ones, ai-edge-quantizer writes the artifact; see ``mixed``). ``int4_choose``: picks the 4-bit
-    ops among ``int4_nodes`` from a function building the artifact of a choice (``int4_select.select``)."""
+    ops among ``int4_nodes`` from a function building the artifact of a choice (``int4_select.select``).
+    ``method`` eq and ``rounding`` adaround / admm optimize on the calibration samples ``xs`` (``optimize``)."""
     from toolchain.quantize.converter import quantize_graph
 
     g = Graph(graph)
-    rows, guarded = _set_ranges(g, stats, method, percentile, symmetric, max_clipped)
+    rows, guarded = _set_ranges(g, stats, "minmax" if method == "eq" else method, percentile, symmetric, max_clipped)
     if input_ranges is not None:  # quantize.input_range: the inputs' ranges from the training data or the recipe
         for i, (lo, hi) in zip([int(t) for t in g.sg.inputs], input_ranges, strict=False):
             if i in g.slots():
@@ -100,6 +103,12 @@ def quantize(
     if batch is not None and g.batch() != batch:
         raise ConversionError(f"calibration: the graph's batch is fixed at {g.batch()}; the target wants {batch}")
     report: dict = {"method": method, "percentile": percentile if method == "percentile" else None, "inputs": inputs}
+    if method == "eq" or rounding != "nearest":
+        from toolchain.quantize import optimize
+
+        four = {n: (4, gran == "channelwise") for n, gran in (int4_nodes or {}).items()}
+        report["optimization"] = optimize.run(g, xs, "eq" if method == "eq" else rounding, per_channel, four)
+        inputs = _input_scales(g, stats)  # eq moves the inputs' ranges too
     if guarded:
         report["guarded"] = guarded
     if bias_correction:

@@ -194,6 +194,8 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
         "batch": None if trace_batch else plan.batch,
     }
     select = {"int4_select": q.int4_select.model_dump()} if q.int4_select else {}  # absent when unused, as above
+    if q.rounding != "nearest":
+        settings["rounding"] = q.rounding  # absent when unused, as above
     if q.input_range != "calibration":
         settings["input_ranges"] = _input_ranges(b, data)
 
@@ -228,7 +230,8 @@ def stage_quantize(b: Build, model: ModelStage, data: Data, plan: ConvertPlan) -
                 return select(build, run, score, int4_nodes, data.y_calib, s.max_drop, s.min_snr_db)
 
         with capture_fds(tmp / "convert.log"):
-            blob, report = quantize(cal.graph, cal.stats, **settings, int4_choose=choose)
+            xs = [x[: cal.meta["samples"]] for x in data.xs_calib]  # the calibration samples, for eq / adaround / admm
+            blob, report = quantize(cal.graph, cal.stats, **settings, int4_choose=choose, xs=xs)
         (tmp / "model.tflite").write_bytes(blob)
         for t in report.get("guarded", []):
             log.warning(
