@@ -178,11 +178,14 @@ def check(recipe: Recipe) -> list:
     return profiles
 
 
-def _sampler(spec, trials: int):
+def _sampler(spec, trials: int, index: int = 0):
+    """The study's sampler; seeded per target (``index``): with one seed every target's first points would be the
+    same, and their trials would train the same model at the same time."""
     optuna = storage.quiet_optuna()
+    seed = spec.seed + index
     if spec.sampler == "nsga2":  # a few generations within the trials asked for
-        return optuna.samplers.NSGAIISampler(seed=spec.seed, population_size=max(4, min(50, trials // 3)))
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=max(4, min(10, trials // 3)))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, trials // 3)))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, min(10, trials // 3)))
 
 
 def study_names(recipe: Recipe) -> dict[str, str]:
@@ -207,8 +210,8 @@ def _search(recipe: Recipe, out: Path, executor, storage_url: str, want: int) ->
     db = storage.open_storage(storage_url)
     names = study_names(recipe)
     targets = []
-    for t, name in names.items():
-        study = storage.open_study(db, name, directions, _sampler(spec, want))
+    for i, (t, name) in enumerate(names.items()):
+        study = storage.open_study(db, name, directions, _sampler(spec, want, i))
         lost = storage.recover(study, dists)
         if lost:
             log.info("search: %s: %d trial%s a stopped search left running, queued again", t, lost, "s" * (lost > 1))
