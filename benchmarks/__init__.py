@@ -37,4 +37,7 @@ SUITE = {
     "int4_select": ("4-bit weights chosen by measured sensitivity: encoder and MobileNetV2", "below"),
     "charlm": ("A byte-level decoder LM with prefill/decode signatures and a KV cache, phone", "below"),
     "calibration_traps": ("Calibration traps: glitched calibration images, KL on ReLU6", "below"),
+    "search": ("Device-constrained model search on a local Dask cluster; 2 workers against 1", "below"),
+    "distillation": ("Distillation kinds and schemes on a pruned MobileNetV2, three seeds each", "below"),
+    "rounding": ("Quantization parameters optimized: minmax, mse, EQ, ADMM, AdaRound (per-tensor, 4-bit)", "below"),
 }

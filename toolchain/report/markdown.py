@@ -67,6 +67,36 @@ def section_markdown(s: Section) -> list[str]:
     return head + (["| field | value |", "|---|---|"] + rows if rows else []) + tables + [""]
 
 
+OPTIMIZED = {
+    "eq": "EasyQuant: each linear layer's input range and weight clipping chosen for the best output cosine",
+    "admm": "ADMM: each linear layer's weights on the grid that reconstruct its output best",
+    "adaround": "AdaRound: each weight rounded up or down, learnt to reconstruct its layer's output",
+}
+
+
+def _optimization_lines(o: dict) -> list[str]:
+    """``quantization.optimization``: what was optimized, how long it took, each layer's output error (relative
+    squared error on the calibration rows, int8 or 4-bit weights on quantized inputs) with nearest rounding and
+    after."""
+    rows = o.get("layers", [])
+    eq = o.get("method") == "eq"
+    lines = [
+        f"**{OPTIMIZED.get(o.get('method'), o.get('method'))}** ({len(rows)} layers, {o.get('seconds', 0):.1f} s, "
+        f"{o.get('rows')} output positions per layer). The layer's output error (relative squared error) with the "
+        "quantizer's own choice and after:",
+        "",
+        "| layer | op | weight bits | error before | error after |"
+        + (" input range kept | weights clipped |" if eq else ""),
+        "|---|---|---|---|---|" + ("---|---|" if eq else ""),
+    ]
+    for r in rows:
+        line = f"| `{r['layer']}` | {r['op']} | {r['bits']} | {r['error_before']:.3g} | {r['error_after']:.3g} |"
+        if eq:
+            line += f" {100 * r['input_range_share']:.0f} % | {100 * r['weights_clipped']:.2f} % |"
+        lines.append(line)
+    return lines + [""]
+
+
 def quantization_markdown(q: Quantization, size_bytes: int) -> list[str]:
     method = q.method + (f" {q.percentile}" if q.percentile is not None else "")
     lines = [
@@ -126,6 +156,8 @@ def quantization_markdown(q: Quantization, size_bytes: int) -> list[str]:
             lines += [f"{what}: {len(ops)} ops: " + ", ".join(f"`{o}`" for o in ops), ""]
     if q.int4_selection:
         lines += _int4_selection_lines(q.int4_selection)
+    if q.optimization:
+        lines += _optimization_lines(q.optimization)
     if q.int8_bytes:
         lines += [
             f"Cost of the exceptions: {(size_bytes - q.int8_bytes) / units.KB:+,.1f} KB against the same ranges all "
