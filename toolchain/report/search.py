@@ -213,7 +213,9 @@ def status_text(recipe, db, names: dict[str, str]) -> str:
         best = pareto.best(pts, spec.objectives)
         said = "no feasible trial yet"
         if best is not None:
-            said = f"#{best.number} {_metric(best.extra)} {_latency(best.extra)} ms"
+            r = best.extra.get("result") or {}
+            kind = "host" if r.get("latency_kind") == "measured" else "est."
+            said = f"#{best.number} {_metric(best.extra)}, {units.ms(r.get('latency_ms'))} ms ({kind})"
         rows.append(
             [
                 target,
