@@ -60,3 +60,19 @@ def test_on_a_phone_the_search_reaches_float_layers_then_other_modes(tiny_recipe
     assert plans[7].endswith("with 16-bit activations (the diagnosis' worst)")
     assert plans[8:] == ["int8, quantization-aware training", "int16x8 (16-bit activations)", "float16", "float32"]
     assert [p["mode"] for p in r["plan_search"]][6:] == ["int8", "int8", "int8", "int16x8", "float16", "float32"]
+
+
+def test_per_tensor_weights_add_the_learnt_rounding_rungs(tiny_recipe, tmp_path, run_cli):
+    """Where learnt weights pay (a coarse grid: per-tensor scales, benchmarks.rounding), the search tries ADMM and
+    AdaRound after equalization; each rung's weights are reported optimized."""
+    recipe = tiny_recipe(
+        quantize="mode: auto, per_channel: false",
+        targets="[cortex-m7]",
+        extra="acceptance: {max_accuracy_drop: 50, max_size_kb: 0.5}",
+    )
+    code, _, err = run_cli("build", recipe, "--out", tmp_path / "b")
+    assert code == 11, err
+    (r,) = record(tmp_path / "b")["results"]
+    plans = [p["plan"] for p in r["plan_search"]]
+    at = plans.index("int8 minmax, equalized, bias-corrected")
+    assert plans[at + 1 : at + 3] == ["int8 minmax, ADMM weights", "int8 minmax, AdaRound weights"]

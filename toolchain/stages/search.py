@@ -35,6 +35,9 @@ LADDER = (
     ("int8 kl, guarded", {"mode": "int8", "calibration": "kl"}),  # quantize.max_clipped keeps a range from clipping
     ("int8 minmax, input range from the training data", {"mode": "int8", "input_range": "training"}),
     ("int8 minmax, equalized, bias-corrected", {"mode": "int8", "equalize": True, "bias_correction": True}),
+    # where they pay (benchmarks.rounding): per-tensor weights or 4-bit layers; nearest rounding is as good otherwise
+    ("int8 minmax, ADMM weights", {"mode": "int8", "rounding": "admm", "coarse_grid": True}),
+    ("int8 minmax, AdaRound weights", {"mode": "int8", "rounding": "adaround", "coarse_grid": True}),
     ("int8, the 3 worst layers (diagnosis) in float", {"mode": "int8", "float_worst": 3}),
     ("int8, the sensitive ops with 16-bit activations", {"mode": "int8", "int16_sensitive": True}),
     ("int8, the 3 worst layers (diagnosis) with 16-bit activations", {"mode": "int8", "int16_worst": 3}),
@@ -95,6 +98,9 @@ def _rungs(b: Build, target: Target, data: Data, model: ModelStage) -> Iterator[
             if not fields["int16_layers"]:
                 continue
             name = f"int8, {', '.join(fields['int16_layers'])} with 16-bit activations (the sensitive ops)"
+        q = b.recipe.quantize
+        if fields.pop("coarse_grid", False) and q.per_channel and not q.int4_patterns:
+            continue  # learnt weights pay on a coarse grid only: per-tensor scales or 4-bit layers
         qat = fields.pop("qat", False)
         if qat and (b.recipe.train is None or b.recipe.task != "classification"):
             continue  # QAT trains: only where the recipe trains a classifier
@@ -139,6 +145,7 @@ def _int16_sensitive(b: Build, target: Target, data: Data, model: ModelStage) ->
 
 def _rung_recipe(b: Build, fields: dict, qat: bool):
     update = {"calibration": "minmax", "equalize": False, "bias_correction": False, "input_range": "calibration"}
+    update["rounding"] = "nearest"
     update |= {"float_layers": [], "int16_layers": [], **fields}
     if fields["mode"] != "int8":
         update["io_type"] = None
