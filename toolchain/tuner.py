@@ -228,13 +228,16 @@ def _search(recipe: Recipe, out: Path, executor, storage_url: str, want: int) ->
     )
     record = lambda: _record(recipe, targets, storage_url)  # noqa: E731
     start = sum(storage.counts(t.study)["finished"] for t in targets)
+    turn = -1
     try:
         with progress(log, "search", total, "trials", every=30) as bar:
             while total:
                 while _running(targets) < executor.depth and any(map(_needs, targets)):
-                    for t in targets:  # keep every worker busy, the targets in turn
+                    turn += 1  # keep every worker busy, the targets in turn (the one after the last served first)
+                    for t in targets[turn % len(targets) :] + targets[: turn % len(targets)]:
                         if _needs(t) and _running(targets) < executor.depth:
                             _submit(recipe, t, dists, executor, folder, out / ".cache", targets)
+                            break
                 finished = [(t, f) for t in targets for f in list(t.running) if f.done()]
                 if not finished:
                     if not _running(targets):
