@@ -147,8 +147,8 @@ def values(result: dict) -> dict[str, str]:
     terms = []
     for case, v in s.items():
         for k, (first, last) in v["terms"].items():
-            if k.startswith("loss_") and k != "loss_total":
-                terms.append([case, k[5:], f"{first:.4g}", f"{last:.4g}"])
+            if (k.startswith("loss_") and k != "loss_total") or k == "feature_loss":
+                terms.append([case, k.removeprefix("loss_"), f"{first:.4g}", f"{last:.4g}"])
     return {
         "table": common.table(
             ["case", "float top-1 % (median ± half spread)", "vs none", "int8 top-1 %", "vs none", "fine-tune s"], rows

@@ -79,20 +79,16 @@ def part_search(out: Path) -> dict:
     for t in record["targets"]:
         front = [_point(_trial(t, n)) for n in t["front"]]
         best = _point(_trial(t, t["best"])) if t["best"] is not None else None
-        rebuilt = None
-        if best is not None:
-            path = out / "best" / f"mobilenet-search-{t['target']}.yaml"
-            built = common.toolchain_build(path, out / "rebuild").record["results"][0]
-            rebuilt = {"sha256": built["sha256"], "same": built["sha256"] == best["sha256"]}
         feasible = [_point(x) for x in t["trials"] if x["state"] == "complete" and x["feasible"]]
         targets[t["target"]] = {
             "counts": t["counts"],
             "front": front,
             "best": best,
-            "rebuilt": rebuilt,
+            "rebuilt": None,
             "feasible": feasible,
             "built": sum(1 for x in t["trials"] if x["state"] != "interrupted" and x.get("seconds")),
         }
+    targets = rebuild(out, targets)
     m4 = targets["cortex-m4"]["feasible"]
     goal = [p for p in m4 if p["top1"] >= baseline["top1"] and p["latency_ms"] * 2 <= baseline["latency_ms"]]
     as_good = [p for p in m4 if p["top1"] >= baseline["top1"]]
@@ -104,6 +100,18 @@ def part_search(out: Path) -> dict:
         "goal_met": bool(goal),
         "m4_pick": closest,
     }
+
+
+def rebuild(out: Path, targets: dict) -> dict:
+    """Each target's best recipe (``OUT/best``) built again in a fresh folder: the best trial's artifact or not."""
+    shutil.rmtree(out / "rebuild", ignore_errors=True)
+    for name, t in targets.items():
+        if t["best"] is None:
+            continue
+        built = common.toolchain_build(out / "best" / f"mobilenet-search-{name}.yaml", out / "rebuild")
+        sha = built.record["results"][0]["sha256"]
+        t["rebuilt"] = {"sha256": sha, "same": sha == t["best"]["sha256"]}
+    return targets
 
 
 def _scaling_recipe(out: Path) -> Path:
@@ -169,7 +177,7 @@ def part_scaling(out: Path, pairs: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = common.parser(f"benchmarks.{NAME}", __doc__)
     ap.add_argument("--out", type=Path, default=Path("/tmp/search-bench"))
-    ap.add_argument("--part", choices=["all", "search", "scaling"], default="all")
+    ap.add_argument("--part", choices=["all", "search", "rebuild", "scaling"], default="all")
     ap.add_argument("--pairs", type=int, default=1, help="scaling: runs of each worker count (interleaved)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -179,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.out / "search", ignore_errors=True)
         shutil.rmtree(args.out / "best", ignore_errors=True)
         data["search"] = part_search(args.out)
+    if args.part == "rebuild":  # the --write-best recipes of the stored search built again in a fresh folder
+        data["search"]["targets"] = rebuild(args.out, data["search"]["targets"])
     if args.part in ("all", "scaling"):
         data["scaling"] = part_scaling(args.out, args.pairs)
     common.write_result(NAME, data, args.results, argv)

@@ -146,3 +146,20 @@ def test_read_only_and_full_output_folders(tiny_recipe, tmp_path, options, messa
 def test_a_name_too_long_for_the_file_system(tiny_recipe, tmp_path, run_cli):
     code, _, err = run_cli("build", tiny_recipe(), "--out", tmp_path / ("x" * 300))
     assert code == 19 and "File name too long" in err and err.count("\n") == 1
+
+
+@pytest.mark.tf
+def test_a_build_reusing_a_cached_model_writes_the_artifact_a_cold_build_writes(tiny_recipe, tmp_path, run_cli):
+    """A search's trial often finds its trained model in the cache (another trial trained it) while a --write-best
+    rebuild trains it: both must trace the same graph (the model read back from its entry), so the same bytes."""
+    recipe = tiny_recipe(targets="[cortex-m7]")
+    code, _, err = run_cli("build", recipe, "--build-dir", tmp_path / "cold")
+    assert code == 0, err
+    warm = tmp_path / "warm"
+    (warm / ".cache").mkdir(parents=True)
+    for stage in ("data", "model"):  # the trained model only: calibration and quantization computed again
+        shutil.copytree(tmp_path / "cold" / ".cache" / stage, warm / ".cache" / stage)
+    code, _, err = run_cli("build", recipe, "--build-dir", warm)
+    assert code == 0 and "model: float reference" in err and "(cached)" in err
+    sha = [record(d)["results"][0]["sha256"] for d in (tmp_path / "cold", warm)]
+    assert sha[0] == sha[1]

@@ -20,7 +20,7 @@ from toolchain.stages.data import Data
 from toolchain.stages.model import ModelStage
 
 log = logging.getLogger(__name__)
-STAGE = Stage("convert", 4, tools=("tensorflow",))
+STAGE = Stage("convert", 5, tools=("tensorflow",))
 
 
 @dataclass

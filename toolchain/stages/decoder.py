@@ -16,7 +16,7 @@ from toolchain.stages.data import Data
 from toolchain.stages.model import ModelStage
 
 log = logging.getLogger(__name__)
-EXPORT = Stage("decoder-export", 1, tools=("tensorflow",), timing="convert")
+EXPORT = Stage("decoder-export", 2, tools=("tensorflow",), timing="convert")
 INT8 = Stage("decoder-int8", 2, tools=("ai-edge-quantizer", "ai-edge-litert"), timing="quantize")
 #: calibration windows: each gives one prefill and context/2 decode steps
 CALIBRATION_WINDOWS = 16

@@ -184,6 +184,9 @@ def stage_model(b: Build, data: Data) -> ModelStage:
         log.info("model: %s is a float model: its own outputs on LiteRT are the reference", r.model.file.name)
     elif reference is None:
         log.info("model: %s is used as it is, with no reference model to compare with%s", r.model.file.name, cached)
+    if path is not None and r.model.signature is None:
+        model = None  # read back from the entry, as a warm build does: the converter traces a loaded model's graph
+        # with other names than the in-memory one it trained, so a cold and a warm build would differ in their bytes
     return ModelStage(
         entry.meta["key"],
         path,
@@ -275,4 +278,5 @@ def stage_compress(b: Build, base: ModelStage, data: Data) -> ModelStage:
 
         log.info("compress: %s (cached)", " -> ".join(step_label(s) for s in steps))
     path = entry.file("model.h5") if entry.hit else entry.dir / "model.h5"
-    return ModelStage(entry.meta["key"], path, lambda: base.reference, base.history, model, steps)
+    # read back from the entry, as a warm build does (see stage_model): one graph for a cold and a warm build
+    return ModelStage(entry.meta["key"], path, lambda: base.reference, base.history, None, steps)

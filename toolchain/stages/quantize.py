@@ -21,7 +21,7 @@ from toolchain.stages.data import Data
 from toolchain.stages.model import ModelStage
 
 log = logging.getLogger(__name__)
-CALIBRATE = Stage("calibrate", 1, tools=("tensorflow", "ai-edge-litert"), timing="convert")
+CALIBRATE = Stage("calibrate", 2, tools=("tensorflow", "ai-edge-litert"), timing="convert")
 QUANTIZE = Stage("quantize", 3, tools=("tensorflow",), timing="convert")
 
 
