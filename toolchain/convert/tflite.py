@@ -47,7 +47,9 @@ def converter(model, batch: int | None, sample=None):
             )
         import keras as keras3
 
-        inp = keras3.Input(batch_shape=(batch, *model.inputs[0].shape[1:]))
+        # named: Keras 3 names an unnamed input by a process-wide counter (keras_tensor_21 in one process, _72 in
+        # another that built more models), and the artifact's input name and signature would differ by history
+        inp = keras3.Input(batch_shape=(batch, *model.inputs[0].shape[1:]), name="input")
         conv = t.lite.TFLiteConverter.from_keras_model(keras3.Model(inp, model(inp)))
     elif not multi:
         spec = t.TensorSpec([batch, *model.inputs[0].shape[1:]], t.float32)
