@@ -218,3 +218,19 @@ def test_setup_logging_installs_one_handler_and_sets_the_level():
         assert root.level == logging.INFO and root.handlers[0].formatter._fmt == "%(message)s"
     finally:
         root.handlers[:], root.level, root.propagate = saved
+
+
+def test_held_signals_land_after_the_block_and_not_inside_it():
+    import signal
+    import time
+
+    from toolchain.fsutil import held_signals
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with held_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal arrives here and waits
+            done.append("bookkeeping")
+    assert done == ["bookkeeping"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler put back

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -102,6 +103,25 @@ def atomic_dir(final: Path):
 
 def atomic_copy(src: Path, dst: Path) -> Path:
     return atomic_write(dst, Path(src).read_bytes())
+
+
+@contextmanager
+def held_signals():
+    """Ctrl-C and SIGTERM wait for the end of the block (bookkeeping that must not be cut in two: a trial asked of
+    the database and not yet recorded as running), then land as they would have. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in kinds}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(held):
+            signal.raise_signal(s)
 
 
 def _flush_c_stdio() -> None:

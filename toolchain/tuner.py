@@ -27,7 +27,7 @@ from typing import Any
 from toolchain.config import Recipe, load_target
 from toolchain.config.search import DIRECTIONS, point_key, study_key, variant
 from toolchain.errors import CompatibilityError, ConfigError, ToolchainError
-from toolchain.fsutil import atomic_write, capture_fds, progress
+from toolchain.fsutil import atomic_write, capture_fds, held_signals, progress
 from toolchain.search import pareto, space, storage
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,8 @@ def _search(recipe: Recipe, out: Path, executor, storage_url: str, want: int) ->
                     turn += 1  # keep every worker busy, the targets in turn (the one after the last served first)
                     for t in targets[turn % len(targets) :] + targets[: turn % len(targets)]:
                         if _needs(t) and _running(targets) < executor.depth:
-                            _submit(recipe, t, dists, executor, folder, out / ".cache", targets)
+                            with held_signals():  # a trial asked is a trial recorded, or Ctrl-C leaves it running
+                                _submit(recipe, t, dists, executor, folder, out / ".cache", targets)
                             break
                 finished = [(t, f) for t in targets for f in list(t.running) if f.done()]
                 if not finished:
@@ -245,12 +246,13 @@ def _search(recipe: Recipe, out: Path, executor, storage_url: str, want: int) ->
                     time.sleep(0.2)
                     continue
                 for t, f in finished:
-                    trial, key, params = t.running.pop(f)
-                    t.outcomes[key] = _result(f)
-                    for tr, p in [(trial, params), *t.waiting.pop(key, [])]:
-                        line = _tell(recipe, t, tr, key, p, t.outcomes[key], same=tr is not trial)
-                        done = sum(storage.counts(x.study)["finished"] for x in targets) - start
-                        bar.update(done, f"search: {line}; {_state(targets, spec)}")
+                    with held_signals():  # a finished trial is told, not lost between the two books
+                        trial, key, params = t.running.pop(f)
+                        t.outcomes[key] = _result(f)
+                        for tr, p in [(trial, params), *t.waiting.pop(key, [])]:
+                            line = _tell(recipe, t, tr, key, p, t.outcomes[key], same=tr is not trial)
+                            done = sum(storage.counts(x.study)["finished"] for x in targets) - start
+                            bar.update(done, f"search: {line}; {_state(targets, spec)}")
                     atomic_write(folder / "search.json", _json(record()))
     except BaseException:  # Ctrl-C, SIGTERM, a lost scheduler: the running trials are lost, their points kept
         for t in targets:
