@@ -74,23 +74,46 @@ def build_model(spec: ModelSpec, task: str = "classification"):
     if spec.application == "Transformer":
         from toolchain.models.transformer import build_transformer
 
-        return build_transformer(spec)
+        return plain_names(build_transformer(spec))
     if spec.application == "Decoder":
         from toolchain.models.decoder import build_decoder
 
-        return build_decoder(spec)
+        return plain_names(build_decoder(spec))
     if spec.application:
         ctor = getattr(k.applications, spec.application)
         kwargs = dict(input_shape=tuple(spec.input_shape), alpha=spec.alpha, weights=None, classes=spec.classes)
         if spec.application.startswith("MobileNetV3"):
             kwargs["include_preprocessing"] = False  # the data stage normalizes
         try:
-            return ctor(**kwargs)
+            return plain_names(ctor(**kwargs))
         except ValueError as exc:
             raise InputError(f"model: cannot build {spec.application}: {exc}") from None
     if spec.signature is not None:
         return SignatureModel(Path(spec.file), spec.signature)
     return load_model_file(Path(spec.file), spec, task)
+
+
+def plain_names(model):
+    """The layers Keras named by a process-wide counter (MobileNetV2's ``global_average_pooling2d_5`` when the
+    process built five models before) renamed by their order in this model: ``global_average_pooling2d``, ``_1``...
+    The names reach the saved model and the artifact's tensor names: a search worker's later trial and a fresh
+    build of the same recipe wrote different bytes."""
+    import re
+
+    from tf_keras.src.utils.generic_utils import to_snake_case
+
+    seen: dict[str, int] = {}
+    names = {}
+    for layer in model.layers:
+        base = "input" if type(layer).__name__ == "InputLayer" else to_snake_case(type(layer).__name__)
+        if re.fullmatch(rf"{re.escape(base)}(_\d+)?", layer.name):
+            n = seen[base] = seen.get(base, -1) + 1
+            names[layer] = base if n == 0 else f"{base}_{n}"
+    kept = [layer.name for layer in model.layers if layer not in names]
+    if len(set(kept) | set(names.values())) == len(model.layers):  # never two layers of one name
+        for layer, name in names.items():
+            layer._name = name
+    return model
 
 
 def load_model_file(path: Path, spec: ModelSpec | None = None, task: str = "classification"):

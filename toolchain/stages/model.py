@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger(__name__)
-MODEL = Stage("model", 3, tools=("tensorflow", "tf_keras"))
+MODEL = Stage("model", 4, tools=("tensorflow", "tf_keras"))
 #: a PyTorch or ONNX model: its float flatbuffer (litert-torch) and the framework's own outputs
 CONVERTED = Stage("model", 3, tools=("torch", "litert-torch", "onnx", "onnx2torch", "onnxruntime"))
 COMPRESS = Stage("compress", 6, tools=("tensorflow", "tf_keras", "tensorflow-model-optimization"))
