@@ -25,6 +25,7 @@ def test_a_built_model_is_named_the_same_the_third_time(keras, spec):
     keras.layers.GlobalAveragePooling2D()  # and a layer built in between
     assert [layer.name for layer in third.layers] == [layer.name for layer in first.layers]
     assert len({layer.name for layer in third.layers}) == len(third.layers)
+    assert third.input_names == first.input_names == [third.layers[0].name]  # what the converter names the input
 
 
 def test_plain_names_number_a_kind_by_its_order_and_keep_given_names(keras):

@@ -113,6 +113,9 @@ def plain_names(model):
     if len(set(kept) | set(names.values())) == len(model.layers):  # never two layers of one name
         for layer, name in names.items():
             layer._name = name
+        for attr, layers in (("input_names", "_input_layers"), ("output_names", "_output_layers")):
+            if hasattr(model, layers):  # the Functional model's own lists, made from the names it was built with
+                setattr(model, attr, [layer.name for layer in getattr(model, layers)])
     return model
 
 
