@@ -94,29 +94,37 @@ def build_model(spec: ModelSpec, task: str = "classification"):
 
 
 def plain_names(model):
-    """The layers Keras named by a process-wide counter (MobileNetV2's ``global_average_pooling2d_5`` when the
-    process built five models before) renamed by their order in this model: ``global_average_pooling2d``, ``_1``...
-    The names reach the saved model and the artifact's tensor names: a search worker's later trial and a fresh
-    build of the same recipe wrote different bytes."""
+    """The model rebuilt with the layers Keras named by a process-wide counter (MobileNetV2's
+    ``global_average_pooling2d_5`` and ``input_6`` when the process built five models before) named by their order
+    in this model: ``global_average_pooling2d``, ``_1``... and the same weights. The names reach the saved model and
+    the artifact's tensor names: a search worker's later trial and a fresh build of one recipe wrote other bytes."""
     import re
 
     from tf_keras.src.utils.generic_utils import to_snake_case
 
+    if type(model).__name__ != "Functional":
+        return model
     seen: dict[str, int] = {}
     names = {}
     for layer in model.layers:
         base = "input" if type(layer).__name__ == "InputLayer" else to_snake_case(type(layer).__name__)
         if re.fullmatch(rf"{re.escape(base)}(_\d+)?", layer.name):
             n = seen[base] = seen.get(base, -1) + 1
-            names[layer] = base if n == 0 else f"{base}_{n}"
-    kept = [layer.name for layer in model.layers if layer not in names]
-    if len(set(kept) | set(names.values())) == len(model.layers):  # never two layers of one name
-        for layer, name in names.items():
-            layer._name = name
-        for attr, layers in (("input_names", "_input_layers"), ("output_names", "_output_layers")):
-            if hasattr(model, layers):  # the Functional model's own lists, made from the names it was built with
-                setattr(model, attr, [layer.name for layer in getattr(model, layers)])
-    return model
+            names[layer.name] = base if n == 0 else f"{base}_{n}"
+    kept = [layer.name for layer in model.layers if layer.name not in names]
+    if all(old == new for old, new in names.items()) or len(set(kept) | set(names.values())) < len(model.layers):
+        return model  # named already, or two layers would share a name
+
+    def renamed(node):
+        if isinstance(node, dict):
+            return {k: renamed(v) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return type(node)(renamed(v) for v in node)
+        return names.get(node, node) if isinstance(node, str) else node
+
+    twin = type(model).from_config(renamed(model.get_config()))
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def load_model_file(path: Path, spec: ModelSpec | None = None, task: str = "classification"):
