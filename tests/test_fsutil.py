@@ -227,10 +227,14 @@ def test_held_signals_land_after_the_block_and_not_inside_it():
     from toolchain.fsutil import held_signals
 
     done = []
-    with pytest.raises(KeyboardInterrupt):
-        with held_signals():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the signal arrives here and waits
-            done.append("bookkeeping")
-    assert done == ["bookkeeping"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler put back
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background run (cmd &) ignores SIGINT
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with held_signals():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the signal arrives here and waits
+                done.append("bookkeeping")
+        assert done == ["bookkeeping"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler put back
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -119,7 +119,20 @@ def search_process(r: Path, out: Path, cluster, url: str, *more: str) -> subproc
     cmd = [sys.executable, "-m", "toolchain", "search", str(r), "--build-dir", str(out)]
     cmd += ["--scheduler", cluster.address, "--storage", url, *more]
     err = open(out.parent / f"{r.stem}-{time.monotonic_ns()}.err", "w")  # noqa: SIM115
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "COLUMNS": "100"})
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+        env={**os.environ, "COLUMNS": "100"},
+        preexec_fn=_interruptible,
+    )
+
+
+def _interruptible() -> None:
+    """Ctrl-C reaches the search as in a user's shell: a test run started in the background (``cmd &``) has SIGINT
+    ignored, and an ignored SIGINT is inherited, so Python would never raise KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None = None):
