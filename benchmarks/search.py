@@ -293,6 +293,7 @@ def metrics(result: dict) -> dict[str, float]:
         "scaling.ratio": round(statistics.median(a["wall_s"] / b["wall_s"] for a, b in zip(one, two, strict=False)), 2),
         "m4.front_points": len(m4["front"]),
         "m4.best_top1_pct": round(100 * m4["best"]["top1"], 2),
+        "rebuilt_same": sum(bool((t["rebuilt"] or {}).get("same")) for t in d["search"]["targets"].values()),
     }
 
 
